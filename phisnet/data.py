@@ -1,0 +1,344 @@
+"""Datasets of (geometry, H, S, energy, forces) in ASE databases, and their generation.
+
+Format (SchNOrb-style, readable with ``ase db FILE.db``): one row per structure,
+``data={"hamiltonian": (nao, nao), "overlap": (nao, nao)}`` in Hartree, and on the
+row the key ``sample_index`` plus energy and forces in ASE's units (eV, eV/Angstrom)
+so that ``ase db`` shows them correctly. :class:`HamiltonianDataset` converts them
+back to Hartree and Hartree/Angstrom. The database metadata holds the level of
+theory, basis, sampling settings, library versions, the optimised structure and its
+normal modes.
+
+Crash safety: every row is written in one SQLite transaction by the parent process
+only; a restarted run with the same settings skips the sample indices already present,
+so it ends with exactly N distinct rows. Structure i is drawn from a random generator
+seeded with (seed, i), so a restart reproduces the same geometries.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime
+import multiprocessing
+import os
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ase
+import ase.db
+import numpy as np
+from ase.calculators.singlepoint import SinglePointCalculator
+from tqdm.auto import tqdm
+
+import phisnet
+from phisnet.basis import DEFAULT_BASIS
+from phisnet.errors import InputError
+from phisnet.io import read_molecules
+from phisnet.sampling import HARTREE_EV, NormalModes, normal_modes, optimise, thermal_sample
+
+#: Tight SCF tolerance for training data: the Fock matrix is then converged far below 1 uHa noise.
+DATASET_CONV_TOL = 1e-11
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything that decides the content of a generated dataset."""
+
+    molecule: str
+    symbols: tuple[str, ...]
+    xc: str = "pbe"
+    basis: str = DEFAULT_BASIS
+    charge: int = 0
+    spin: int = 0
+    temperature: float = 500.0
+    seed: int = 0
+    conv_tol: float = DATASET_CONV_TOL
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["symbols"] = list(self.symbols)
+        return d
+
+
+def library_versions() -> dict[str, str]:
+    import pyscf
+    import scipy
+
+    return {
+        "phisnet": phisnet.__version__,
+        "pyscf": pyscf.__version__,
+        "ase": ase.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def sample_positions(modes: NormalModes, settings: GenerationSettings, index: int) -> np.ndarray:
+    """Positions (Angstrom) of structure ``index``: deterministic in (seed, index)."""
+    rng = np.random.default_rng([settings.seed, index])
+    return thermal_sample(modes, settings.temperature, rng)
+
+
+def _compute(symbols: list[str], positions: np.ndarray, settings: GenerationSettings, threads: int):
+    """Worker: one reference calculation; returns plain arrays so it pickles cheaply."""
+    from pyscf import lib
+
+    from phisnet.reference import run_dft
+
+    lib.num_threads(threads)
+    atoms = ase.Atoms(symbols, positions=positions)
+    ref = run_dft(
+        atoms, xc=settings.xc, basis=settings.basis, charge=settings.charge, spin=settings.spin,
+        conv_tol=settings.conv_tol,
+    )
+    if not ref.converged:
+        # One more try with PySCF's second-order (Newton) solver before giving up on this structure.
+        ref = run_dft(
+            atoms, xc=settings.xc, basis=settings.basis, charge=settings.charge, spin=settings.spin,
+            conv_tol=settings.conv_tol, second_order=True,
+        )
+    return ref
+
+
+def _write_row(db, index: int, positions: np.ndarray, symbols: list[str], ref) -> None:
+    atoms = ase.Atoms(symbols, positions=positions)
+    atoms.calc = SinglePointCalculator(atoms, energy=ref.energy * HARTREE_EV, forces=ref.forces * HARTREE_EV)
+    db.write(
+        atoms,
+        sample_index=index,
+        n_iterations=ref.n_iterations,
+        scf_seconds=round(ref.seconds, 4),
+        data={"hamiltonian": ref.hamiltonian, "overlap": ref.overlap},
+    )
+
+
+def _prepare(db, molecule: str, settings: GenerationSettings, log) -> tuple[NormalModes, dict]:
+    """Optimised structure and normal modes, from the metadata or computed and stored once."""
+    metadata = dict(db.metadata)
+    if metadata.get("settings"):
+        stored = metadata["settings"]
+        if stored != settings.to_json():
+            diff = [k for k in settings.to_json() if stored.get(k) != settings.to_json()[k]]
+            raise InputError(
+                f"{db.filename} was made with other settings ({', '.join(diff)} differ); "
+                "use the same settings to resume it, or a new --out file."
+            )
+        return NormalModes.from_json(metadata["normal_modes"]), metadata
+    atoms = read_molecules(molecule, charge=settings.charge, spin=settings.spin, basis=settings.basis)[0]
+    log(f"Optimising {molecule} at {settings.xc}/{settings.basis} with geomeTRIC ...")
+    atoms = optimise(atoms, settings.xc, settings.basis, settings.charge, settings.spin)
+    log("Computing the analytic Hessian and normal modes ...")
+    modes = normal_modes(atoms, settings.xc, settings.basis, settings.charge, settings.spin)
+    metadata = {
+        "title": f"{molecule} {settings.xc}/{settings.basis} thermal normal-mode samples",
+        "format": "phisnet-dataset-1",
+        "level_of_theory": settings.xc,
+        "basis": settings.basis,
+        "settings": settings.to_json(),
+        "sampling": {
+            "method": "classical harmonic Boltzmann sampling of normal modes, random orientation",
+            "temperature_K": settings.temperature,
+            "seed": settings.seed,
+            "min_wavenumber_cm1": 50.0,
+        },
+        "units": {"hamiltonian": "Hartree", "energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
+        "versions": library_versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "normal_modes": modes.to_json(),
+        "failed_indices": [],
+    }
+    db.metadata = metadata
+    return modes, metadata
+
+
+def generate(
+    molecule: str,
+    n: int,
+    out: str | os.PathLike,
+    *,
+    temperature: float = 500.0,
+    seed: int = 0,
+    workers: int = 1,
+    xc: str = "pbe",
+    basis: str = DEFAULT_BASIS,
+    charge: int = 0,
+    spin: int = 0,
+    conv_tol: float = DATASET_CONV_TOL,
+    progress: bool = True,
+    log=print,
+) -> Path:
+    """Generate (or resume) a dataset of ``n`` thermally sampled structures.
+
+    Parameters
+    ----------
+    molecule : a name, SMILES or file that ``phisnet.io.read_molecules`` reads (first frame).
+    n : number of rows the finished database holds.
+    out : path of the ASE SQLite database (``.db``).
+    temperature : sampling temperature in K.
+    seed : seed of the sampling; structure i uses the generator seeded with (seed, i).
+    workers : parallel processes for the reference calculations.
+    xc, basis, charge, spin : level of theory (``xc="hf"`` for Hartree-Fock).
+    conv_tol : SCF energy tolerance in Hartree.
+
+    Returns
+    -------
+    The path of the database, holding exactly ``n`` rows.
+    """
+    if n < 1:
+        raise InputError(f"--n must be at least 1, got {n}.")
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}.")
+    out = Path(out)
+    if out.suffix != ".db":
+        raise InputError(f"The output must be an ASE SQLite database ending in .db, got {out.name}.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    first = read_molecules(molecule, charge=charge, spin=spin, basis=basis)[0]
+    settings = GenerationSettings(
+        molecule=str(molecule), symbols=tuple(first.get_chemical_symbols()), xc=xc, basis=basis,
+        charge=charge, spin=spin, temperature=float(temperature), seed=seed, conv_tol=conv_tol,
+    )
+    # No `with db:` block: ASE would make the whole run one transaction; each write must commit alone.
+    db = ase.db.connect(out, type="db", append=True)
+    modes, metadata = _prepare(db, molecule, settings, log)
+    done = {row.sample_index for row in db.select(include_data=False)}
+    failed = set(metadata.get("failed_indices", []))
+    if len(done) >= n:
+        log(f"{out} already holds {len(done)} structures; nothing to do.")
+        return out
+    symbols = list(settings.symbols)
+
+    def todo():
+        i = 0
+        while True:
+            if i not in done and i not in failed:
+                yield i
+            i += 1
+
+    indices = todo()
+    bar = tqdm(total=n, initial=len(done), unit="structure", desc=f"{molecule} {xc}/{basis}", disable=not progress)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    try:
+        if workers == 1:
+            while len(done) < n:
+                i = next(indices)
+                positions = sample_positions(modes, settings, i)
+                ref = _compute(symbols, positions, settings, threads)
+                _record(db, i, positions, symbols, ref, done, failed, log)
+                bar.n = len(done)
+                bar.refresh()
+        else:
+            _run_parallel(db, modes, settings, n, workers, threads, indices, done, failed, bar, log)
+    finally:
+        bar.close()
+    return out
+
+
+def _record(db, i, positions, symbols, ref, done: set, failed: set, log) -> None:
+    if ref.converged:
+        _write_row(db, i, positions, symbols, ref)
+        done.add(i)
+    else:
+        failed.add(i)
+        metadata = dict(db.metadata)
+        metadata["failed_indices"] = sorted(failed)
+        db.metadata = metadata
+        log(f"Structure {i}: the SCF did not converge; it is skipped and another is drawn.")
+
+
+def _run_parallel(db, modes, settings, n, workers, threads, indices, done, failed, bar, log) -> None:
+    symbols = list(settings.symbols)
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: dict[cf.Future, tuple[int, np.ndarray]] = {}
+
+        def fill():
+            while len(pending) < workers and len(done) + len(pending) < n:
+                i = next(indices)
+                positions = sample_positions(modes, settings, i)
+                pending[pool.submit(_compute, symbols, positions, settings, threads)] = (i, positions)
+
+        fill()
+        while pending:
+            finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for future in finished:
+                i, positions = pending.pop(future)
+                _record(db, i, positions, symbols, future.result(), done, failed, log)
+                bar.n = len(done)
+                bar.refresh()
+            fill()
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class HamiltonianDataset:
+    """Torch-ready samples of a generated database, in Hartree and Angstrom.
+
+    ``dataset[k]`` is a dict of tensors: ``positions`` (n_atoms, 3) Angstrom,
+    ``atomic_numbers`` (n_atoms,), ``hamiltonian`` and ``overlap`` (nao, nao)
+    Hartree, ``energy`` () Hartree, ``forces`` (n_atoms, 3) Hartree/Angstrom,
+    plus ``sample_index``. Rows are held in memory, ordered by sample index.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        import torch
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"There is no dataset file {path}.")
+        try:
+            db = ase.db.connect(path, type="db")
+            self.metadata = dict(db.metadata)
+            rows = sorted(db.select(), key=lambda r: r.get("sample_index", r.id))
+        except Exception as exc:  # noqa: BLE001 - sqlite and ASE raise many types for foreign files
+            raise InputError(f"{path} is not a readable ASE database ({exc}).") from None
+        self.path = path
+        self.samples = []
+        for row in rows:
+            if "hamiltonian" not in row.data or "overlap" not in row.data:
+                raise InputError(f"Row {row.id} of {path} has no Hamiltonian/overlap data.")
+            self.samples.append(
+                {
+                    "positions": torch.as_tensor(row.positions, dtype=torch.float64),
+                    "atomic_numbers": torch.as_tensor(row.numbers, dtype=torch.long),
+                    "hamiltonian": torch.as_tensor(row.data["hamiltonian"], dtype=torch.float64),
+                    "overlap": torch.as_tensor(row.data["overlap"], dtype=torch.float64),
+                    "energy": torch.tensor(row.energy / HARTREE_EV, dtype=torch.float64),
+                    "forces": torch.as_tensor(row.forces / HARTREE_EV, dtype=torch.float64),
+                    "sample_index": int(row.get("sample_index", row.id)),
+                }
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, k: int) -> dict:
+        return self.samples[k]
+
+    def split_indices(self, seed: int = 0, train: float | int = 0.8, val: float | int = 0.1) -> dict[str, list[int]]:
+        """Deterministic train/val/test positions into this dataset; see :func:`split_indices`."""
+        return split_indices(len(self), seed=seed, train=train, val=val)
+
+    def split(self, name: str, seed: int = 0, train: float | int = 0.8, val: float | int = 0.1):
+        """A ``torch.utils.data.Subset`` for ``name`` in {"train", "val", "test"}."""
+        from torch.utils.data import Subset
+
+        parts = self.split_indices(seed, train, val)
+        if name not in parts:
+            raise ValueError(f"split must be one of {sorted(parts)}, got {name!r}")
+        return Subset(self, parts[name])
+
+
+def split_indices(n: int, seed: int = 0, train: float | int = 0.8, val: float | int = 0.1) -> dict[str, list[int]]:
+    """Random disjoint train/val/test index lists, deterministic for a seed.
+
+    ``train`` and ``val`` are fractions when below 1, counts otherwise; the test
+    split gets the rest.
+    """
+    n_train = int(round(train * n)) if isinstance(train, float) and train < 1 else int(train)
+    n_val = int(round(val * n)) if isinstance(val, float) and val < 1 else int(val)
+    if n_train < 0 or n_val < 0 or n_train + n_val > n:
+        raise InputError(f"Cannot split {n} structures into {n_train} for training and {n_val} for validation.")
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    return {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}

@@ -1,0 +1,167 @@
+"""Reference calculations with PySCF: the ground truth the model learns.
+
+The Hamiltonian is the converged Kohn-Sham (or Hartree-Fock) Fock matrix
+``mf.get_fock()`` in real spherical AOs, PySCF order; the overlap is
+``mol.intor("int1e_ovlp")``. Closed shells (spin 0) use RKS/RHF; open shells
+use ROKS/ROHF, whose Fock matrix is PySCF's effective restricted open-shell one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import ase
+import numpy as np
+from pyscf import dft, gto, lib, scf
+
+from phisnet.basis import DEFAULT_BASIS
+from phisnet.errors import InputError
+
+BOHR = lib.param.BOHR  # Angstrom per Bohr
+
+
+@dataclass
+class Reference:
+    """Result of one PySCF calculation. Energies in Hartree, lengths in Angstrom.
+
+    Attributes
+    ----------
+    hamiltonian : (nao, nao) converged Fock matrix, Hartree.
+    overlap : (nao, nao) AO overlap matrix.
+    energy : total energy, Hartree.
+    forces : (n_atoms, 3) forces, Hartree/Angstrom (NaN when not converged or not asked for).
+    mo_energy : (nao,) orbital energies, Hartree.
+    mo_coeff : (nao, nao) MO coefficients, columns are orbitals.
+    mo_occ : (nao,) occupations.
+    n_iterations : SCF cycles PySCF ran.
+    seconds : wall time of the SCF alone.
+    converged : whether the SCF converged.
+    energies : total energy after every SCF cycle, for convergence plots.
+    xc, basis : level of theory.
+    """
+
+    hamiltonian: np.ndarray
+    overlap: np.ndarray
+    energy: float
+    forces: np.ndarray
+    mo_energy: np.ndarray
+    mo_coeff: np.ndarray
+    mo_occ: np.ndarray
+    n_iterations: int
+    seconds: float
+    converged: bool
+    xc: str
+    basis: str
+    energies: list[float] = field(default_factory=list)
+    forces_seconds: float = 0.0
+
+
+def build_mol(atoms: ase.Atoms, basis: str = DEFAULT_BASIS, charge: int = 0, spin: int = 0) -> gto.Mole:
+    """PySCF molecule (real spherical AOs, Angstrom) for an ``ase.Atoms``."""
+    mol = gto.Mole()
+    mol.atom = [(s, tuple(float(x) for x in p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    mol.unit = "Angstrom"
+    mol.basis = basis
+    mol.charge = charge
+    mol.spin = spin
+    mol.cart = False
+    mol.verbose = 0
+    try:
+        mol.build()
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise InputError(f"PySCF cannot build this molecule with basis {basis}: {exc}") from None
+    return mol
+
+
+def make_mf(mol: gto.Mole, xc: str = "pbe"):
+    """Mean-field object: RHF/ROHF for ``xc="hf"``, RKS/ROKS for any functional PySCF knows."""
+    closed = mol.spin == 0
+    if xc.lower() in ("hf", "rhf", "scf"):
+        return scf.RHF(mol) if closed else scf.ROHF(mol)
+    try:
+        dft.libxc.parse_xc(xc)
+    except (KeyError, ValueError, NotImplementedError) as exc:
+        raise InputError(f"'{xc}' is not an exchange-correlation functional PySCF knows ({exc}).") from None
+    mf = dft.RKS(mol) if closed else dft.ROKS(mol)
+    mf.xc = xc
+    return mf
+
+
+def run_dft(
+    atoms: ase.Atoms,
+    xc: str = "pbe",
+    basis: str = DEFAULT_BASIS,
+    charge: int = 0,
+    spin: int = 0,
+    *,
+    init_guess: str = "minao",
+    dm0: np.ndarray | None = None,
+    conv_tol: float | None = None,
+    max_cycle: int = 100,
+    forces: bool = True,
+    grid_level: int | None = None,
+    second_order: bool = False,
+) -> Reference:
+    """Run a PySCF SCF calculation and collect what the model learns.
+
+    Parameters
+    ----------
+    atoms : molecule, positions in Angstrom.
+    xc : any PySCF functional (``pbe``, ``b3lyp``, ...) or ``hf`` for Hartree-Fock.
+    basis : any basis set PySCF knows.
+    charge, spin : total charge and number of unpaired electrons.
+    init_guess : PySCF initial guess (``minao``, ``atom``, ``huckel``, ``1e``, ...), used when dm0 is None.
+    dm0 : initial density matrix (nao, nao), e.g. from a predicted Hamiltonian.
+    conv_tol : SCF energy tolerance in Hartree; PySCF's default (1e-9) when None.
+    max_cycle : most SCF cycles before giving up.
+    forces : also compute analytic forces (only when converged).
+    grid_level : DFT integration grid level; PySCF's default (3) when None.
+    second_order : use PySCF's second-order (Newton) solver, for hard cases.
+
+    Returns
+    -------
+    Reference; ``converged`` is False when the SCF did not converge.
+    """
+    mol = build_mol(atoms, basis, charge, spin)
+    mf = make_mf(mol, xc)
+    mf.max_cycle = max_cycle
+    mf.init_guess = init_guess
+    if conv_tol is not None:
+        mf.conv_tol = conv_tol
+    if grid_level is not None and hasattr(mf, "grids"):
+        mf.grids.level = grid_level
+    if second_order:
+        mf = mf.newton()
+    energies: list[float] = []
+
+    def record(envs):
+        energies.append(float(envs["e_tot"]))
+
+    mf.callback = record
+    t0 = time.perf_counter()
+    mf.kernel(dm0=dm0)
+    seconds = time.perf_counter() - t0
+    converged = bool(mf.converged)
+    grad = np.full((len(atoms), 3), np.nan)
+    forces_seconds = 0.0
+    if forces and converged:
+        t1 = time.perf_counter()
+        grad = mf.nuc_grad_method().kernel()
+        forces_seconds = time.perf_counter() - t1
+    return Reference(
+        hamiltonian=np.asarray(mf.get_fock()),
+        overlap=mol.intor("int1e_ovlp"),
+        energy=float(mf.e_tot),
+        forces=-np.asarray(grad) / BOHR,
+        mo_energy=np.asarray(mf.mo_energy),
+        mo_coeff=np.asarray(mf.mo_coeff),
+        mo_occ=np.asarray(mf.mo_occ),
+        n_iterations=len(energies),
+        seconds=seconds,
+        converged=converged,
+        xc=xc,
+        basis=basis,
+        energies=energies,
+        forces_seconds=forces_seconds,
+    )

@@ -1,0 +1,123 @@
+"""Geometry sampling: optimisation, normal modes and thermal normal-mode sampling.
+
+Thermal sampling here draws every mass-weighted normal coordinate from the
+classical Boltzmann distribution of the harmonic potential at temperature T,
+``q_i ~ N(0, k_B T / k_i)``, which is the distribution a classical MD run at T
+samples in the harmonic limit (MD17 used 500 K MD). Each structure then gets a
+uniformly random orientation about its centre of mass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ase
+import numpy as np
+from ase.units import kB
+from pyscf.geomopt import geometric_solver
+from pyscf.hessian import thermo
+from scipy.spatial.transform import Rotation
+
+from phisnet.basis import DEFAULT_BASIS
+from phisnet.errors import InputError
+from phisnet.reference import BOHR, build_mol, make_mf
+
+HARTREE_EV = 27.211386245988  # eV per Hartree (CODATA 2018, as ase.units.Hartree)
+_QUIET_LOG = Path(__file__).with_name("geometric_quiet.ini")
+MIN_WAVENUMBER = 50.0  # cm^-1; softer modes are sampled as if they had this frequency
+
+
+@dataclass
+class NormalModes:
+    """Harmonic analysis of an optimised structure.
+
+    Attributes
+    ----------
+    symbols : chemical symbols.
+    positions : (n_atoms, 3) equilibrium positions, Angstrom, centre of mass at the origin.
+    wavenumbers : (n_modes,) harmonic frequencies, cm^-1.
+    force_constants : (n_modes,) mass-weighted force constants, Hartree / (Bohr^2 amu).
+    modes : (n_modes, n_atoms, 3) Cartesian displacement per unit mass-weighted
+        coordinate, amu^-1/2 (PySCF's ``norm_mode``).
+    """
+
+    symbols: list[str]
+    positions: np.ndarray
+    wavenumbers: np.ndarray
+    force_constants: np.ndarray
+    modes: np.ndarray
+
+    def to_json(self) -> dict:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> NormalModes:
+        return cls(
+            symbols=list(data["symbols"]),
+            positions=np.asarray(data["positions"], dtype=float),
+            wavenumbers=np.asarray(data["wavenumbers"], dtype=float),
+            force_constants=np.asarray(data["force_constants"], dtype=float),
+            modes=np.asarray(data["modes"], dtype=float),
+        )
+
+
+def optimise(
+    atoms: ase.Atoms, xc: str = "pbe", basis: str = DEFAULT_BASIS, charge: int = 0, spin: int = 0, maxsteps: int = 100
+) -> ase.Atoms:
+    """Optimise a structure at the given level of theory with geomeTRIC through PySCF."""
+    mf = make_mf(build_mol(atoms, basis, charge, spin), xc)
+    mf.conv_tol = 1e-10
+    converged, mol = geometric_solver.kernel(mf, maxsteps=maxsteps, assert_convergence=False, logIni=str(_QUIET_LOG))
+    if not converged:
+        raise InputError(f"The geometry optimisation at {xc}/{basis} did not converge in {maxsteps} steps.")
+    out = ase.Atoms(atoms.numbers, positions=mol.atom_coords(unit="Angstrom"))
+    out.info.update(atoms.info)
+    return out
+
+
+def normal_modes(
+    atoms: ase.Atoms, xc: str = "pbe", basis: str = DEFAULT_BASIS, charge: int = 0, spin: int = 0
+) -> NormalModes:
+    """Analytic Hessian at ``atoms`` (should be a minimum) and its harmonic analysis."""
+    mol = build_mol(atoms, basis, charge, spin)
+    mf = make_mf(mol, xc)
+    mf.conv_tol = 1e-11
+    mf.kernel()
+    if not mf.converged:
+        raise InputError(f"The SCF at the optimised structure did not converge ({xc}/{basis}).")
+    hessian = mf.Hessian().kernel()
+    res = thermo.harmonic_analysis(mol, hessian, imaginary_freq=False)
+    masses = mol.atom_mass_list(isotope_avg=True)
+    positions = mol.atom_coords(unit="Angstrom")
+    positions = positions - masses @ positions / masses.sum()
+    return NormalModes(
+        symbols=atoms.get_chemical_symbols(),
+        positions=positions,
+        wavenumbers=np.asarray(res["freq_wavenumber"], dtype=float),
+        force_constants=np.asarray(res["force_const_au"], dtype=float),
+        modes=np.asarray(res["norm_mode"], dtype=float),
+    )
+
+
+def thermal_sample(modes: NormalModes, temperature: float, rng: np.random.Generator) -> np.ndarray:
+    """One classical harmonic Boltzmann sample at ``temperature`` (K), randomly oriented.
+
+    Returns
+    -------
+    positions : (n_atoms, 3) in Angstrom, centre of mass at the origin.
+    """
+    kT = kB * temperature / HARTREE_EV  # Hartree
+    k = modes.force_constants
+    # Frequency scales as sqrt(k): floor every mode at the force constant of MIN_WAVENUMBER
+    # so near-free rotors and numerically soft modes do not fly apart.
+    i_ref = int(np.argmax(modes.wavenumbers))
+    k_floor = k[i_ref] * (MIN_WAVENUMBER / modes.wavenumbers[i_ref]) ** 2
+    k = np.maximum(k, k_floor)
+    q = rng.normal(size=k.shape) * np.sqrt(kT / k)  # sqrt(amu) Bohr
+    displacement = np.einsum("i,iax->ax", q, modes.modes) * BOHR  # Angstrom
+    positions = modes.positions + displacement
+    masses = ase.Atoms(modes.symbols).get_masses()
+    positions = positions - masses @ positions / masses.sum()
+    R = Rotation.random(random_state=rng).as_matrix()
+    return positions @ R.T

@@ -8,9 +8,10 @@ For l=1 the components are (px, py, pz); for l>=2, m = -l..l.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import ase
 from ase.data import atomic_numbers, chemical_symbols
@@ -72,7 +73,7 @@ class Layout:
         return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def element_shells(symbol: str, basis: str = DEFAULT_BASIS) -> tuple[int, ...]:
     """Angular momenta of the shells of one element in a basis, in PySCF order.
 
@@ -84,7 +85,9 @@ def element_shells(symbol: str, basis: str = DEFAULT_BASIS) -> tuple[int, ...]:
     if symbol not in atomic_numbers or atomic_numbers[symbol] == 0:
         raise InputError(f"'{symbol}' is not a chemical element symbol.")
     try:
-        shells = gto.basis.load(basis, symbol)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PySCF suggests installing basis-set-exchange; the error says enough
+            shells = gto.basis.load(basis, symbol)
     except (KeyError, RuntimeError, ValueError, OSError, TypeError) as exc:
         raise InputError(f"The basis set {basis} has no functions for {symbol} ({exc}).") from exc
     if not shells:

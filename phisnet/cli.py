@@ -42,8 +42,17 @@ def run(args: argparse.Namespace) -> int:
         from phisnet.data import generate
 
         out = generate(
-            args.molecule, args.n, args.out, temperature=args.temperature, seed=args.seed, workers=args.workers,
-            xc=args.xc, basis=args.basis, charge=args.charge, spin=args.spin, progress=not args.quiet,
+            args.molecule,
+            args.n,
+            args.out,
+            temperature=args.temperature,
+            seed=args.seed,
+            workers=args.workers,
+            xc=args.xc,
+            basis=args.basis,
+            charge=args.charge,
+            spin=args.spin,
+            progress=not args.quiet,
             log=lambda message: print(message, file=sys.stderr),
         )
         print(f"Wrote {out}; list it with: ase db {out}")

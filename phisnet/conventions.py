@@ -13,7 +13,7 @@ proves this against PySCF itself (rotated Fock and overlap matrices).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ def to_e3nn_coordinates(positions):
     return positions[..., [1, 2, 0]]
 
 
-@lru_cache(maxsize=None)
+@cache
 def pyscf_to_e3nn_index(l: int) -> tuple[int, ...]:
     """Index into the 2l+1 PySCF components of an l shell giving e3nn's order.
 
@@ -43,7 +43,7 @@ def pyscf_to_e3nn_index(l: int) -> tuple[int, ...]:
     return tuple(range(2 * l + 1))
 
 
-@lru_cache(maxsize=None)
+@cache
 def e3nn_to_pyscf_index(l: int) -> tuple[int, ...]:
     """Inverse of :func:`pyscf_to_e3nn_index`: ``x_pyscf = x_e3nn[idx]``."""
     return tuple(int(i) for i in np.argsort(pyscf_to_e3nn_index(l)))

@@ -89,14 +89,23 @@ def _compute(symbols: list[str], positions: np.ndarray, settings: GenerationSett
     lib.num_threads(threads)
     atoms = ase.Atoms(symbols, positions=positions)
     ref = run_dft(
-        atoms, xc=settings.xc, basis=settings.basis, charge=settings.charge, spin=settings.spin,
+        atoms,
+        xc=settings.xc,
+        basis=settings.basis,
+        charge=settings.charge,
+        spin=settings.spin,
         conv_tol=settings.conv_tol,
     )
     if not ref.converged:
         # One more try with PySCF's second-order (Newton) solver before giving up on this structure.
         ref = run_dft(
-            atoms, xc=settings.xc, basis=settings.basis, charge=settings.charge, spin=settings.spin,
-            conv_tol=settings.conv_tol, second_order=True,
+            atoms,
+            xc=settings.xc,
+            basis=settings.basis,
+            charge=settings.charge,
+            spin=settings.spin,
+            conv_tol=settings.conv_tol,
+            second_order=True,
         )
     return ref
 
@@ -195,8 +204,15 @@ def generate(
     out.parent.mkdir(parents=True, exist_ok=True)
     first = read_molecules(molecule, charge=charge, spin=spin, basis=basis)[0]
     settings = GenerationSettings(
-        molecule=str(molecule), symbols=tuple(first.get_chemical_symbols()), xc=xc, basis=basis,
-        charge=charge, spin=spin, temperature=float(temperature), seed=seed, conv_tol=conv_tol,
+        molecule=str(molecule),
+        symbols=tuple(first.get_chemical_symbols()),
+        xc=xc,
+        basis=basis,
+        charge=charge,
+        spin=spin,
+        temperature=float(temperature),
+        seed=seed,
+        conv_tol=conv_tol,
     )
     # No `with db:` block: ASE would make the whole run one transaction; each write must commit alone.
     db = ase.db.connect(out, type="db", append=True)
@@ -300,12 +316,12 @@ class HamiltonianDataset:
                 raise InputError(f"Row {row.id} of {path} has no Hamiltonian/overlap data.")
             self.samples.append(
                 {
-                    "positions": torch.as_tensor(row.positions, dtype=torch.float64),
-                    "atomic_numbers": torch.as_tensor(row.numbers, dtype=torch.long),
-                    "hamiltonian": torch.as_tensor(row.data["hamiltonian"], dtype=torch.float64),
-                    "overlap": torch.as_tensor(row.data["overlap"], dtype=torch.float64),
+                    "positions": torch.tensor(row.positions, dtype=torch.float64),
+                    "atomic_numbers": torch.tensor(row.numbers, dtype=torch.long),
+                    "hamiltonian": torch.tensor(row.data["hamiltonian"], dtype=torch.float64),
+                    "overlap": torch.tensor(row.data["overlap"], dtype=torch.float64),
                     "energy": torch.tensor(row.energy / HARTREE_EV, dtype=torch.float64),
-                    "forces": torch.as_tensor(row.forces / HARTREE_EV, dtype=torch.float64),
+                    "forces": torch.tensor(row.forces / HARTREE_EV, dtype=torch.float64),
                     "sample_index": int(row.get("sample_index", row.id)),
                 }
             )

@@ -105,7 +105,7 @@ def validate(
     if n > max_atoms:
         raise InputError(f"The molecule has {n} atoms, more than the limit of {max_atoms}.")
     symbols = atoms.get_chemical_symbols()
-    for i, (z, s) in enumerate(zip(atoms.numbers, symbols)):
+    for i, (z, s) in enumerate(zip(atoms.numbers, symbols, strict=True)):
         if z <= 0:
             raise InputError(f"Atom {i + 1} has no known chemical element (symbol '{s}').")
     pos = np.asarray(atoms.positions, dtype=float)
@@ -117,9 +117,7 @@ def validate(
         try:
             element_shells(s, basis)
         except InputError:
-            raise InputError(
-                f"Atom {i + 1} is {s}, an element the basis set {basis} does not cover."
-            ) from None
+            raise InputError(f"Atom {i + 1} is {s}, an element the basis set {basis} does not cover.") from None
     if n > 1:
         d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
         d[np.diag_indices(n)] = np.inf
@@ -265,9 +263,7 @@ def _check_xyz(text: str) -> None:
         for k in range(n):
             j = i + 2 + k
             if j >= n_lines:
-                raise InputError(
-                    f"Line {i + 1} announces {n} atoms but the file ends after {k} atom lines."
-                )
+                raise InputError(f"Line {i + 1} announces {n} atoms but the file ends after {k} atom lines.")
             parts = lines[j].split()
             if len(parts) < 4:
                 raise InputError(

@@ -41,9 +41,7 @@ def paper_molecule(name: str) -> ase.Atoms:
     elif key == "uracil":
         atoms = s22["Uracil_dimer_h-bonded"][:12]
     elif key == "malondialdehyde":
-        atoms = ase.Atoms(
-            symbols=[s for s, _ in _MALONDIALDEHYDE], positions=[p for _, p in _MALONDIALDEHYDE]
-        )
+        atoms = ase.Atoms(symbols=[s for s, _ in _MALONDIALDEHYDE], positions=[p for _, p in _MALONDIALDEHYDE])
     else:
         raise KeyError(name)
     atoms = ase.Atoms(atoms.numbers, positions=atoms.positions)

@@ -60,7 +60,8 @@ class Reference:
 def build_mol(atoms: ase.Atoms, basis: str = DEFAULT_BASIS, charge: int = 0, spin: int = 0) -> gto.Mole:
     """PySCF molecule (real spherical AOs, Angstrom) for an ``ase.Atoms``."""
     mol = gto.Mole()
-    mol.atom = [(s, tuple(float(x) for x in p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    symbols = atoms.get_chemical_symbols()
+    mol.atom = [(s, tuple(float(x) for x in p)) for s, p in zip(symbols, atoms.positions, strict=True)]
     mol.unit = "Angstrom"
     mol.basis = basis
     mol.charge = charge

@@ -1,0 +1,182 @@
+"""phisnet.data: generation, crash safety (a real SIGKILL), resume, and loading."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import ase.db
+import numpy as np
+import pytest
+import torch
+
+from phisnet import InputError
+from phisnet.cli import main as cli_main
+from phisnet.data import GenerationSettings, HamiltonianDataset, _record, generate, split_indices
+from phisnet.reference import Reference, build_mol, run_dft
+from phisnet.sampling import HARTREE_EV
+
+
+@pytest.fixture(scope="module")
+def water_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "water.db"
+    generate("water", 4, path, progress=False, log=lambda m: None)
+    return path
+
+
+def rows(path):
+    return list(ase.db.connect(path).select())
+
+
+def test_rows_hold_consistent_references(water_db):
+    got = rows(water_db)
+    assert sorted(r.sample_index for r in got) == [0, 1, 2, 3]
+    positions = np.array([r.positions for r in got])
+    assert len({p.tobytes() for p in positions}) == 4
+    row = got[0]
+    atoms = row.toatoms()
+    H, S = row.data["hamiltonian"], row.data["overlap"]
+    assert H.shape == S.shape == (24, 24)
+    np.testing.assert_allclose(S, build_mol(atoms).intor("int1e_ovlp"), atol=1e-12)
+    ref = run_dft(atoms, conv_tol=1e-11)
+    np.testing.assert_allclose(H, ref.hamiltonian, atol=1e-6)
+    assert row.energy == pytest.approx(ref.energy * HARTREE_EV, abs=1e-6)  # eV on the row, as ASE expects
+    np.testing.assert_allclose(row.forces, ref.forces * HARTREE_EV, atol=1e-4)
+
+
+def test_metadata_records_level_sampling_and_versions(water_db):
+    md = ase.db.connect(water_db).metadata
+    assert md["level_of_theory"] == "pbe" and md["basis"] == "def2-svp"
+    assert md["sampling"]["temperature_K"] == 500.0
+    assert {"pyscf", "ase", "numpy", "phisnet"} <= set(md["versions"])
+    assert len(md["normal_modes"]["wavenumbers"]) == 3
+    assert 1500 < md["normal_modes"]["wavenumbers"][0] < 1700  # water bend, PBE/def2-SVP
+
+
+def test_samples_are_thermal_and_randomly_oriented(water_db):
+    got = rows(water_db)
+    d_oh = [np.linalg.norm(r.positions[1] - r.positions[0]) for r in got]
+    assert all(0.85 < d < 1.1 for d in d_oh)
+    directions = [r.positions[0] / np.linalg.norm(r.positions[0]) for r in got]
+    assert min(abs(float(a @ b)) for a, b in zip(directions, directions[1:], strict=False)) < 0.99
+
+
+def test_resume_extends_and_refuses_other_settings(water_db, tmp_path):
+    path = tmp_path / "w.db"
+    path.write_bytes(water_db.read_bytes())
+    before = {r.sample_index: r.positions for r in rows(path)}
+    generate("water", 5, path, progress=False, log=lambda m: None)
+    after = {r.sample_index: r.positions for r in rows(path)}
+    assert sorted(after) == [0, 1, 2, 3, 4]
+    for i in before:
+        np.testing.assert_array_equal(before[i], after[i])
+    with pytest.raises(InputError, match="temperature"):
+        generate("water", 6, path, temperature=300, progress=False, log=lambda m: None)
+
+
+def test_non_converged_structures_are_never_written(water_db, tmp_path):
+    path = tmp_path / "w.db"
+    path.write_bytes(water_db.read_bytes())
+    db = ase.db.connect(path)
+    bad = Reference(
+        hamiltonian=np.zeros((24, 24)),
+        overlap=np.eye(24),
+        energy=0.0,
+        forces=np.zeros((3, 3)),
+        mo_energy=np.zeros(24),
+        mo_coeff=np.eye(24),
+        mo_occ=np.zeros(24),
+        n_iterations=100,
+        seconds=1.0,
+        converged=False,
+        xc="pbe",
+        basis="def2-svp",
+    )
+    done, failed = {0, 1, 2, 3}, set()
+    _record(db, 7, np.zeros((3, 3)), ["O", "H", "H"], bad, done, failed, log=lambda m: None)
+    assert db.count() == 4 and 7 not in done
+    assert db.metadata["failed_indices"] == [7]
+
+
+def test_sigkill_and_restart_loses_nothing(tmp_path):
+    path = tmp_path / "killed.db"
+    command = [sys.executable, "-m", "phisnet.cli", "generate", "water", "--n", "6", "--out", str(path), "--quiet"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    count = 0
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists():
+            try:
+                count = sqlite3.connect(path).execute("SELECT COUNT(*) FROM systems").fetchone()[0]
+            except sqlite3.OperationalError:
+                count = 0
+        if count >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(rows(path)) < 6
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    got = rows(path)
+    assert sorted(r.sample_index for r in got) == list(range(6))
+    assert len({r.positions.tobytes() for r in got}) == 6
+    for r in got:
+        H = r.data["hamiltonian"]
+        assert H.shape == (24, 24) and np.isfinite(H).all()
+        np.testing.assert_allclose(H, H.T, atol=1e-10)
+        assert np.isfinite(r.forces).all()
+
+
+def test_parallel_workers(tmp_path):
+    path = tmp_path / "parallel.db"
+    generate("water", 3, path, workers=2, progress=False, log=lambda m: None)
+    assert sorted(r.sample_index for r in rows(path)) == [0, 1, 2]
+
+
+def test_dataset_tensors_in_hartree(water_db):
+    ds = HamiltonianDataset(water_db)
+    assert len(ds) == 4
+    item = ds[0]
+    assert item["positions"].shape == (3, 3) and item["positions"].dtype == torch.float64
+    assert item["atomic_numbers"].tolist() == [8, 1, 1]
+    assert item["hamiltonian"].shape == item["overlap"].shape == (24, 24)
+    assert -76.4 < float(item["energy"]) < -76.0
+    assert ds.metadata["basis"] == "def2-svp"
+
+
+def test_splits_are_deterministic_and_disjoint(water_db):
+    parts = split_indices(100, seed=3, train=0.8, val=10)
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [80, 10, 10]
+    assert sorted(parts["train"] + parts["val"] + parts["test"]) == list(range(100))
+    assert parts == split_indices(100, seed=3, train=0.8, val=10)
+    assert parts != split_indices(100, seed=4, train=0.8, val=10)
+    ds = HamiltonianDataset(water_db)
+    assert len(ds.split("train", train=2, val=1)) == 2 and len(ds.split("test", train=2, val=1)) == 1
+    with pytest.raises(InputError):
+        split_indices(10, train=8, val=5)
+
+
+def test_dataset_rejects_foreign_files(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all")
+    with pytest.raises(InputError, match="not a readable ASE database"):
+        HamiltonianDataset(junk)
+    with pytest.raises(InputError, match="no dataset file"):
+        HamiltonianDataset(tmp_path / "missing.db")
+
+
+def test_cli_errors_are_messages(tmp_path, capsys):
+    assert cli_main(["generate", "water", "--n", "0", "--out", str(tmp_path / "x.db")]) == 2
+    assert "--n must be at least 1" in capsys.readouterr().err
+    assert cli_main(["generate", "water", "--n", "2", "--out", str(tmp_path / "x.txt")]) == 2
+    assert "must be an ASE SQLite database" in capsys.readouterr().err
+    assert cli_main(["generate", "Qq9", "--n", "2", "--out", str(tmp_path / "x.db")]) == 2
+    assert "not a valid SMILES" in capsys.readouterr().err
+
+
+def test_settings_json_round_trip():
+    s = GenerationSettings(molecule="water", symbols=("O", "H", "H"))
+    assert s.to_json()["symbols"] == ["O", "H", "H"] and s.to_json()["temperature"] == 500.0

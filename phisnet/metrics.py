@@ -1,0 +1,88 @@
+"""The paper's metrics: MAE of H and S, of occupied orbital energies (eps), and psi.
+
+Units as in Unke et al. (2021), Table 1: H and eps in micro-Hartree (uHa), S in 1e-6
+(dimensionless), psi the mean absolute cosine similarity of occupied orbital
+coefficients in percent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from tqdm.auto import tqdm
+
+MICRO = 1e6
+
+
+@dataclass
+class Metrics:
+    """Mean metrics over a set of structures (see module docstring for units)."""
+
+    n_structures: int
+    h_mae_uha: float
+    s_mae_1e6: float
+    eps_mae_uha: float
+    psi_percent: float
+
+    def to_json(self) -> dict:
+        return {
+            "n_structures": self.n_structures,
+            "H_MAE_uHa": self.h_mae_uha,
+            "S_MAE_1e-6": self.s_mae_1e6,
+            "eps_MAE_uHa": self.eps_mae_uha,
+            "psi_percent": self.psi_percent,
+        }
+
+
+def orbital_errors(H_pred, S_pred, H_ref, S_ref, n_occupied: int) -> tuple[float, float]:
+    """MAE of the occupied orbital energies (Hartree) and mean |cos| of their coefficients."""
+    eps_p, C_p = scipy.linalg.eigh(H_pred, S_pred)
+    eps_r, C_r = scipy.linalg.eigh(H_ref, S_ref)
+    occ = slice(0, n_occupied)
+    eps_mae = float(np.abs(eps_p[occ] - eps_r[occ]).mean())
+    a, b = C_p[:, occ], C_r[:, occ]
+    cos = np.abs((a * b).sum(0)) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
+    return eps_mae, float(cos.mean())
+
+
+def evaluate(predictor, dataset, indices=None, progress: bool = False) -> Metrics:
+    """The paper's metrics of a predictor on dataset rows (all rows when indices is None)."""
+    import ase
+
+    indices = list(range(len(dataset))) if indices is None else list(indices)
+    if not indices:
+        raise ValueError("no structures to evaluate")
+    h_err, s_err, eps_err, psi = [], [], [], []
+    for k in tqdm(indices, desc="evaluating", unit="structure", disable=not progress):
+        sample = dataset[k]
+        atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
+        pred = predictor.predict(atoms)
+        H_ref = sample["hamiltonian"].numpy()
+        S_ref = sample["overlap"].numpy()
+        h_err.append(np.abs(pred.hamiltonian - H_ref).mean())
+        s_err.append(np.abs(pred.overlap - S_ref).mean())
+        n_occupied = int(atoms.numbers.sum()) // 2
+        e, c = orbital_errors(pred.hamiltonian, pred.overlap, H_ref, S_ref, n_occupied)
+        eps_err.append(e)
+        psi.append(c)
+    return Metrics(
+        n_structures=len(indices),
+        h_mae_uha=float(np.mean(h_err)) * MICRO,
+        s_mae_1e6=float(np.mean(s_err)) * MICRO,
+        eps_mae_uha=float(np.mean(eps_err)) * MICRO,
+        psi_percent=float(np.mean(psi)) * 100,
+    )
+
+
+def format_table(rows: list[tuple[str, Metrics]]) -> str:
+    """A table in the layout of the paper's Table 1."""
+    header = f"{'dataset':<20}{'n':>6}{'H [uHa]':>12}{'eps [uHa]':>12}{'psi [%]':>10}{'S [1e-6]':>11}"
+    lines = [header, "-" * len(header)]
+    for name, m in rows:
+        lines.append(
+            f"{name:<20}{m.n_structures:>6}{m.h_mae_uha:>12.1f}{m.eps_mae_uha:>12.1f}{m.psi_percent:>10.2f}"
+            f"{m.s_mae_1e6:>11.2f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,554 @@
+"""PhiSNet: geometry -> Kohn-Sham Hamiltonian and overlap, exactly SE(3)-equivariant.
+
+Following Unke et al. (2021): element embedding; Gaussian radial basis with a smooth
+cosine cutoff; equivariant interaction layers of e3nn tensor products between atom
+features and spherical harmonics of the bond vectors (features up to L = 4); pair
+features for every atom pair; diagonal blocks from atom features and off-diagonal
+blocks from pair features. Every shell-pair sub-block (l1, l2) is assembled from
+features of order L in |l1-l2|..l1+l2 through Clebsch-Gordan coefficients
+(``e3nn.o3.wigner_3j``) and mapped to PySCF order with ``phisnet.conventions``; H and S
+are made exactly symmetric.
+
+The network is SE(3) (rotations, not reflections), like the paper: all features carry
+e3nn's even parity label and the spherical harmonics are fed in as such.
+
+Shapes: ``B`` molecules in a batch, all with the same ``N`` atoms (one composition per
+batch), ``P = N (N - 1)`` ordered atom pairs, ``nao`` orbitals, ``K`` the orbitals of the
+padded per-atom shell set (the union of the shells of all elements the model knows).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet, Gate
+from torch import nn
+
+from phisnet.basis import DEFAULT_BASIS, element_shells
+from phisnet.conventions import e3nn_to_pyscf_index, to_e3nn_coordinates
+from phisnet.errors import InputError
+
+CHECKPOINT_FORMAT = "phisnet-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class PhiSNetConfig:
+    """Hyperparameters; saved in every checkpoint so the same model can be rebuilt.
+
+    Attributes
+    ----------
+    elements : atomic numbers the model accepts.
+    basis : AO basis of the predicted matrices.
+    xc : level of theory of the training data (metadata only).
+    channels : multiplicity of every irrep order 0..lmax in atom and pair features.
+    lmax : highest irrep order of the features (4 covers d-d shell pairs).
+    n_interactions : message-passing layers.
+    n_radial : Gaussian radial basis functions.
+    cutoff : radial cutoff in Angstrom (all atom pairs get a Hamiltonian block; pairs
+        beyond the cutoff exchange no messages).
+    radial_hidden : width of the MLPs that turn distances into tensor-product weights.
+    """
+
+    elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
+    basis: str = DEFAULT_BASIS
+    xc: str = "pbe"
+    channels: int = 16
+    lmax: int = 4
+    n_interactions: int = 2
+    n_radial: int = 16
+    cutoff: float = 8.0
+    radial_hidden: int = 32
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> PhiSNetConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+# ----------------------------------------------------------------------------- orbital bookkeeping
+
+
+class OrbitalLayout:
+    """Padded per-atom shell slots and, per element, which slot orbitals it uses.
+
+    A slot is (l, k): the k-th shell of angular momentum l. The padded set holds, for each
+    l, the largest count over the model's elements; slot orbitals are in PySCF component
+    order. ``element_index[e]`` lists the slot orbitals element e uses, in PySCF AO order.
+    """
+
+    def __init__(self, elements: list[int], basis: str):
+        from ase.data import chemical_symbols
+
+        shells = {z: element_shells(chemical_symbols[z], basis) for z in elements}
+        lmax_basis = max(max(s) for s in shells.values())
+        counts = [max(s.count(l) for s in shells.values()) for l in range(lmax_basis + 1)]
+        self.slots: list[tuple[int, int]] = [(l, k) for l in range(lmax_basis + 1) for k in range(counts[l])]
+        self.slot_start: dict[tuple[int, int], int] = {}
+        p = 0
+        for l, k in self.slots:
+            self.slot_start[(l, k)] = p
+            p += 2 * l + 1
+        self.n_orbitals = p
+        self.element_index: list[list[int]] = []
+        for z in elements:
+            seen = [0] * (lmax_basis + 1)
+            idx: list[int] = []
+            for l in shells[z]:
+                start = self.slot_start[(l, seen[l])]
+                idx.extend(range(start, start + 2 * l + 1))
+                seen[l] += 1
+            self.element_index.append(idx)
+
+
+def block_irreps_and_basis(slots: list[tuple[int, int]]) -> tuple[o3.Irreps, torch.Tensor]:
+    """Irreps of a padded K x K block and the Clebsch-Gordan map from them to the block.
+
+    Returns
+    -------
+    irreps : ``n_L x Le`` for L = 0..2 lmax_basis: one L component for every slot pair (a, b)
+        with L in |la-lb|..la+lb.
+    Q : tensor of shape (irreps.dim, K, K); ``block = features @ Q.flatten(1)``, in PySCF
+        component order, such that block rotates as ``D_a block D_b^T``.
+    """
+    sizes = [2 * l + 1 for l, _ in slots]
+    starts = np.cumsum([0] + sizes)[:-1]
+    K = int(sum(sizes))
+    entries = []
+    for a, (la, _) in enumerate(slots):
+        for b, (lb, _) in enumerate(slots):
+            for L in range(abs(la - lb), la + lb + 1):
+                entries.append((a, b, la, lb, L))
+    # Grouped by L, one "n_L x Le" irrep per order: e3nn's Linear then runs one matrix product per L.
+    entries.sort(key=lambda entry: entry[-1])
+    lmax = entries[-1][-1]
+    irreps = o3.Irreps([(sum(1 for e in entries if e[-1] == L), (L, 1)) for L in range(lmax + 1)])
+    Q = torch.zeros(irreps.dim, K, K, dtype=torch.float64)
+    row = 0
+    for a, b, la, lb, L in entries:
+        C = o3.wigner_3j(la, lb, L, dtype=torch.float64) * math.sqrt(2 * L + 1)  # (2la+1, 2lb+1, 2L+1)
+        ia = list(e3nn_to_pyscf_index(la))
+        ib = list(e3nn_to_pyscf_index(lb))
+        C = C[ia][:, ib]  # rows/columns from e3nn to PySCF component order
+        sa, sb = int(starts[a]), int(starts[b])
+        Q[row : row + 2 * L + 1, sa : sa + 2 * la + 1, sb : sb + 2 * lb + 1] = C.permute(2, 0, 1)
+        row += 2 * L + 1
+    return irreps, Q
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def uniform_irreps(channels: int, lmax: int) -> o3.Irreps:
+    return o3.Irreps([(channels, (l, 1)) for l in range(lmax + 1)])
+
+
+def tensor_product_uvu(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int):
+    """Channel-wise tensor product of features with spherical harmonics, per-edge weights."""
+    out, instructions = [], []
+    for i1, (mul, ir1) in enumerate(irreps_in1):
+        for i2, (_, ir2) in enumerate(irreps_in2):
+            for ir in ir1 * ir2:
+                if ir.l <= lmax:
+                    instructions.append((i1, i2, len(out), "uvu", True))
+                    out.append((mul, (ir.l, 1)))
+    irreps_out = o3.Irreps(out)
+    irreps_sorted, perm, _ = irreps_out.sort()
+    instructions = [(i1, i2, perm[io], mode, w) for i1, i2, io, mode, w in instructions]
+    tp = o3.TensorProduct(
+        irreps_in1, irreps_in2, irreps_sorted, instructions, shared_weights=False, internal_weights=False
+    )
+    return tp
+
+
+def tensor_product_uuu(irreps: o3.Irreps, lmax: int):
+    """Channel-wise product of two feature vectors of the same irreps, learned path weights."""
+    out, instructions = [], []
+    for i1, (mul, ir1) in enumerate(irreps):
+        for i2, (_, ir2) in enumerate(irreps):
+            for ir in ir1 * ir2:
+                if ir.l <= lmax:
+                    instructions.append((i1, i2, len(out), "uuu", True))
+                    out.append((mul, (ir.l, 1)))
+    irreps_out = o3.Irreps(out)
+    irreps_sorted, perm, _ = irreps_out.sort()
+    instructions = [(i1, i2, perm[io], mode, w) for i1, i2, io, mode, w in instructions]
+    return o3.TensorProduct(irreps, irreps, irreps_sorted, instructions)
+
+
+class GatedLinear(nn.Module):
+    """Linear map to (scalars, gates, gated irreps) followed by an e3nn Gate."""
+
+    def __init__(self, irreps_in: o3.Irreps, channels: int, lmax: int):
+        super().__init__()
+        scalars = o3.Irreps(f"{channels}x0e")
+        gated = o3.Irreps([(channels, (l, 1)) for l in range(1, lmax + 1)])
+        gates = o3.Irreps(f"{gated.num_irreps}x0e")
+        self.gate = Gate(scalars, [nn.functional.silu], gates, [torch.sigmoid], gated)
+        self.linear = o3.Linear(irreps_in, self.gate.irreps_in)
+        self.irreps_out = self.gate.irreps_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.linear(x))
+
+
+class Interaction(nn.Module):
+    """Messages x_j (x) Y(r_ij) weighted by radial MLPs, summed over j, gated, residual."""
+
+    def __init__(self, irreps_x: o3.Irreps, irreps_sh: o3.Irreps, config: PhiSNetConfig):
+        super().__init__()
+        self.tp = tensor_product_uvu(irreps_x, irreps_sh, config.lmax)
+        self.radial = FullyConnectedNet(
+            [config.n_radial, config.radial_hidden, self.tp.weight_numel], nn.functional.silu
+        )
+        self.message_linear = o3.Linear(self.tp.irreps_out, irreps_x)
+        self.self_linear = o3.Linear(irreps_x, irreps_x)
+        self.update = GatedLinear(irreps_x, config.channels, config.lmax)
+        self.irreps_out = self.update.irreps_out
+
+    def forward(self, x, sh, rbf, src, dst, n_nodes: int, norm: float):
+        # x [nodes, irreps_x]; sh [edges, irreps_sh]; rbf [edges, n_radial]
+        messages = self.tp(x[src], sh, self.radial(rbf))  # [edges, tp.irreps_out]
+        agg = torch.zeros(n_nodes, messages.shape[1], dtype=messages.dtype, device=messages.device)
+        agg.index_add_(0, dst, messages)  # [nodes, tp.irreps_out]
+        h = self.message_linear(agg) * norm + self.self_linear(x)  # [nodes, irreps_x]
+        return x + self.update(h)
+
+
+class MatrixHead(nn.Module):
+    """Features -> padded K x K blocks, through the Clebsch-Gordan basis Q."""
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_block: o3.Irreps):
+        super().__init__()
+        self.linear = o3.Linear(irreps_in, irreps_block)
+
+    def forward(self, features: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+        coefficients = self.linear(features)  # [items, irreps_block]
+        K = Q.shape[-1]
+        return (coefficients @ Q.reshape(Q.shape[0], -1)).reshape(-1, K, K)  # [items, K, K]
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+class PhiSNet(nn.Module):
+    """The PhiSNet network. ``forward(positions, atomic_numbers)`` returns H and S.
+
+    Build float64 models under ``torch.set_default_dtype(torch.float64)``: e3nn stores its
+    Clebsch-Gordan coefficients in the default dtype at construction.
+    """
+
+    def __init__(self, config: PhiSNetConfig):
+        super().__init__()
+        self.config = config
+        dtype = torch.get_default_dtype()
+        self.orbitals = OrbitalLayout(config.elements, config.basis)
+        lookup = torch.full((119,), -1, dtype=torch.long)
+        for i, z in enumerate(config.elements):
+            lookup[z] = i
+        self.register_buffer("element_lookup", lookup, persistent=False)
+        irreps_block, Q = block_irreps_and_basis(self.orbitals.slots)
+        self.register_buffer("Q", Q.to(dtype), persistent=False)
+        K = self.orbitals.n_orbitals
+        mask = torch.zeros(len(config.elements), K, dtype=torch.bool)
+        for e, idx in enumerate(self.orbitals.element_index):
+            mask[e, idx] = True
+        self.register_buffer("element_mask", mask, persistent=False)
+        # Per-element invariant references of the diagonal blocks, and output scales, set from data.
+        self.register_buffer("h_reference", torch.zeros(len(config.elements), K, K, dtype=dtype))
+        self.register_buffer("s_reference", torch.zeros(len(config.elements), K, K, dtype=dtype))
+        self.register_buffer("h_scale", torch.ones((), dtype=dtype))
+        self.register_buffer("s_scale", torch.ones((), dtype=dtype))
+
+        self.irreps_sh = o3.Irreps([(1, (l, 1)) for l in range(config.lmax + 1)])
+        irreps_x = uniform_irreps(config.channels, config.lmax)
+        self.embedding = nn.Embedding(len(config.elements), config.channels)
+        self.embed_linear = o3.Linear(o3.Irreps(f"{config.channels}x0e"), irreps_x)
+        self.interactions = nn.ModuleList(
+            [Interaction(irreps_x, self.irreps_sh, config) for _ in range(config.n_interactions)]
+        )
+        # Pair stage: x_i (x) x_j channel-wise, plus x_j (x) Y(r_ij) with radial weights.
+        self.pair_product = tensor_product_uuu(irreps_x, config.lmax)
+        self.pair_edge = tensor_product_uvu(irreps_x, self.irreps_sh, config.lmax)
+        self.pair_radial = FullyConnectedNet(
+            [config.n_radial, config.radial_hidden, self.pair_edge.weight_numel], nn.functional.silu
+        )
+        self.pair_linear_a = o3.Linear(self.pair_product.irreps_out, irreps_x)
+        self.pair_linear_b = o3.Linear(self.pair_edge.irreps_out, irreps_x)
+        self.pair_gate = GatedLinear(irreps_x, config.channels, config.lmax)
+        # Diagonal stage: x_i plus x_i (x) x_i.
+        self.self_product = tensor_product_uuu(irreps_x, config.lmax)
+        self.self_linear = o3.Linear(self.self_product.irreps_out, irreps_x)
+        self.heads = nn.ModuleDict(
+            {
+                name: MatrixHead(irreps_x, irreps_block)
+                for name in ("h_diagonal", "h_offdiagonal", "s_diagonal", "s_offdiagonal")
+            }
+        )
+        self.register_buffer("centers", torch.linspace(0.0, config.cutoff, config.n_radial), persistent=False)
+        self.width = config.cutoff / config.n_radial
+
+    def element_indices(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        e = self.element_lookup[atomic_numbers]
+        if bool((e < 0).any()):
+            from ase.data import chemical_symbols
+
+            z = int(atomic_numbers[e < 0][0])
+            raise InputError(f"The model was not trained on {chemical_symbols[z]}.")
+        return e
+
+    def radial_basis(self, r: torch.Tensor) -> torch.Tensor:
+        """Gaussians times a smooth cosine cutoff: [edges] -> [edges, n_radial]."""
+        cutoff = self.config.cutoff
+        envelope = 0.5 * (torch.cos(math.pi * r / cutoff) + 1.0) * (r < cutoff)
+        return torch.exp(-(((r[:, None] - self.centers) / self.width) ** 2)) * envelope[:, None]
+
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predict H and S.
+
+        Parameters
+        ----------
+        positions : tensor of shape (B, N, 3) or (N, 3), Angstrom.
+        atomic_numbers : tensor of shape (N,), the same molecule for the whole batch.
+
+        Returns
+        -------
+        dict with ``hamiltonian`` and ``overlap`` of shape (B, nao, nao) (or (nao, nao)
+        for unbatched input), Hartree, PySCF AO order.
+        """
+        single = positions.dim() == 2
+        if single:
+            positions = positions[None]
+        B, N, _ = positions.shape
+        dtype = positions.dtype
+        elements = self.element_indices(atomic_numbers)  # [N]
+        K = self.orbitals.n_orbitals
+
+        # Ordered pairs i != j within each molecule, flattened over the batch.
+        ii, jj = torch.meshgrid(torch.arange(N), torch.arange(N), indexing="ij")
+        off = ii != jj
+        pi, pj = ii[off], jj[off]  # [P]
+        offsets = (torch.arange(B) * N)[:, None]
+        src = (offsets + pj).reshape(-1)  # [B P] sender j
+        dst = (offsets + pi).reshape(-1)  # [B P] receiver i
+        flat_pos = positions.reshape(B * N, 3)
+        vec = flat_pos[src] - flat_pos[dst]  # [B P, 3] from i to j
+        r = vec.norm(dim=-1)  # [B P]
+        sh = o3.spherical_harmonics(
+            self.irreps_sh, to_e3nn_coordinates(vec), normalize=True, normalization="component"
+        )  # [B P, irreps_sh]
+        rbf = self.radial_basis(r)  # [B P, n_radial]
+
+        x = self.embed_linear(self.embedding(elements).repeat(B, 1).to(dtype))  # [B N, irreps_x]
+        norm = 1.0 / math.sqrt(max(N - 1, 1))
+        for layer in self.interactions:
+            x = layer(x, sh, rbf, src, dst, B * N, norm)
+
+        pair = self.pair_linear_a(self.pair_product(x[dst], x[src])) + self.pair_linear_b(
+            self.pair_edge(x[src], sh, self.pair_radial(rbf))
+        )
+        pair = self.pair_gate(pair)  # [B P, irreps_x]
+        diag = x + self.self_linear(self.self_product(x, x))  # [B N, irreps_x]
+
+        Q = self.Q.to(dtype)
+        outputs = {}
+        for name, prefix, reference, scale in (
+            ("hamiltonian", "h", self.h_reference, self.h_scale),
+            ("overlap", "s", self.s_reference, self.s_scale),
+        ):
+            blocks_diag = self.heads[f"{prefix}_diagonal"](diag, Q)  # [B N, K, K]
+            blocks_off = self.heads[f"{prefix}_offdiagonal"](pair, Q)  # [B P, K, K]
+            full = torch.zeros(B, N, N, K, K, dtype=dtype, device=positions.device)
+            full[:, pi, pj] = blocks_off.reshape(B, -1, K, K) * scale
+            idx = torch.arange(N)
+            full[:, idx, idx] = blocks_diag.reshape(B, N, K, K) * scale + reference[elements].to(dtype)
+            full = full.permute(0, 1, 3, 2, 4).reshape(B, N * K, N * K)
+            keep = self.element_mask[elements].reshape(-1)  # [N K]
+            matrix = full[:, keep][:, :, keep]  # [B, nao, nao]
+            matrix = 0.5 * (matrix + matrix.transpose(1, 2))
+            outputs[name] = matrix[0] if single else matrix
+        return outputs
+
+    # ------------------------------------------------------------------------- data-derived constants
+
+    def diagonal_blocks(self, matrix: torch.Tensor, atomic_numbers: torch.Tensor) -> list[torch.Tensor]:
+        """Per-atom diagonal blocks of a (nao, nao) matrix, padded to K x K slot layout."""
+        elements = self.element_indices(atomic_numbers)
+        K = self.orbitals.n_orbitals
+        out, p = [], 0
+        for e in elements.tolist():
+            idx = self.orbitals.element_index[e]
+            n = len(idx)
+            block = torch.zeros(K, K, dtype=matrix.dtype)
+            block[np.ix_(idx, idx)] = matrix[p : p + n, p : p + n]
+            out.append(block)
+            p += n
+        return out
+
+    @torch.no_grad()
+    def fit_references(self, samples) -> None:
+        """Set per-element invariant diagonal references and output scales from training samples.
+
+        The reference of element e is, for every pair of its shells with equal l, the mean
+        of ``trace(block) / (2l+1)`` times the identity: the rotation-invariant part of its
+        mean diagonal block, so adding it keeps the model exactly equivariant.
+        """
+        slots = self.orbitals.slots
+        starts = [self.orbitals.slot_start[s] for s in slots]
+        for key, reference in (("hamiltonian", self.h_reference), ("overlap", self.s_reference)):
+            sums = torch.zeros_like(reference, dtype=torch.float64)
+            counts = torch.zeros(reference.shape[0], dtype=torch.float64)
+            for sample in samples:
+                elements = self.element_indices(sample["atomic_numbers"])
+                for e, block in zip(elements.tolist(), self.diagonal_blocks(sample[key], sample["atomic_numbers"]),
+                                    strict=True):
+                    sums[e] += block.double()
+                    counts[e] += 1
+            mean = sums / counts.clamp(min=1)[:, None, None]
+            invariant = torch.zeros_like(mean)
+            for a, (la, _) in enumerate(slots):
+                for b, (lb, _) in enumerate(slots):
+                    if la != lb:
+                        continue
+                    n = 2 * la + 1
+                    sa, sb = starts[a], starts[b]
+                    trace = torch.diagonal(mean[:, sa : sa + n, sb : sb + n], dim1=1, dim2=2).sum(-1) / n
+                    invariant[:, sa : sa + n, sb : sb + n] = trace[:, None, None] * torch.eye(n, dtype=mean.dtype)
+            reference.copy_(invariant.to(reference.dtype))
+        # Output scales: the spread of what is left for the network.
+        for key, scale, reference in (
+            ("hamiltonian", self.h_scale, self.h_reference),
+            ("overlap", self.s_scale, self.s_reference),
+        ):
+            residuals = []
+            for sample in samples:
+                elements = self.element_indices(sample["atomic_numbers"])
+                target = sample[key].double()
+                ref = torch.block_diag(
+                    *[reference[e][np.ix_(idx, idx)] for e in elements.tolist()
+                      for idx in [self.orbitals.element_index[e]]]
+                ).double()
+                residuals.append((target - ref).reshape(-1))
+            scale.fill_(float(torch.cat(residuals).std()))
+
+
+# ----------------------------------------------------------------------------- checkpoints and prediction
+
+
+def save_checkpoint(path: str | Path, model: PhiSNet, metadata: dict, extra: dict | None = None) -> None:
+    """Write a checkpoint atomically (temporary file, then rename).
+
+    Format (a plain dict, loadable with ``torch.load(..., weights_only=True)``):
+    ``format`` = "phisnet-checkpoint", ``version`` = 1, ``config`` (PhiSNetConfig as a
+    dict), ``state_dict`` (tensors), ``metadata`` (JSON-able: elements, basis, xc, data,
+    splits, metrics, ...), and optionally training state under ``training``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": model.config.to_json(),
+        "state_dict": model.state_dict(),
+        "metadata": metadata,
+    }
+    if extra:
+        payload.update(extra)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load and check a checkpoint dict safely (``weights_only=True``); InputError if not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"There is no checkpoint file {path}.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or foreign files
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path.name} is not a readable phisnet checkpoint ({first}).") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path.name} is not a phisnet checkpoint (no '{CHECKPOINT_FORMAT}' format tag).")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise InputError(
+            f"{path.name} has checkpoint version {payload.get('version')}; this phisnet reads {CHECKPOINT_VERSION}."
+        )
+    for key in ("config", "state_dict", "metadata"):
+        if key not in payload:
+            raise InputError(f"{path.name} is missing '{key}'.")
+    return payload
+
+
+def build_from_checkpoint(payload: dict, dtype: torch.dtype = torch.float32) -> PhiSNet:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = PhiSNet(PhiSNetConfig.from_json(payload["config"]))
+    finally:
+        torch.set_default_dtype(previous)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise InputError(f"The checkpoint's weights do not fit its configuration ({str(exc)[:200]}).") from None
+    return model.to(dtype).eval()
+
+
+@dataclass
+class Prediction:
+    """Predicted matrices (numpy, Hartree, PySCF AO order) and the time the prediction took."""
+
+    hamiltonian: np.ndarray
+    overlap: np.ndarray
+    seconds: float
+
+
+class Predictor:
+    """A loaded model ready to predict; ``metadata`` describes what it was trained on."""
+
+    def __init__(self, model: PhiSNet, metadata: dict):
+        self.model = model
+        self.metadata = metadata
+
+    @property
+    def elements(self) -> list[int]:
+        return list(self.model.config.elements)
+
+    def check(self, atoms) -> None:
+        from ase.data import chemical_symbols
+
+        unknown = sorted({int(z) for z in atoms.numbers} - set(self.elements))
+        if unknown:
+            names = ", ".join(chemical_symbols[z] for z in unknown)
+            known = ", ".join(chemical_symbols[z] for z in self.elements)
+            raise InputError(f"This model was not trained on {names}; it knows {known}.")
+
+    @torch.no_grad()
+    def predict(self, atoms) -> Prediction:
+        """Predict H and S for one ``ase.Atoms`` (positions in Angstrom)."""
+        self.check(atoms)
+        dtype = next(self.model.parameters()).dtype
+        t0 = time.perf_counter()
+        out = self.model(
+            torch.as_tensor(atoms.positions, dtype=dtype), torch.as_tensor(atoms.numbers, dtype=torch.long)
+        )
+        H = out["hamiltonian"].double().numpy()
+        S = out["overlap"].double().numpy()
+        return Prediction(hamiltonian=H, overlap=S, seconds=time.perf_counter() - t0)
+
+
+def load(path: str | Path, dtype: torch.dtype = torch.float32) -> Predictor:
+    """Load a checkpoint written by ``save_checkpoint`` (safely, ``weights_only=True``)."""
+    payload = read_checkpoint(path)
+    model = build_from_checkpoint(payload, dtype)
+    return Predictor(model, payload["metadata"])

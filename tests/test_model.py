@@ -1,0 +1,182 @@
+"""phisnet.model: exact equivariance, symmetry, gradients, checkpoints, overfitting."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from phisnet import InputError
+from phisnet.basis import layout
+from phisnet.conventions import ao_rotation
+from phisnet.io import read_molecules
+from phisnet.model import PhiSNet, PhiSNetConfig, load, save_checkpoint
+
+TINY = {"channels": 4, "n_interactions": 1, "n_radial": 8, "radial_hidden": 8}
+
+
+@pytest.fixture(scope="module")
+def model64():
+    """A tiny float64 model, built under float64 default dtype (e3nn stores its coefficients then)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        model = PhiSNet(PhiSNetConfig(elements=[1, 6, 7, 8], **TINY)).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    return model
+
+
+def predict(model, atoms):
+    out = model(torch.tensor(atoms.positions), torch.tensor(atoms.numbers))
+    return out["hamiltonian"].detach().numpy(), out["overlap"].detach().numpy()
+
+
+def relative(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+@pytest.fixture(scope="module")
+def invariant_model(model64):
+    """model64 with per-element references fitted to random targets, so they are non-trivial."""
+    samples = []
+    rng = np.random.default_rng(0)
+    for name in ("water", "ethanol"):
+        atoms = read_molecules(name)[0]
+        nao = layout(atoms).nao
+        A = rng.normal(size=(nao, nao))
+        samples.append({"atomic_numbers": torch.tensor(atoms.numbers), "hamiltonian": torch.tensor(A + A.T),
+                        "overlap": torch.tensor(A @ A.T)})
+    model64.fit_references(samples)
+    return model64
+
+
+@pytest.mark.parametrize("name", ["water", "ethanol", "uracil"])
+def test_rotation_and_translation_equivariance(invariant_model, name):
+    (atoms,) = read_molecules(name)
+    H, S = predict(invariant_model, atoms)
+    lay = layout(atoms)
+    assert H.shape == S.shape == (lay.nao, lay.nao)
+    for R in Rotation.random(2, random_state=1).as_matrix():
+        moved = atoms.copy()
+        moved.positions = atoms.positions @ R.T + np.array([1.5, -2.0, 0.7])
+        H2, S2 = predict(invariant_model, moved)
+        D = ao_rotation(lay, R)
+        assert relative(H2, D @ H @ D.T) < 1e-10
+        assert relative(S2, D @ S @ D.T) < 1e-10
+
+
+def test_permutation_equivariance(invariant_model):
+    (atoms,) = read_molecules("ethanol")
+    H, S = predict(invariant_model, atoms)
+    perm = np.random.default_rng(2).permutation(len(atoms))
+    H2, S2 = predict(invariant_model, atoms[perm])
+    lay = layout(atoms)
+    ao = np.concatenate([np.arange(lay.atoms[i].start, lay.atoms[i].stop) for i in perm])
+    assert relative(H2, H[np.ix_(ao, ao)]) < 1e-10
+    assert relative(S2, S[np.ix_(ao, ao)]) < 1e-10
+
+
+def test_exact_symmetry_and_batching(invariant_model):
+    (atoms,) = read_molecules("water")
+    pos = torch.tensor(atoms.positions)
+    batch = torch.stack([pos, pos + 0.05 * torch.randn(3, 3, generator=torch.Generator().manual_seed(0))])
+    out = invariant_model(batch, torch.tensor(atoms.numbers))
+    H = out["hamiltonian"].detach()
+    assert H.shape == (2, 24, 24)
+    assert torch.equal(H, H.transpose(1, 2))
+    single = invariant_model(pos, torch.tensor(atoms.numbers))["hamiltonian"].detach()
+    assert torch.allclose(single, H[0], atol=1e-12)
+
+
+def test_gradients_reach_every_parameter():
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], **TINY))
+    (atoms,) = read_molecules("water")
+    out = model(torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
+    (out["hamiltonian"].square().sum() + out["overlap"].square().sum()).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing, missing
+
+
+def test_unknown_element_is_refused(tmp_path):
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], **TINY))
+    save_checkpoint(tmp_path / "m.pt", model, {"elements": [1, 8]})
+    predictor = load(tmp_path / "m.pt")
+    with pytest.raises(InputError, match="not trained on C; it knows H, O"):
+        predictor.predict(read_molecules("ethanol")[0])
+
+
+def test_save_load_reproduces_outputs_exactly(tmp_path):
+    torch.manual_seed(3)
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], **TINY)).eval()
+    with torch.no_grad():
+        model.h_scale.fill_(0.3)
+    save_checkpoint(tmp_path / "m.pt", model, {"note": "test"})
+    predictor = load(tmp_path / "m.pt")
+    (atoms,) = read_molecules("water")
+    with torch.no_grad():
+        expected = model(torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
+    pred = predictor.predict(atoms)
+    np.testing.assert_array_equal(pred.hamiltonian, expected["hamiltonian"].double().numpy())
+    np.testing.assert_array_equal(pred.overlap, expected["overlap"].double().numpy())
+    assert predictor.metadata == {"note": "test"}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "not a readable phisnet checkpoint"), (b"garbage" * 100, "not a readable phisnet checkpoint")],
+)
+def test_corrupt_checkpoints(tmp_path, content, message):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        load(path)
+
+
+def test_truncated_and_foreign_checkpoints(tmp_path):
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], **TINY))
+    save_checkpoint(tmp_path / "m.pt", model, {})
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="not a readable phisnet checkpoint"):
+        load(tmp_path / "cut.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(InputError, match="not a phisnet checkpoint"):
+        load(tmp_path / "foreign.pt")
+    with pytest.raises(InputError, match="no checkpoint file"):
+        load(tmp_path / "missing.pt")
+
+
+def test_tiny_model_overfits_a_few_water_geometries():
+    """A handful of distorted water geometries with their PySCF matrices; loss must fall well below start."""
+    from phisnet.reference import run_dft
+
+    (water,) = read_molecules("water")
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(3):
+        atoms = water.copy()
+        atoms.positions += rng.normal(scale=0.05, size=(3, 3))
+        ref = run_dft(atoms, forces=False)
+        samples.append({"positions": torch.tensor(atoms.positions, dtype=torch.float32),
+                        "atomic_numbers": torch.tensor(atoms.numbers),
+                        "hamiltonian": torch.tensor(ref.hamiltonian, dtype=torch.float32),
+                        "overlap": torch.tensor(ref.overlap, dtype=torch.float32)})
+    torch.manual_seed(0)
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], channels=8, n_interactions=1, n_radial=8, radial_hidden=16))
+    model.fit_references(samples)
+    positions = torch.stack([s["positions"] for s in samples])
+    H = torch.stack([s["hamiltonian"] for s in samples])
+    Z = samples[0]["atomic_numbers"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+
+    def mae():
+        return (model(positions, Z)["hamiltonian"] - H).abs().mean()
+
+    start = float(mae().detach())
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = mae()
+        loss.backward()
+        optimizer.step()
+    assert float(mae()) < 0.2 * start

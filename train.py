@@ -1,0 +1,75 @@
+"""Train PhiSNet on a dataset from `phisnet generate`.
+
+    python train.py --data data/water.db --out runs/water [--max-minutes 60 ...]
+    python train.py --out runs/water --resume          # continue after an interruption
+    torchrun --nproc_per_node=2 train.py --data ...    # DistributedDataParallel (gloo)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from phisnet.errors import InputError
+from phisnet.model import PhiSNetConfig
+from phisnet.training import TrainConfig, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    train_defaults, model_defaults = TrainConfig(), PhiSNetConfig()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--config", help="JSON file with any of the settings below (command-line flags win)")
+    for name in ("data", "out", "seed", "train", "val", "batch_size", "lr", "lr_min", "weight_decay", "lr_factor",
+                 "patience", "val_every", "max_steps", "max_minutes", "overlap_weight"):
+        default = getattr(train_defaults, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None,
+                            help=f"(default {default})")
+    for name in ("channels", "lmax", "n_interactions", "n_radial", "cutoff", "radial_hidden"):
+        default = getattr(model_defaults, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None,
+                            help=f"model: (default {default})")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base = {}
+    if args.config:
+        try:
+            with open(args.config) as f:
+                base = json.load(f)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"Cannot read the config file {args.config}: {exc}") from None
+    config = TrainConfig.from_json(base)
+    for name in TrainConfig.__dataclass_fields__:
+        value = getattr(args, name, None)
+        if value is not None and name != "model":
+            setattr(config, name, value)
+    for name in PhiSNetConfig.__dataclass_fields__:
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(config.model, name, value)
+    config.resume = bool(args.resume)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        best = run(config_from_args(args), progress=not args.quiet)
+    except InputError as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("train.py: interrupted; continue with --resume.", file=sys.stderr)
+        return 130
+    print(f"Best checkpoint: {best}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

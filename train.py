@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from phisnet.errors import InputError
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("train.py: interrupted; continue with --resume.", file=sys.stderr)
         return 130
-    print(f"Best checkpoint: {best}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"Best checkpoint: {best}")
     return 0
 
 

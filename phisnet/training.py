@@ -198,7 +198,8 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     while not stop:
         rng = np.random.default_rng([config.seed, epoch])
         batches = _batches(dataset, splits["train"], config.batch_size, rng)
-        batches = batches[rank::world] if world > 1 else batches
+        if world > 1:  # equal shares, so every process takes part in every gradient all-reduce
+            batches = batches[: len(batches) // world * world][rank::world]
         for position, chunk in enumerate(batches):
             if position < done_in_epoch:  # already trained on before the resume
                 continue
@@ -214,6 +215,10 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             bar.set_postfix(loss=f"{float(loss.detach()):.3g}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
             elapsed = time.perf_counter() - start
             out_of_time = elapsed > config.max_minutes * 60 or step >= config.max_steps
+            if world > 1:  # clocks differ: stop together when any process is out of time
+                flag = torch.tensor([float(out_of_time)])
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
             if step % config.val_every == 0 or out_of_time:
                 metrics = validate(model, dataset, splits["val"], config.batch_size * 2, dtype)
                 scheduler.step(metrics["val_loss"])

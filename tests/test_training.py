@@ -70,3 +70,29 @@ def test_train_cli_bad_data(tmp_path, capsys):
 
     assert train.main(["--data", str(tmp_path / "none.db"), "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "no dataset file" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes(water_db, tmp_path):
+    """DistributedDataParallel with the gloo backend, 2 processes on this machine."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import socket
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as sock:  # a free loopback port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+         str(root / "train.py"), "--data", str(water_db), "--out", str(out), "--train", "6", "--val", "2",
+         "--batch-size", "1", "--max-steps", "4", "--val-every", "2", "--channels", "4", "--n-interactions", "1",
+         "--n-radial", "8", "--radial-hidden", "8", "--quiet"],
+        check=True, env=env, cwd=tmp_path, timeout=300, capture_output=True,
+    )
+    assert [m["step"] for m in read_metrics(out)] == [2, 4]
+    assert load(out / "best.pt").metadata["splits"]["train"] == 6

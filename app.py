@@ -1,46 +1,77 @@
 """phisnet app, home page. Run with: streamlit run app.py
 
-Until the model lands this page shows what the foundation does: read and validate a
-molecule, show its def2-SVP orbital layout, and run the PySCF reference calculation
-that the model will learn to replace.
+Choose a model and a molecule; the model predicts the Kohn-Sham Hamiltonian and overlap,
+and the page shows the orbitals that follow from them, beside PySCF's reference on demand.
 """
 
+from pathlib import Path
+
+import ase
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from phisnet import InputError
 from phisnet.basis import layout
 from phisnet.io import read_molecules
+from phisnet.model import list_pretrained, load
 from phisnet.molecules import PAPER_MOLECULES
+from phisnet.observables import solve
 from phisnet.reference import run_dft
+
+ROOT = Path(__file__).resolve().parent
+HARTREE_EV = 27.211386245988
 
 st.set_page_config(page_title="phisnet", layout="wide")
 st.title("phisnet")
 st.caption(
-    "SE(3)-equivariant prediction of Kohn-Sham Hamiltonians (PhiSNet, Unke et al. 2021). "
-    "This first version reads molecules and runs the PySCF PBE/def2-SVP reference."
+    "SE(3)-equivariant prediction of Kohn-Sham Hamiltonians and overlaps (PhiSNet, Unke et al. 2021), "
+    "with PySCF as the reference."
 )
 
 
+@st.cache_resource(show_spinner="Loading the model ...")
+def cached_model(path: str):
+    return load(path)
+
+
 @st.cache_data(show_spinner=False)
-def reference(symbols: tuple, positions: tuple, charge: int, spin: int):
-    import ase
-
+def reference(symbols: tuple, positions: tuple, charge: int, spin: int, xc: str, basis: str):
     atoms = ase.Atoms(symbols, positions=positions)
-    ref = run_dft(atoms, charge=charge, spin=spin, forces=False)
-    return ref.energy, ref.n_iterations, ref.seconds, ref.converged, ref.mo_energy, ref.mo_occ
+    ref = run_dft(atoms, xc=xc, basis=basis, charge=charge, spin=spin, forces=False)
+    return ref.energy, ref.n_iterations, ref.seconds, ref.converged, ref.mo_energy
 
 
-source_kind = st.radio("Molecule from", ["Paper molecule", "SMILES", "Upload a file"], horizontal=True)
-col_charge, col_spin = st.columns(2)
-charge = col_charge.number_input("Charge", value=0, step=1)
-spin = col_spin.number_input("Unpaired electrons", value=0, min_value=0, step=1)
+models = list_pretrained(ROOT / "pretrained")
+if not models:
+    st.error("No model found in pretrained/; train one with train.py (see the README).")
+    st.stop()
+model_path = st.sidebar.selectbox("Model", models, format_func=lambda p: p.stem)
+try:
+    predictor = cached_model(str(model_path))
+except InputError as exc:
+    st.error(str(exc))
+    st.stop()
+meta = predictor.metadata
+trained_molecule = (meta.get("data", {}).get("settings") or {}).get("molecule", "water")
+st.sidebar.markdown(
+    f"**{model_path.stem}**: {meta.get('xc', '?').upper()}/{meta.get('basis', '?')}, "
+    f"trained on {meta.get('data', {}).get('n_structures', '?')} {trained_molecule} structures"
+)
+card = model_path.with_suffix(".md")
+if card.is_file():
+    with st.sidebar.expander("Model card"):
+        st.markdown(card.read_text())
+
+source_kind = st.radio("Molecule from", ["Named molecule", "SMILES", "Upload a file"], horizontal=True)
 source, fmt = None, None
-if source_kind == "Paper molecule":
-    source = st.selectbox("Molecule", PAPER_MOLECULES)
+if source_kind == "Named molecule":
+    names = list(PAPER_MOLECULES)
+    default = names.index(trained_molecule) if trained_molecule in names else 0
+    source = st.selectbox("Molecule", names, index=default)
     fmt = "name"
 elif source_kind == "SMILES":
-    source = st.text_input("SMILES", value="CCO")
+    source = st.text_input("SMILES", value="O")
     fmt = "smiles"
 else:
     upload = st.file_uploader("XYZ, PDB, SDF/MOL, CIF or any format ASE reads")
@@ -54,41 +85,53 @@ if source is None:
     st.stop()
 
 try:
-    molecules = read_molecules(source, format=fmt, charge=int(charge), spin=int(spin))
+    molecules = read_molecules(source, format=fmt)
+    atoms = molecules[0]
+    predictor.check(atoms)
 except InputError as exc:
     st.error(str(exc))
     st.stop()
 
-atoms = molecules[0]
 if len(molecules) > 1:
     st.info(f"The file holds {len(molecules)} structures; showing the first.")
-lay = layout(atoms)
-st.subheader(f"{atoms.get_chemical_formula()}: {len(atoms)} atoms, {lay.nao} def2-SVP orbitals")
-st.dataframe(
-    pd.DataFrame(
-        {
-            "element": atoms.get_chemical_symbols(),
-            "x / Angstrom": atoms.positions[:, 0],
-            "y / Angstrom": atoms.positions[:, 1],
-            "z / Angstrom": atoms.positions[:, 2],
-            "shells (l)": [" ".join("spdfg"[l] for l in a.shells) for a in lay.atoms],
-        }
-    ),
-    hide_index=True,
-)
+lay = layout(atoms, meta.get("basis", "def2-svp"))
+n_electrons = int(atoms.numbers.sum()) - int(atoms.info.get("charge", 0))
+st.subheader(f"{atoms.get_chemical_formula()}: {len(atoms)} atoms, {lay.nao} orbitals, {n_electrons} electrons")
 
-if st.button("Run the PBE/def2-SVP reference with PySCF"):
+prediction = predictor.predict(atoms)
+orbitals = solve(prediction.hamiltonian, prediction.overlap, n_electrons)
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Prediction time / ms", f"{prediction.seconds * 1000:.1f}")
+c2.metric("HOMO / eV", f"{orbitals.homo * HARTREE_EV:.3f}")
+c3.metric("LUMO / eV", f"{orbitals.lumo * HARTREE_EV:.3f}")
+c4.metric("HOMO-LUMO gap / eV", f"{orbitals.gap * HARTREE_EV:.3f}")
+st.caption("Orbitals from the predicted H and the predicted S (generalized eigenproblem).")
+
+table = pd.DataFrame(
+    {
+        "orbital": np.arange(1, len(orbitals.energies) + 1),
+        "occupation": orbitals.occupations,
+        "predicted energy / Hartree": orbitals.energies,
+    }
+)
+if st.checkbox("Compare with the PySCF reference (runs the DFT calculation)", value=False):
     with st.spinner("PySCF is running the SCF ..."):
-        energy, iterations, seconds, converged, mo_energy, mo_occ = reference(
-            tuple(atoms.get_chemical_symbols()), tuple(map(tuple, atoms.positions)), int(charge), int(spin)
+        energy, iterations, seconds, converged, mo_energy = reference(
+            tuple(atoms.get_chemical_symbols()),
+            tuple(map(tuple, atoms.positions)),
+            int(atoms.info.get("charge", 0)),
+            int(atoms.info.get("spin", 0)),
+            meta.get("xc", "pbe"),
+            meta.get("basis", "def2-svp"),
         )
     if not converged:
-        st.error(f"The SCF did not converge in {iterations} iterations; these numbers are not a result.")
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Energy / Hartree", f"{energy:.6f}")
-    c2.metric("SCF iterations", iterations)
-    c3.metric("SCF time / s", f"{seconds:.2f}")
-    st.dataframe(
-        pd.DataFrame({"orbital energy / Hartree": mo_energy, "occupation": mo_occ}),
-        hide_index=True,
-    )
+        st.error(f"The reference SCF did not converge in {iterations} iterations; the comparison is not meaningful.")
+    occupied = slice(0, n_electrons // 2)
+    eps_mae = float(np.abs(orbitals.energies[occupied] - mo_energy[occupied]).mean())
+    d1, d2, d3 = st.columns(3)
+    d1.metric("PySCF SCF time / s", f"{seconds:.2f}", help=f"{iterations} SCF iterations")
+    d2.metric("Speed-up", f"{seconds / prediction.seconds:.0f}x")
+    d3.metric("Occupied orbital energy MAE / meV", f"{eps_mae * HARTREE_EV * 1000:.1f}")
+    table["reference energy / Hartree"] = mo_energy
+    table["error / meV"] = (orbitals.energies - mo_energy) * HARTREE_EV * 1000
+st.dataframe(table, hide_index=True)

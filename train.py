@@ -1,8 +1,8 @@
 """Train PhiSNet on a dataset from `phisnet generate`.
 
-    python train.py --data data/water.db --out runs/water [--max-minutes 60 ...]
-    python train.py --out runs/water --resume          # continue after an interruption
-    torchrun --nproc_per_node=2 train.py --data ...    # DistributedDataParallel (gloo)
+python train.py --data data/water.db --out runs/water [--max-minutes 60 ...]
+python train.py --out runs/water --resume          # continue after an interruption
+torchrun --nproc_per_node=2 train.py --data ...    # DistributedDataParallel (gloo)
 """
 
 from __future__ import annotations
@@ -19,19 +19,34 @@ from phisnet.training import TrainConfig, run
 
 def build_parser() -> argparse.ArgumentParser:
     train_defaults, model_defaults = TrainConfig(), PhiSNetConfig()
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", help="JSON file with any of the settings below (command-line flags win)")
-    for name in ("data", "out", "seed", "train", "val", "batch_size", "lr", "lr_min", "weight_decay", "lr_factor",
-                 "patience", "val_every", "max_steps", "max_minutes", "overlap_weight"):
+    for name in (
+        "data",
+        "out",
+        "seed",
+        "train",
+        "val",
+        "batch_size",
+        "lr",
+        "lr_min",
+        "weight_decay",
+        "lr_factor",
+        "patience",
+        "val_every",
+        "max_steps",
+        "max_minutes",
+        "overlap_weight",
+    ):
         default = getattr(train_defaults, name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None,
-                            help=f"(default {default})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=type(default), default=None, help=f"(default {default})"
+        )
     for name in ("channels", "lmax", "n_interactions", "n_radial", "cutoff", "radial_hidden"):
         default = getattr(model_defaults, name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None,
-                            help=f"model: (default {default})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=type(default), default=None, help=f"model: (default {default})"
+        )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -39,7 +39,9 @@ def main() -> None:
     if not args.models:
         raise SystemExit("no models found in pretrained/")
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), PySCF with {lib.num_threads()} threads")
-    header = f"{'model':<28}{'atoms':>6}{'predict / s':>13}{'peak MB':>9}{'PySCF SCF / s':>15}{'iter':>6}{'speed-up':>10}"
+    header = (
+        f"{'model':<28}{'atoms':>6}{'predict / s':>13}{'peak MB':>9}{'PySCF SCF / s':>15}{'iter':>6}{'speed-up':>10}"
+    )
     print(header)
     print("-" * len(header))
     for path in args.models:
@@ -58,11 +60,17 @@ def main() -> None:
         _, traced_peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         peak = max(traced_peak / 2**20, peak_rss_mb() - rss_before)
-        ref = run_dft(atoms, xc=predictor.metadata.get("xc", "pbe"), basis=predictor.metadata.get("basis", "def2-svp"),
-                      forces=False)
+        ref = run_dft(
+            atoms,
+            xc=predictor.metadata.get("xc", "pbe"),
+            basis=predictor.metadata.get("basis", "def2-svp"),
+            forces=False,
+        )
         t = statistics.median(times)
-        print(f"{path:<28}{len(atoms):>6}{t:>13.4f}{peak:>9.1f}{ref.seconds:>15.2f}{ref.n_iterations:>6}"
-              f"{ref.seconds / t:>9.0f}x")
+        print(
+            f"{path:<28}{len(atoms):>6}{t:>13.4f}{peak:>9.1f}{ref.seconds:>15.2f}{ref.n_iterations:>6}"
+            f"{ref.seconds / t:>9.0f}x"
+        )
 
 
 if __name__ == "__main__":

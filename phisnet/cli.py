@@ -44,8 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--model", required=True, help="checkpoint (.pt)")
     ev.add_argument("--data", required=True, help="ASE database from phisnet generate")
-    ev.add_argument("--split", choices=["test", "val", "train", "all"], default="test",
-                    help="which structures; the split comes from the checkpoint")
+    ev.add_argument(
+        "--split",
+        choices=["test", "val", "train", "all"],
+        default="test",
+        help="which structures; the split comes from the checkpoint",
+    )
     ev.add_argument("--json", help="also write the metrics to this JSON file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -105,8 +109,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
     print(f"model {args.model}, {predictor.metadata.get('xc', '?')}/{predictor.metadata.get('basis', '?')}")
     print(format_table([(name, metrics)]))
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": str(args.model), "data": str(args.data), "split": label,
-                                               **metrics.to_json()}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"model": str(args.model), "data": str(args.data), "split": label, **metrics.to_json()}, indent=2
+            )
+        )
     return 0
 
 

@@ -88,25 +88,11 @@ def _compute(symbols: list[str], positions: np.ndarray, settings: GenerationSett
 
     lib.num_threads(threads)
     atoms = ase.Atoms(symbols, positions=positions)
-    ref = run_dft(
-        atoms,
-        xc=settings.xc,
-        basis=settings.basis,
-        charge=settings.charge,
-        spin=settings.spin,
-        conv_tol=settings.conv_tol,
-    )
+    level = dict(xc=settings.xc, basis=settings.basis, charge=settings.charge, spin=settings.spin)
+    ref = run_dft(atoms, conv_tol=settings.conv_tol, **level)
     if not ref.converged:
         # One more try with PySCF's second-order (Newton) solver before giving up on this structure.
-        ref = run_dft(
-            atoms,
-            xc=settings.xc,
-            basis=settings.basis,
-            charge=settings.charge,
-            spin=settings.spin,
-            conv_tol=settings.conv_tol,
-            second_order=True,
-        )
+        ref = run_dft(atoms, conv_tol=settings.conv_tol, second_order=True, **level)
     return ref
 
 

@@ -152,37 +152,31 @@ def uniform_irreps(channels: int, lmax: int) -> o3.Irreps:
     return o3.Irreps([(channels, (l, 1)) for l in range(lmax + 1)])
 
 
-def tensor_product_uvu(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int):
-    """Channel-wise tensor product of features with spherical harmonics, per-edge weights."""
+def _channelwise(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int, mode: str):
+    """Sorted output irreps and instructions for every path l1 x l2 -> L <= lmax, one channel per u."""
     out, instructions = [], []
     for i1, (mul, ir1) in enumerate(irreps_in1):
         for i2, (_, ir2) in enumerate(irreps_in2):
             for ir in ir1 * ir2:
                 if ir.l <= lmax:
-                    instructions.append((i1, i2, len(out), "uvu", True))
+                    instructions.append((i1, i2, len(out), mode, True))
                     out.append((mul, (ir.l, 1)))
-    irreps_out = o3.Irreps(out)
-    irreps_sorted, perm, _ = irreps_out.sort()
-    instructions = [(i1, i2, perm[io], mode, w) for i1, i2, io, mode, w in instructions]
-    tp = o3.TensorProduct(
-        irreps_in1, irreps_in2, irreps_sorted, instructions, shared_weights=False, internal_weights=False
+    irreps_sorted, perm, _ = o3.Irreps(out).sort()
+    return irreps_sorted, [(i1, i2, perm[io], m, w) for i1, i2, io, m, w in instructions]
+
+
+def tensor_product_uvu(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int) -> o3.TensorProduct:
+    """Channel-wise tensor product of features with spherical harmonics, per-edge weights."""
+    irreps_out, instructions = _channelwise(irreps_in1, irreps_in2, lmax, "uvu")
+    return o3.TensorProduct(
+        irreps_in1, irreps_in2, irreps_out, instructions, shared_weights=False, internal_weights=False
     )
-    return tp
 
 
-def tensor_product_uuu(irreps: o3.Irreps, lmax: int):
+def tensor_product_uuu(irreps: o3.Irreps, lmax: int) -> o3.TensorProduct:
     """Channel-wise product of two feature vectors of the same irreps, learned path weights."""
-    out, instructions = [], []
-    for i1, (mul, ir1) in enumerate(irreps):
-        for i2, (_, ir2) in enumerate(irreps):
-            for ir in ir1 * ir2:
-                if ir.l <= lmax:
-                    instructions.append((i1, i2, len(out), "uuu", True))
-                    out.append((mul, (ir.l, 1)))
-    irreps_out = o3.Irreps(out)
-    irreps_sorted, perm, _ = irreps_out.sort()
-    instructions = [(i1, i2, perm[io], mode, w) for i1, i2, io, mode, w in instructions]
-    return o3.TensorProduct(irreps, irreps, irreps_sorted, instructions)
+    irreps_out, instructions = _channelwise(irreps, irreps, lmax, "uuu")
+    return o3.TensorProduct(irreps, irreps, irreps_out, instructions)
 
 
 class GatedLinear(nn.Module):
@@ -409,8 +403,9 @@ class PhiSNet(nn.Module):
             counts = torch.zeros(reference.shape[0], dtype=torch.float64)
             for sample in samples:
                 elements = self.element_indices(sample["atomic_numbers"])
-                for e, block in zip(elements.tolist(), self.diagonal_blocks(sample[key], sample["atomic_numbers"]),
-                                    strict=True):
+                for e, block in zip(
+                    elements.tolist(), self.diagonal_blocks(sample[key], sample["atomic_numbers"]), strict=True
+                ):
                     sums[e] += block.double()
                     counts[e] += 1
             mean = sums / counts.clamp(min=1)[:, None, None]
@@ -433,10 +428,11 @@ class PhiSNet(nn.Module):
             for sample in samples:
                 elements = self.element_indices(sample["atomic_numbers"])
                 target = sample[key].double()
-                ref = torch.block_diag(
-                    *[reference[e][np.ix_(idx, idx)] for e in elements.tolist()
-                      for idx in [self.orbitals.element_index[e]]]
-                ).double()
+                per_atom = []
+                for e in elements.tolist():
+                    idx = self.orbitals.element_index[e]
+                    per_atom.append(reference[e][np.ix_(idx, idx)])
+                ref = torch.block_diag(*per_atom).double()
                 residuals.append((target - ref).reshape(-1))
             scale.fill_(float(torch.cat(residuals).std()))
 
@@ -552,3 +548,9 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32) -> Predictor:
     payload = read_checkpoint(path)
     model = build_from_checkpoint(payload, dtype)
     return Predictor(model, payload["metadata"])
+
+
+def list_pretrained(directory: str | Path = "pretrained") -> list[Path]:
+    """Checkpoints (``*.pt``) shipped in a directory, sorted with water first, then by name."""
+    paths = sorted(Path(directory).glob("*.pt"))
+    return sorted(paths, key=lambda p: (p.stem != "water", p.stem))

@@ -189,8 +189,9 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         _truncate_log(out / "metrics.jsonl", step)
 
     def checkpoint(path: Path, extra: dict | None = None) -> None:
-        save_checkpoint(path, model, {**metadata, "training": {"step": step, "best_val_H_MAE_uHa": best,
-                                                               "seconds": elapsed}}, extra)
+        save_checkpoint(
+            path, model, {**metadata, "training": {"step": step, "best_val_H_MAE_uHa": best, "seconds": elapsed}}, extra
+        )
 
     start = time.perf_counter() - elapsed
     bar = tqdm(total=config.max_steps, initial=step, unit="step", disable=not progress or rank != 0)
@@ -211,9 +212,13 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             loss.backward()
             optimizer.step()
             step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3g}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
             elapsed = time.perf_counter() - start
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{float(loss.detach()):.3g}",
+                lr=f"{optimizer.param_groups[0]['lr']:.1e}",
+                minutes=f"{elapsed / 60:.1f}/{config.max_minutes:g}",
+            )
             out_of_time = elapsed > config.max_minutes * 60 or step >= config.max_steps
             if world > 1:  # clocks differ: stop together when any process is out of time
                 flag = torch.tensor([float(out_of_time)])
@@ -225,17 +230,36 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 improved = metrics["val_H_MAE_uHa"] < best
                 best = min(best, metrics["val_H_MAE_uHa"])
                 if rank == 0:
-                    record = {"step": step, "epoch": epoch, "seconds": round(elapsed, 2), "train_loss": float(loss.detach()),
-                              "lr": optimizer.param_groups[0]["lr"], **metrics}
+                    record = {
+                        "step": step,
+                        "epoch": epoch,
+                        "seconds": round(elapsed, 2),
+                        "train_loss": float(loss.detach()),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        **metrics,
+                    }
                     _append_json_line(out / "metrics.jsonl", record)
                     if improved:
                         checkpoint(best_path)
-                    checkpoint(last_path, {"training": {
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                        "epoch": epoch, "batches_done_in_epoch": position + 1, "best": best, "elapsed": elapsed,
-                        "torch_rng": torch.get_rng_state()}})
-                    bar.write(f"step {step}: val H MAE {metrics['val_H_MAE_uHa']:.1f} uHa, "
-                              f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6, lr {optimizer.param_groups[0]['lr']:.1e}")
+                    checkpoint(
+                        last_path,
+                        {
+                            "training": {
+                                "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(),
+                                "step": step,
+                                "epoch": epoch,
+                                "batches_done_in_epoch": position + 1,
+                                "best": best,
+                                "elapsed": elapsed,
+                                "torch_rng": torch.get_rng_state(),
+                            }
+                        },
+                    )
+                    bar.write(
+                        f"step {step}: val H MAE {metrics['val_H_MAE_uHa']:.1f} uHa, "
+                        f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6, lr {optimizer.param_groups[0]['lr']:.1e}"
+                    )
             if out_of_time:
                 stop = True
                 break

@@ -45,8 +45,13 @@ def invariant_model(model64):
         atoms = read_molecules(name)[0]
         nao = layout(atoms).nao
         A = rng.normal(size=(nao, nao))
-        samples.append({"atomic_numbers": torch.tensor(atoms.numbers), "hamiltonian": torch.tensor(A + A.T),
-                        "overlap": torch.tensor(A @ A.T)})
+        samples.append(
+            {
+                "atomic_numbers": torch.tensor(atoms.numbers),
+                "hamiltonian": torch.tensor(A + A.T),
+                "overlap": torch.tensor(A @ A.T),
+            }
+        )
     model64.fit_references(samples)
     return model64
 
@@ -158,10 +163,14 @@ def test_tiny_model_overfits_a_few_water_geometries():
         atoms = water.copy()
         atoms.positions += rng.normal(scale=0.05, size=(3, 3))
         ref = run_dft(atoms, forces=False)
-        samples.append({"positions": torch.tensor(atoms.positions, dtype=torch.float32),
-                        "atomic_numbers": torch.tensor(atoms.numbers),
-                        "hamiltonian": torch.tensor(ref.hamiltonian, dtype=torch.float32),
-                        "overlap": torch.tensor(ref.overlap, dtype=torch.float32)})
+        samples.append(
+            {
+                "positions": torch.tensor(atoms.positions, dtype=torch.float32),
+                "atomic_numbers": torch.tensor(atoms.numbers),
+                "hamiltonian": torch.tensor(ref.hamiltonian, dtype=torch.float32),
+                "overlap": torch.tensor(ref.overlap, dtype=torch.float32),
+            }
+        )
     torch.manual_seed(0)
     model = PhiSNet(PhiSNetConfig(elements=[1, 8], channels=8, n_interactions=1, n_radial=8, radial_hidden=16))
     model.fit_references(samples)

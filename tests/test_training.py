@@ -20,8 +20,16 @@ def water_db(tmp_path_factory):
 
 
 def config(water_db, out, **kwargs):
-    base = dict(data=str(water_db), out=str(out), train=5, val=2, batch_size=2, val_every=4, max_steps=8,
-                model=PhiSNetConfig(**TINY.to_json()))
+    base = dict(
+        data=str(water_db),
+        out=str(out),
+        train=5,
+        val=2,
+        batch_size=2,
+        val_every=4,
+        max_steps=8,
+        model=PhiSNetConfig(**TINY.to_json()),
+    )
     base.update(kwargs)
     return TrainConfig(**base)
 
@@ -51,14 +59,51 @@ def test_train_cli_and_evaluate_cli(water_db, tmp_path, capsys):
     import train
 
     out = tmp_path / "cli"
-    code = train.main(["--data", str(water_db), "--out", str(out), "--train", "5", "--val", "2", "--batch-size", "2",
-                       "--max-steps", "4", "--val-every", "4", "--channels", "4", "--n-interactions", "1",
-                       "--n-radial", "8", "--radial-hidden", "8", "--quiet"])
+    code = train.main(
+        [
+            "--data",
+            str(water_db),
+            "--out",
+            str(out),
+            "--train",
+            "5",
+            "--val",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "4",
+            "--val-every",
+            "4",
+            "--channels",
+            "4",
+            "--n-interactions",
+            "1",
+            "--n-radial",
+            "8",
+            "--radial-hidden",
+            "8",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert json.loads((out / "config.json").read_text())["model"]["channels"] == 4
     capsys.readouterr()
-    assert cli_main(["evaluate", "--model", str(out / "best.pt"), "--data", str(water_db), "--quiet",
-                     "--json", str(tmp_path / "m.json")]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--model",
+                str(out / "best.pt"),
+                "--data",
+                str(water_db),
+                "--quiet",
+                "--json",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "H [uHa]" in table and "eps [uHa]" in table and "psi [%]" in table
     saved = json.loads((tmp_path / "m.json").read_text())
@@ -75,11 +120,10 @@ def test_train_cli_bad_data(tmp_path, capsys):
 def test_torchrun_two_processes(water_db, tmp_path):
     """DistributedDataParallel with the gloo backend, 2 processes on this machine."""
     import os
+    import socket
     import subprocess
     import sys
     from pathlib import Path
-
-    import socket
 
     root = Path(__file__).resolve().parents[1]
     with socket.socket() as sock:  # a free loopback port for the rendezvous
@@ -88,11 +132,42 @@ def test_torchrun_two_processes(water_db, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-         str(root / "train.py"), "--data", str(water_db), "--out", str(out), "--train", "6", "--val", "2",
-         "--batch-size", "1", "--max-steps", "4", "--val-every", "2", "--channels", "4", "--n-interactions", "1",
-         "--n-radial", "8", "--radial-hidden", "8", "--quiet"],
-        check=True, env=env, cwd=tmp_path, timeout=300, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            str(root / "train.py"),
+            "--data",
+            str(water_db),
+            "--out",
+            str(out),
+            "--train",
+            "6",
+            "--val",
+            "2",
+            "--batch-size",
+            "1",
+            "--max-steps",
+            "4",
+            "--val-every",
+            "2",
+            "--channels",
+            "4",
+            "--n-interactions",
+            "1",
+            "--n-radial",
+            "8",
+            "--radial-hidden",
+            "8",
+            "--quiet",
+        ],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        capture_output=True,
     )
     assert [m["step"] for m in read_metrics(out)] == [2, 4]
     assert load(out / "best.pt").metadata["splits"]["train"] == 6

@@ -32,7 +32,9 @@ st.caption(
 
 @st.cache_resource(show_spinner="Loading the model ...")
 def cached_model(path: str):
-    return load(path)
+    predictor = load(path)
+    predictor.warm_up()  # so the prediction time shown is the steady-state one
+    return predictor
 
 
 @st.cache_data(show_spinner=False)

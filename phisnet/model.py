@@ -529,6 +529,13 @@ class Predictor:
             known = ", ".join(chemical_symbols[z] for z in self.elements)
             raise InputError(f"This model was not trained on {names}; it knows {known}.")
 
+    def warm_up(self) -> None:
+        """One throw-away prediction: the first call pays torch's and e3nn's one-time set-up."""
+        import ase
+
+        symbols = self.elements[:2] if len(self.elements) > 1 else self.elements * 2
+        self.predict(ase.Atoms(symbols, positions=[(0.0, 0.0, 0.0), (0.0, 0.0, 1.0)]))
+
     @torch.no_grad()
     def predict(self, atoms) -> Prediction:
         """Predict H and S for one ``ase.Atoms`` (positions in Angstrom)."""

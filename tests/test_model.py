@@ -189,3 +189,12 @@ def test_tiny_model_overfits_a_few_water_geometries():
         loss.backward()
         optimizer.step()
     assert float(mae().detach()) < 0.2 * start
+
+
+def test_warm_up_predicts_on_the_models_elements(tmp_path):
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], **TINY))
+    save_checkpoint(tmp_path / "m.pt", model, {})
+    predictor = load(tmp_path / "m.pt")
+    predictor.warm_up()
+    (atoms,) = read_molecules("water")
+    assert predictor.predict(atoms).seconds > 0

@@ -10,6 +10,7 @@ from phisnet.model import PhiSNetConfig, load
 from phisnet.training import TrainConfig, read_metrics, run
 
 TINY = PhiSNetConfig(channels=4, n_interactions=1, n_radial=8, radial_hidden=8)
+TINY_ARGS = ["--channels", "4", "--n-interactions", "1", "--n-radial", "8", "--radial-hidden", "8", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +76,7 @@ def test_train_cli_and_evaluate_cli(water_db, tmp_path, capsys):
             "4",
             "--val-every",
             "4",
-            "--channels",
-            "4",
-            "--n-interactions",
-            "1",
-            "--n-radial",
-            "8",
-            "--radial-hidden",
-            "8",
-            "--quiet",
+            *TINY_ARGS,
         ]
     )
     assert code == 0
@@ -153,15 +146,7 @@ def test_torchrun_two_processes(water_db, tmp_path):
             "4",
             "--val-every",
             "2",
-            "--channels",
-            "4",
-            "--n-interactions",
-            "1",
-            "--n-radial",
-            "8",
-            "--radial-hidden",
-            "8",
-            "--quiet",
+            *TINY_ARGS,
         ],
         check=True,
         env=env,

@@ -13,14 +13,13 @@ import streamlit as st
 
 from phisnet import InputError
 from phisnet.basis import layout
-from phisnet.io import read_molecules
+from phisnet.io import format_for_filename, read_molecules
 from phisnet.model import list_pretrained, load
 from phisnet.molecules import PAPER_MOLECULES
 from phisnet.observables import solve
-from phisnet.reference import run_dft
+from phisnet.reference import HARTREE_EV, run_dft
 
 ROOT = Path(__file__).resolve().parent
-HARTREE_EV = 27.211386245988
 
 st.set_page_config(page_title="phisnet", layout="wide")
 st.title("phisnet")
@@ -79,8 +78,7 @@ else:
     upload = st.file_uploader("XYZ, PDB, SDF/MOL, CIF or any format ASE reads")
     if upload is not None:
         source = upload.getvalue()
-        suffix = upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
-        fmt = {"xyz": "xyz", "pdb": "proteindatabank", "sdf": "sdf", "mol": "sdf", "cif": "cif"}.get(suffix)
+        fmt = format_for_filename(upload.name)
 
 if source is None:
     st.info("Choose a molecule to begin.")

@@ -34,7 +34,8 @@ import phisnet
 from phisnet.basis import DEFAULT_BASIS
 from phisnet.errors import InputError
 from phisnet.io import read_molecules
-from phisnet.sampling import HARTREE_EV, NormalModes, normal_modes, optimise, thermal_sample
+from phisnet.reference import HARTREE_EV
+from phisnet.sampling import NormalModes, normal_modes, optimise, thermal_sample
 
 #: Tight SCF tolerance for training data: the Fock matrix is then converged far below 1 uHa noise.
 DATASET_CONV_TOL = 1e-11

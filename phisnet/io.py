@@ -35,6 +35,11 @@ _EXTENSION_FORMATS = {
 }
 
 
+def format_for_filename(name: str) -> str | None:
+    """The reader format for a file name by its extension (.xyz, .pdb, .sdf, .mol, .cif), or None to guess."""
+    return _EXTENSION_FORMATS.get(Path(name).suffix.lower())
+
+
 def read_molecules(
     source: str | os.PathLike | bytes,
     format: str | None = None,
@@ -185,7 +190,7 @@ def _read_path(path: Path, fmt: str | None) -> list[ase.Atoms]:
     if size > MAX_INPUT_BYTES:
         raise InputError(f"{path.name} is {size} bytes, more than the limit of {MAX_INPUT_BYTES}.")
     if fmt is None:
-        fmt = _EXTENSION_FORMATS.get(path.suffix.lower())
+        fmt = format_for_filename(path.name)
     if fmt is None:
         try:
             fmt = ase.io.formats.filetype(str(path), guess=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
@@ -87,8 +88,6 @@ class OrbitalLayout:
     """
 
     def __init__(self, elements: list[int], basis: str):
-        from ase.data import chemical_symbols
-
         shells = {z: element_shells(chemical_symbols[z], basis) for z in elements}
         lmax_basis = max(max(s) for s in shells.values())
         counts = [max(s.count(l) for s in shells.values()) for l in range(lmax_basis + 1)]
@@ -292,12 +291,13 @@ class PhiSNet(nn.Module):
         self.width = config.cutoff / config.n_radial
 
     def element_indices(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """Index of each atom's element in ``config.elements``; InputError naming unknown elements."""
         e = self.element_lookup[atomic_numbers]
         if bool((e < 0).any()):
-            from ase.data import chemical_symbols
-
-            z = int(atomic_numbers[e < 0][0])
-            raise InputError(f"The model was not trained on {chemical_symbols[z]}.")
+            unknown = sorted({int(z) for z in atomic_numbers[e < 0]})
+            names = ", ".join(chemical_symbols[z] for z in unknown)
+            known = ", ".join(chemical_symbols[z] for z in self.config.elements)
+            raise InputError(f"This model was not trained on {names}; it knows {known}.")
         return e
 
     def radial_basis(self, r: torch.Tensor) -> torch.Tensor:
@@ -521,13 +521,8 @@ class Predictor:
         return list(self.model.config.elements)
 
     def check(self, atoms) -> None:
-        from ase.data import chemical_symbols
-
-        unknown = sorted({int(z) for z in atoms.numbers} - set(self.elements))
-        if unknown:
-            names = ", ".join(chemical_symbols[z] for z in unknown)
-            known = ", ".join(chemical_symbols[z] for z in self.elements)
-            raise InputError(f"This model was not trained on {names}; it knows {known}.")
+        """Raise InputError naming any element of ``atoms`` the model was not trained on."""
+        self.model.element_indices(torch.as_tensor(atoms.numbers, dtype=torch.long))
 
     def warm_up(self) -> None:
         """One throw-away prediction: the first call pays torch's and e3nn's one-time set-up."""

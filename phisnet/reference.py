@@ -19,6 +19,7 @@ from phisnet.basis import DEFAULT_BASIS
 from phisnet.errors import InputError
 
 BOHR = lib.param.BOHR  # Angstrom per Bohr
+HARTREE_EV = 27.211386245988  # eV per Hartree, CODATA 2018 (ase.units defaults to CODATA 2014: 27.211386024)
 
 
 @dataclass

@@ -21,9 +21,8 @@ from scipy.spatial.transform import Rotation
 
 from phisnet.basis import DEFAULT_BASIS
 from phisnet.errors import InputError
-from phisnet.reference import BOHR, build_mol, make_mf
+from phisnet.reference import BOHR, HARTREE_EV, build_mol, make_mf
 
-HARTREE_EV = 27.211386245988  # eV per Hartree (CODATA 2018, as ase.units.Hartree)
 _QUIET_LOG = Path(__file__).with_name("geometric_quiet.ini")
 MIN_WAVENUMBER = 50.0  # cm^-1; softer modes are sampled as if they had this frequency
 

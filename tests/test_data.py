@@ -15,8 +15,7 @@ import torch
 from phisnet import InputError
 from phisnet.cli import main as cli_main
 from phisnet.data import GenerationSettings, HamiltonianDataset, _record, generate, split_indices
-from phisnet.reference import Reference, build_mol, run_dft
-from phisnet.sampling import HARTREE_EV
+from phisnet.reference import HARTREE_EV, Reference, build_mol, run_dft
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+import numpy as np
 
 from phisnet.errors import InputError
 
@@ -51,7 +54,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="which structures; the split comes from the checkpoint",
     )
     ev.add_argument("--json", help="also write the metrics to this JSON file")
+    ev.add_argument(
+        "--no-energy",
+        action="store_true",
+        help="skip the energy and forces of the predicted density (PySCF, about 1 s per small molecule)",
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    pr = sub.add_parser(
+        "predict",
+        help="orbital energies, gap, dipole and charges of a molecule from a model; molden and cube files",
+        description="Predict the Hamiltonian of MOLECULE, solve for its orbitals (with the exact overlap) and "
+        "print orbital energies, HOMO-LUMO gap, dipole moment, Mulliken charges and timing. Optionally write "
+        "JSON, a molden file and cube files, and compare with a PySCF reference calculation.",
+        formatter_class=fmt,
+    )
+    pr.add_argument("molecule", help="a file (XYZ or any format ASE reads), a SMILES, or a name such as water")
+    pr.add_argument("--model", default="pretrained/water.pt", help="checkpoint (.pt)")
+    pr.add_argument("--format", help="input format when it cannot be guessed (xyz, smiles, name, any ASE format)")
+    pr.add_argument("--frame", type=int, help="only this frame (from 0) of a multi-frame file")
+    pr.add_argument("--charge", type=int, default=0, help="total charge")
+    pr.add_argument("--reference", action="store_true", help="also run PySCF at the model's level and compare")
+    pr.add_argument("--json", help="write the results to this JSON file")
+    pr.add_argument("--molden", help="write the predicted orbitals to this molden file")
+    pr.add_argument(
+        "--cube",
+        help="comma-separated cube files to write: homo, lumo, homo-N, lumo+N, an orbital number from 1, "
+        "density, difference (predicted minus reference density; needs --reference)",
+    )
+    pr.add_argument("--cube-dir", default=".", help="folder for the cube files")
+    pr.add_argument("--cube-points", type=int, default=80, help="grid points per axis of the cube files")
     return parser
 
 
@@ -77,12 +109,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "evaluate":
         return evaluate_command(args)
+    if args.command == "predict":
+        return predict_command(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from phisnet.data import HamiltonianDataset, split_indices
     from phisnet.metrics import evaluate, format_table
@@ -104,7 +137,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
             f"{args.data} is not the dataset the model was trained on ({trained_on} structures, "
             f"{trained.get('title')}); its splits do not apply, use --split all."
         )
-    metrics = evaluate(predictor, dataset, indices, progress=not args.quiet)
+    metrics = evaluate(predictor, dataset, indices, progress=not args.quiet, energies=not args.no_energy)
     name = f"{Path(args.data).stem} ({label})"
     print(f"model {args.model}, {predictor.metadata.get('xc', '?')}/{predictor.metadata.get('basis', '?')}")
     print(format_table([(name, metrics)]))
@@ -115,6 +148,158 @@ def evaluate_command(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    import json
+
+    from phisnet.io import read_molecules
+    from phisnet.model import load
+    from phisnet.viz import DENSITIES, orbital_index, write_cube, write_molden
+
+    predictor = load(args.model)
+    frames = read_molecules(args.molecule, args.format, charge=args.charge, basis=predictor.metadata.get("basis"))
+    if args.frame is not None:
+        if not 0 <= args.frame < len(frames):
+            raise InputError(f"--frame {args.frame}: the input has frames 0 to {len(frames) - 1}.")
+        frames = [frames[args.frame]]
+    cubes = [c.strip() for c in (args.cube or "").split(",") if c.strip()]
+    if (args.molden or cubes) and len(frames) > 1:
+        raise InputError(f"the input has {len(frames)} frames; choose one with --frame to write molden or cube files.")
+    if "difference" in [c.lower() for c in cubes] and not args.reference:
+        raise InputError("the 'difference' cube needs --reference.")
+    predictor.warm_up()
+    results = []
+    for atoms in frames:
+        result, wavefunction, reference = predict_one(predictor, atoms, args.reference)
+        print(format_prediction(result, args.model))
+        results.append(result)
+        if args.molden:
+            print(f"wrote {write_molden(args.molden, wavefunction.mol, wavefunction.orbitals)}")
+        for what in cubes:
+            if what.lower() not in DENSITIES:
+                orbital_index(what, wavefunction.orbitals)  # a clear error before any grid is computed
+            path = Path(args.cube_dir) / f"{atoms.get_chemical_formula()}_{what.lower().replace('+', 'p')}.cube"
+            ref_dm = None if reference is None else reference.density_matrix
+            write_cube(
+                path, wavefunction.mol, what, wavefunction.orbitals, reference_density=ref_dm, points=args.cube_points
+            )
+            print(f"wrote {path}")
+    if args.json:
+        from phisnet.files import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(results[0] if len(results) == 1 else results, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def predict_one(predictor, atoms, with_reference: bool):
+    """Prediction (and optionally the PySCF reference) of one molecule as a JSON-able dict."""
+    from phisnet.observables import energy_and_forces, predict_wavefunction, solve
+    from phisnet.reference import HARTREE_EV, run_dft
+
+    charge = int(atoms.info.get("charge", 0))
+    wf = predict_wavefunction(predictor, atoms, charge=charge)
+    orb = wf.orbitals
+    dipole = wf.dipole()
+    result = {
+        "formula": atoms.get_chemical_formula(),
+        "symbols": atoms.get_chemical_symbols(),
+        "positions_angstrom": atoms.positions.tolist(),
+        "charge": charge,
+        "xc": wf.xc,
+        "basis": wf.basis,
+        "predict_seconds": wf.predict_seconds,
+        "solve_seconds": wf.solve_seconds,
+        "n_occupied": orb.n_occupied,
+        "orbital_energies_hartree": orb.energies.tolist(),
+        "homo_hartree": orb.homo,
+        "lumo_hartree": orb.lumo,
+        "gap_ev": orb.gap * HARTREE_EV,
+        "dipole_debye": dipole.tolist(),
+        "dipole_norm_debye": float(np.linalg.norm(dipole)),
+        "mulliken_charges": wf.charges().tolist(),
+    }
+    reference_orbitals = None
+    if with_reference:
+        ref = run_dft(atoms, xc=wf.xc, basis=wf.basis, charge=charge, forces=True)
+        reference_orbitals = solve(ref.hamiltonian, ref.overlap, int(atoms.numbers.sum()) - charge)
+        energy, forces = energy_and_forces(wf.mol, orb, wf.xc)
+        result["reference"] = {
+            "scf_seconds": ref.seconds,
+            "scf_iterations": ref.n_iterations,
+            "converged": ref.converged,
+            "energy_hartree": ref.energy,
+            "orbital_energies_hartree": ref.mo_energy.tolist(),
+            "homo_hartree": reference_orbitals.homo,
+            "lumo_hartree": reference_orbitals.lumo,
+            "gap_ev": reference_orbitals.gap * HARTREE_EV,
+            "dipole_debye": dipole_of(wf.mol, reference_orbitals).tolist(),
+            "H_MAE_uHa": float(np.abs(wf.hamiltonian - ref.hamiltonian).mean() * 1e6),
+            "predicted_density_energy_hartree": energy,
+            "energy_error_mev": (energy - ref.energy) * HARTREE_EV * 1000,
+            "force_mae_mev_per_angstrom": float(np.abs(forces - ref.forces).mean() * HARTREE_EV * 1000),
+        }
+    return result, wf, reference_orbitals
+
+
+def dipole_of(mol, orbitals):
+    from phisnet.observables import dipole_moment
+
+    return dipole_moment(mol, orbitals.density_matrix)
+
+
+def format_prediction(result: dict, model: str) -> str:
+    """A human-readable block for one predicted molecule."""
+    from phisnet.reference import HARTREE_EV
+
+    ref = result.get("reference")
+    lines = [
+        f"{result['formula']} ({len(result['symbols'])} atoms, charge {result['charge']}), model {model}, "
+        f"{result['xc']}/{result['basis']}",
+        f"prediction {result['predict_seconds'] + result['solve_seconds']:.3f} s "
+        f"(network {result['predict_seconds']:.3f} s, eigenproblem {result['solve_seconds']:.3f} s)"
+        + (f"; PySCF SCF {ref['scf_seconds']:.2f} s, {ref['scf_iterations']} iterations" if ref else ""),
+        "",
+        f"{'':<24}{'predicted':>12}" + (f"{'reference':>12}{'error':>12}" if ref else ""),
+    ]
+
+    def row(label, key, scale=1.0, fmt="{:12.3f}"):
+        value = result[key] * scale
+        text = f"{label:<24}" + fmt.format(value)
+        if ref:
+            text += fmt.format(ref[key] * scale) + fmt.format(value - ref[key] * scale)
+        return text
+
+    lines += [
+        row("HOMO / eV", "homo_hartree", HARTREE_EV),
+        row("LUMO / eV", "lumo_hartree", HARTREE_EV),
+        row("HOMO-LUMO gap / eV", "gap_ev"),
+    ]
+    norm = result["dipole_norm_debye"]
+    dipole_line = f"{'dipole / D':<24}{norm:12.3f}"
+    if ref:
+        ref_norm = float(np.linalg.norm(ref["dipole_debye"]))
+        dipole_line += f"{ref_norm:12.3f}{norm - ref_norm:12.3f}"
+    lines.append(dipole_line)
+    if ref:
+        lines += [
+            f"{'H MAE / uHa':<24}{ref['H_MAE_uHa']:12.1f}",
+            f"{'energy / Ha':<24}{ref['predicted_density_energy_hartree']:12.6f}{ref['energy_hartree']:12.6f}"
+            f"{ref['energy_error_mev']:10.2f} meV",
+            f"{'force MAE / meV/A':<24}{ref['force_mae_mev_per_angstrom']:12.2f}",
+            "(energy and forces of the predicted density in the PySCF functional, no SCF; see phisnet.observables)",
+        ]
+    occupied = result["orbital_energies_hartree"][: result["n_occupied"]]
+    virtual = result["orbital_energies_hartree"][result["n_occupied"] : result["n_occupied"] + 5]
+    charges = zip(result["symbols"], result["mulliken_charges"], strict=True)
+    lines += [
+        "",
+        "occupied orbital energies / eV: " + " ".join(f"{e * HARTREE_EV:.3f}" for e in occupied),
+        "lowest virtual energies / eV:   " + " ".join(f"{e * HARTREE_EV:.3f}" for e in virtual),
+        "Mulliken charges: " + "  ".join(f"{s}{k + 1} {q:+.3f}" for k, (s, q) in enumerate(charges)),
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

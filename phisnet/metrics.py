@@ -25,15 +25,21 @@ class Metrics:
     s_mae_1e6: float
     eps_mae_uha: float
     psi_percent: float
+    energy_mae_mev: float | None = None
+    force_mae_mev_a: float | None = None
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "n_structures": self.n_structures,
             "H_MAE_uHa": self.h_mae_uha,
             "S_MAE_1e-6": self.s_mae_1e6,
             "eps_MAE_uHa": self.eps_mae_uha,
             "psi_percent": self.psi_percent,
         }
+        if self.energy_mae_mev is not None:
+            out["energy_MAE_meV"] = self.energy_mae_mev
+            out["force_MAE_meV_per_A"] = self.force_mae_mev_a
+        return out
 
 
 def orbital_errors(H_pred, S_pred, H_ref, S_ref, n_occupied: int) -> tuple[float, float]:
@@ -47,14 +53,23 @@ def orbital_errors(H_pred, S_pred, H_ref, S_ref, n_occupied: int) -> tuple[float
     return eps_mae, float(cos.mean())
 
 
-def evaluate(predictor, dataset, indices=None, progress: bool = False) -> Metrics:
-    """The paper's metrics of a predictor on dataset rows (all rows when indices is None)."""
+def evaluate(predictor, dataset, indices=None, progress: bool = False, energies: bool = False) -> Metrics:
+    """The paper's metrics of a predictor on dataset rows (all rows when indices is None).
+
+    With ``energies``, also the MAE of the energy (meV) and forces (meV/Angstrom) of the
+    predicted density against the dataset's DFT values: orbitals of the predicted H with
+    the exact overlap, put into PySCF's energy functional and gradient (see
+    ``phisnet.observables.energy_and_forces`` for the approximation).
+    """
     import ase
+
+    from phisnet.observables import energy_and_forces, solve
+    from phisnet.reference import HARTREE_EV, build_mol
 
     indices = list(range(len(dataset))) if indices is None else list(indices)
     if not indices:
         raise ValueError("no structures to evaluate")
-    h_err, s_err, eps_err, psi = [], [], [], []
+    h_err, s_err, eps_err, psi, e_err, f_err = [], [], [], [], [], []
     for k in tqdm(indices, desc="evaluating", unit="structure", disable=not progress):
         sample = dataset[k]
         atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
@@ -67,22 +82,42 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False) -> Metric
         e, c = orbital_errors(pred.hamiltonian, pred.overlap, H_ref, S_ref, n_occupied)
         eps_err.append(e)
         psi.append(c)
+        if energies:
+            mol = build_mol(atoms, basis=predictor.metadata.get("basis", "def2-svp"))
+            orbitals = solve(pred.hamiltonian, mol.intor("int1e_ovlp"), int(atoms.numbers.sum()))
+            energy, forces = energy_and_forces(mol, orbitals, predictor.metadata.get("xc", "pbe"))
+            e_err.append(abs(energy - float(sample["energy"])))
+            f_err.append(np.abs(forces - sample["forces"].numpy()).mean())
+    milli_ev = HARTREE_EV * 1000
     return Metrics(
         n_structures=len(indices),
         h_mae_uha=float(np.mean(h_err)) * MICRO,
         s_mae_1e6=float(np.mean(s_err)) * MICRO,
         eps_mae_uha=float(np.mean(eps_err)) * MICRO,
         psi_percent=float(np.mean(psi)) * 100,
+        energy_mae_mev=float(np.mean(e_err)) * milli_ev if energies else None,
+        force_mae_mev_a=float(np.mean(f_err)) * milli_ev if energies else None,
     )
 
 
 def format_table(rows: list[tuple[str, Metrics]]) -> str:
     """A table in the layout of the paper's Table 1."""
+    with_energy = any(m.energy_mae_mev is not None for _, m in rows)
     header = f"{'dataset':<20}{'n':>6}{'H [uHa]':>12}{'eps [uHa]':>12}{'psi [%]':>10}{'S [1e-6]':>11}"
+    if with_energy:
+        header += f"{'E [meV]':>10}{'F [meV/A]':>11}"
     lines = [header, "-" * len(header)]
     for name, m in rows:
-        lines.append(
+        line = (
             f"{name:<20}{m.n_structures:>6}{m.h_mae_uha:>12.1f}{m.eps_mae_uha:>12.1f}{m.psi_percent:>10.2f}"
             f"{m.s_mae_1e6:>11.2f}"
+        )
+        if m.energy_mae_mev is not None:
+            line += f"{m.energy_mae_mev:>10.2f}{m.force_mae_mev_a:>11.2f}"
+        lines.append(line)
+    if with_energy:
+        lines.append(
+            "E, F: energy and forces of the predicted density in PySCF's functional (no SCF) against DFT, "
+            "MAE per structure and per force component."
         )
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from torch import nn
 from phisnet.basis import DEFAULT_BASIS, element_shells
 from phisnet.conventions import e3nn_to_pyscf_index, to_e3nn_coordinates
 from phisnet.errors import InputError
+from phisnet.files import atomic_path
 
 CHECKPOINT_FORMAT = "phisnet-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -448,8 +449,6 @@ def save_checkpoint(path: str | Path, model: PhiSNet, metadata: dict, extra: dic
     dict), ``state_dict`` (tensors), ``metadata`` (JSON-able: elements, basis, xc, data,
     splits, metrics, ...), and optionally training state under ``training``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -459,9 +458,8 @@ def save_checkpoint(path: str | Path, model: PhiSNet, metadata: dict, extra: dic
     }
     if extra:
         payload.update(extra)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -1,12 +1,30 @@
-"""From H and S to chemistry: orbitals, occupations, density matrix, frontier orbitals."""
+"""From H and S to chemistry: orbitals, density matrix, charges, dipole, energy and forces.
+
+``solve`` is pure linear algebra. The rest evaluates PySCF's own integrals and energy
+functional at a density matrix: Mulliken charges, the dipole moment, and the total
+energy and forces of the density built from predicted orbitals.
+
+The approximation behind ``energy_and_forces`` on a predicted wavefunction: the
+predicted Hamiltonian Hp and the exact overlap S give orbitals Cp (Hp Cp = S Cp ep);
+their density Pp = 2 Cp_occ Cp_occ^T is put into the Kohn-Sham (or Hartree-Fock)
+energy functional of the model's level of theory, E[Pp] (PySCF ``energy_tot``), with
+no SCF iteration. Because the functional is stationary at the SCF solution, the energy
+error is second order in the density error. The forces are PySCF's analytic SCF
+gradient evaluated with Cp, ep and Pp (Hellmann-Feynman, Pulay and XC-grid terms): the
+gradient of a *converged* calculation, exact when Pp is self-consistent, with an error
+first order in the density error otherwise (it is not the derivative of E[Pp]).
+"""
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+
+from phisnet.errors import InputError
 
 #: Overlap eigenvalues below this are treated as linear dependencies (canonical orthogonalisation).
 LINDEP_THRESHOLD = 1e-8
@@ -85,3 +103,113 @@ def solve(H: np.ndarray, S: np.ndarray, n_electrons: int) -> Orbitals:
         lumo=lumo,
         gap=lumo - homo,
     )
+
+
+@dataclass
+class PredictedWavefunction:
+    """What follows from one prediction: orbitals of the predicted H with the exact S.
+
+    Attributes
+    ----------
+    atoms : the molecule (Angstrom).
+    mol : the PySCF molecule (basis and charge of the model), for integrals and exports.
+    hamiltonian, overlap : predicted H and S (Hartree, PySCF order).
+    exact_overlap : PySCF's S of the geometry, used for the orbitals (cheap and exact).
+    orbitals : solution of H C = S_exact C e.
+    predict_seconds : time of the network alone; ``solve_seconds`` of the eigenproblem.
+    xc, basis : the model's level of theory.
+    """
+
+    atoms: object
+    mol: object
+    hamiltonian: np.ndarray
+    overlap: np.ndarray
+    exact_overlap: np.ndarray
+    orbitals: Orbitals
+    predict_seconds: float
+    solve_seconds: float
+    xc: str
+    basis: str
+
+    @property
+    def seconds(self) -> float:
+        """Prediction plus eigenproblem: the time to a usable wavefunction."""
+        return self.predict_seconds + self.solve_seconds
+
+    def dipole(self) -> np.ndarray:
+        """Dipole moment of the predicted density, Debye."""
+        return dipole_moment(self.mol, self.orbitals.density_matrix)
+
+    def charges(self) -> np.ndarray:
+        """Mulliken charges of the predicted density, elementary charges."""
+        return mulliken_charges(self.mol, self.orbitals.density_matrix)
+
+
+def predict_wavefunction(predictor, atoms, charge: int = 0) -> PredictedWavefunction:
+    """Predict H and S for ``atoms`` and solve for the orbitals (closed shell).
+
+    Raises InputError for an element the model does not know or an odd electron count
+    (the models are trained on closed-shell molecules).
+    """
+    from phisnet.reference import build_mol
+
+    predictor.check(atoms)
+    basis = predictor.metadata.get("basis", "def2-svp")
+    n_electrons = int(atoms.numbers.sum()) - charge
+    if n_electrons % 2:
+        raise InputError(
+            f"{atoms.get_chemical_formula()} with charge {charge} has {n_electrons} electrons; the models predict "
+            "closed-shell molecules only (an even electron count)."
+        )
+    mol = build_mol(atoms, basis=basis, charge=charge)
+    prediction = predictor.predict(atoms)
+    t0 = time.perf_counter()
+    S = mol.intor("int1e_ovlp")
+    orbitals = solve(prediction.hamiltonian, S, n_electrons)
+    return PredictedWavefunction(
+        atoms=atoms,
+        mol=mol,
+        hamiltonian=prediction.hamiltonian,
+        overlap=prediction.overlap,
+        exact_overlap=S,
+        orbitals=orbitals,
+        predict_seconds=prediction.seconds,
+        solve_seconds=time.perf_counter() - t0,
+        xc=predictor.metadata.get("xc", "pbe"),
+        basis=basis,
+    )
+
+
+def mulliken_charges(mol, density_matrix: np.ndarray) -> np.ndarray:
+    """Mulliken atomic charges (elementary charges) of a density matrix, by PySCF."""
+    from pyscf import scf
+
+    _, charges = scf.hf.mulliken_pop(mol, density_matrix, s=mol.intor("int1e_ovlp"), verbose=0)
+    return np.asarray(charges)
+
+
+def dipole_moment(mol, density_matrix: np.ndarray) -> np.ndarray:
+    """Dipole moment vector (Debye) of a density matrix and the nuclei, by PySCF."""
+    from pyscf import scf
+
+    return np.asarray(scf.hf.dip_moment(mol, density_matrix, unit="Debye", verbose=0))
+
+
+def energy_and_forces(mol, orbitals: Orbitals, xc: str, forces: bool = True) -> tuple[float, np.ndarray | None]:
+    """Total energy (Hartree) and forces (Hartree/Angstrom) of the density of ``orbitals``.
+
+    The energy is PySCF's energy functional of level ``xc`` at the density matrix, with no
+    SCF iteration; the forces are PySCF's analytic SCF gradient with these orbitals (see
+    the module docstring for what that approximates). ``forces=False`` skips them (None).
+    """
+    from phisnet.reference import BOHR, make_mf
+
+    mf = make_mf(mol, xc)
+    mf.verbose = 0
+    energy = float(mf.energy_tot(dm=orbitals.density_matrix))
+    if not forces:
+        return energy, None
+    gradient = mf.nuc_grad_method().kernel(
+        mo_energy=orbitals.energies, mo_coeff=orbitals.coefficients, mo_occ=orbitals.occupations
+    )
+    return energy, -np.asarray(gradient) / BOHR

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from phisnet.data import HamiltonianDataset
 from phisnet.errors import InputError
+from phisnet.files import write_text_atomic
 from phisnet.metrics import MICRO
 from phisnet.model import PhiSNet, PhiSNetConfig, build_from_checkpoint, read_checkpoint, save_checkpoint
 
@@ -290,9 +291,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except (json.JSONDecodeError, KeyError):
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(k + "\n" for k in keep))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(k + "\n" for k in keep))
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -32,3 +32,42 @@ def test_shifted_hamiltonian_shifts_orbital_energies(water_ref):
 def test_table_layout():
     table = format_table([("water (test)", Metrics(100, 17.6, 0.9, 85.5, 100.0))])
     assert "H [uHa]" in table.splitlines()[0] and "17.6" in table and "85.5" in table
+
+
+class Oracle:
+    """A 'model' that returns the reference matrices: every error must vanish."""
+
+    metadata = {"basis": "def2-svp", "xc": "pbe"}
+
+    def __init__(self, ref):
+        self.ref = ref
+
+    def predict(self, atoms):
+        from phisnet.model import Prediction
+
+        return Prediction(self.ref.hamiltonian, self.ref.overlap, 0.0)
+
+
+def test_exact_prediction_gives_dft_energy_and_forces(water_ref):
+    import torch
+
+    from phisnet.metrics import evaluate
+
+    atoms = read_molecules("water")[0]
+    ref = run_dft(atoms, conv_tol=1e-11)
+    sample = {
+        "atomic_numbers": torch.as_tensor(atoms.numbers),
+        "positions": torch.as_tensor(atoms.positions),
+        "hamiltonian": torch.as_tensor(ref.hamiltonian),
+        "overlap": torch.as_tensor(ref.overlap),
+        "energy": torch.tensor(ref.energy, dtype=torch.float64),
+        "forces": torch.as_tensor(ref.forces),
+    }
+    metrics = evaluate(Oracle(ref), [sample], energies=True)
+    assert metrics.h_mae_uha == 0 and metrics.eps_mae_uha < 1e-6
+    assert metrics.energy_mae_mev < 1e-5 and metrics.force_mae_mev_a < 1e-3
+    # A wrong energy in the data shows up as exactly that error.
+    sample["energy"] = torch.tensor(ref.energy + 1e-3, dtype=torch.float64)
+    shifted = evaluate(Oracle(ref), [sample], energies=True)
+    assert shifted.energy_mae_mev == pytest.approx(1e-3 * 27211.386, rel=1e-4)
+    assert "E [meV]" in format_table([("water", shifted)])

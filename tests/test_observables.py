@@ -42,3 +42,48 @@ def test_near_singular_overlap_is_orthogonalised_with_a_warning(water_mf):
 def test_odd_electrons_rejected(water_mf):
     with pytest.raises(ValueError, match="even electron count"):
         solve(water_mf.get_fock(), water_mf.get_ovlp(), n_electrons=9)
+
+
+def test_mulliken_and_dipole_reproduce_pyscf(water_mf):
+    from phisnet.observables import dipole_moment, mulliken_charges
+
+    orbitals = solve(water_mf.get_fock(), water_mf.get_ovlp(), n_electrons=10)
+    mol = water_mf.mol
+    np.testing.assert_allclose(
+        mulliken_charges(mol, orbitals.density_matrix), water_mf.mulliken_pop(verbose=0)[1], atol=1e-6
+    )
+    np.testing.assert_allclose(dipole_moment(mol, orbitals.density_matrix), water_mf.dip_moment(verbose=0), atol=1e-6)
+    assert abs(dipole_moment(mol, orbitals.density_matrix)[2]) > 1.5  # water's dipole, along z here
+
+
+def test_energy_and_forces_of_the_converged_density_are_pyscfs(water_mf):
+    from phisnet.observables import energy_and_forces
+    from phisnet.reference import BOHR
+
+    orbitals = solve(water_mf.get_fock(), water_mf.get_ovlp(), n_electrons=10)
+    energy, forces = energy_and_forces(water_mf.mol, orbitals, "pbe")
+    assert energy == pytest.approx(water_mf.e_tot, abs=1e-9)
+    expected = -water_mf.nuc_grad_method().kernel() / BOHR
+    np.testing.assert_allclose(forces, expected, atol=1e-6)
+    # A perturbed Hamiltonian raises the energy (the functional is minimal at the SCF density).
+    noisy = water_mf.get_fock() + 1e-3 * np.random.default_rng(1).normal(size=(24, 24))
+    worse = solve(0.5 * (noisy + noisy.T), water_mf.get_ovlp(), n_electrons=10)
+    assert energy_and_forces(water_mf.mol, worse, "pbe", forces=False)[0] > water_mf.e_tot
+
+
+def test_predict_wavefunction_with_the_pretrained_water_model():
+    from phisnet import InputError
+    from phisnet.model import load
+    from phisnet.observables import predict_wavefunction
+
+    predictor = load("pretrained/water.pt")
+    (atoms,) = read_molecules("water")
+    wf = predict_wavefunction(predictor, atoms)
+    assert wf.orbitals.n_occupied == 5 and wf.seconds > 0
+    np.testing.assert_allclose(wf.exact_overlap, build_mol(atoms).intor("int1e_ovlp"))
+    np.testing.assert_allclose(np.trace(wf.orbitals.density_matrix @ wf.exact_overlap), 10, atol=1e-8)
+    assert abs(wf.charges().sum()) < 1e-8 and wf.charges()[0] < 0  # oxygen is negative
+    with pytest.raises(InputError, match="closed-shell molecules only"):
+        predict_wavefunction(predictor, atoms, charge=1)
+    with pytest.raises(InputError, match="C"):
+        predict_wavefunction(predictor, read_molecules("ethanol")[0])

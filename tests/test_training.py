@@ -98,9 +98,9 @@ def test_train_cli_and_evaluate_cli(water_db, tmp_path, capsys):
         == 0
     )
     table = capsys.readouterr().out
-    assert "H [uHa]" in table and "eps [uHa]" in table and "psi [%]" in table
+    assert "H [uHa]" in table and "eps [uHa]" in table and "psi [%]" in table and "E [meV]" in table
     saved = json.loads((tmp_path / "m.json").read_text())
-    assert saved["n_structures"] == 1 and saved["H_MAE_uHa"] > 0
+    assert saved["n_structures"] == 1 and saved["H_MAE_uHa"] > 0 and saved["energy_MAE_meV"] > 0
 
 
 def test_train_cli_bad_data(tmp_path, capsys):

@@ -1,0 +1,165 @@
+"""The predicted wavefunction as an SCF initial guess, against PySCF's standard guesses.
+
+A good guess saves SCF iterations and changes no answer: every run converges to the
+same tolerance, so the final energies agree to that tolerance whichever guess started
+them. The predicted guess is the density matrix of the orbitals of the predicted
+Hamiltonian with the exact overlap (``phisnet.observables.predict_wavefunction``),
+passed to PySCF as ``mf.kernel(dm0=dm)``. Its wall time includes the prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from phisnet.observables import predict_wavefunction
+from phisnet.reference import run_dft
+
+#: PySCF's standard initial guesses compared by default.
+STANDARD_GUESSES = ("minao", "atom", "huckel", "1e")
+#: Name of the row for the model's guess.
+PREDICTED = "predicted"
+#: SCF energy tolerance of every run, Hartree (PySCF's default).
+DEFAULT_CONV_TOL = 1e-9
+
+
+@dataclass
+class GuessResult:
+    """One SCF run: the guess it started from and how it went.
+
+    Attributes
+    ----------
+    guess : PySCF guess name, or ``"predicted"``.
+    n_iterations : SCF cycles to convergence.
+    seconds : wall time of the SCF, plus the prediction for the predicted guess.
+    predict_seconds : time of the prediction and its eigenproblem (0 for standard guesses).
+    energy : final total energy, Hartree.
+    energies : total energy after every SCF cycle, Hartree.
+    converged : whether PySCF reached the tolerance within ``max_cycle``.
+    """
+
+    guess: str
+    n_iterations: int
+    seconds: float
+    predict_seconds: float
+    energy: float
+    energies: list[float] = field(default_factory=list)
+    converged: bool = True
+
+
+@dataclass
+class GuessComparison:
+    """SCF runs of one molecule from several initial guesses, all at tolerance ``conv_tol``."""
+
+    formula: str
+    xc: str
+    basis: str
+    conv_tol: float
+    results: list[GuessResult]
+
+    def result(self, guess: str) -> GuessResult:
+        for r in self.results:
+            if r.guess == guess:
+                return r
+        raise KeyError(f"no run with guess {guess!r}; have {[r.guess for r in self.results]}")
+
+    @property
+    def reference_energy(self) -> float:
+        """The lowest converged final energy, Hartree (the common answer of all runs)."""
+        return min(r.energy for r in self.results if r.converged)
+
+    @property
+    def max_energy_spread(self) -> float:
+        """Largest difference between converged final energies, Hartree."""
+        energies = [r.energy for r in self.results if r.converged]
+        return float(max(energies) - min(energies))
+
+    def energy_errors(self, guess: str) -> np.ndarray:
+        """|E after each cycle - reference energy|, Hartree, for convergence plots."""
+        return np.abs(np.asarray(self.result(guess).energies) - self.reference_energy)
+
+    def rows(self) -> list[dict]:
+        """One dict per guess: iterations, seconds, ratios to minao (when run), final energy."""
+        base = next((r for r in self.results if r.guess == "minao"), None)
+        rows = []
+        for r in self.results:
+            row = {
+                "guess": r.guess,
+                "iterations": r.n_iterations,
+                "seconds": r.seconds,
+                "prediction seconds": r.predict_seconds,
+                "energy / Ha": r.energy,
+                "converged": r.converged,
+            }
+            if base is not None:
+                row["iterations / minao"] = r.n_iterations / base.n_iterations
+                row["time / minao"] = r.seconds / base.seconds
+            rows.append(row)
+        return rows
+
+    def format_table(self) -> str:
+        """The comparison as a plain-text table."""
+        lines = [
+            f"{self.formula}, {self.xc}/{self.basis}, SCF tolerance {self.conv_tol:.0e} Ha",
+            f"{'guess':<10} {'iterations':>10} {'seconds':>9} {'iter/minao':>10} {'time/minao':>10} "
+            f"{'final energy / Ha':>20}",
+        ]
+        lines.append("-" * len(lines[1]))
+        for row in self.rows():
+            lines.append(
+                f"{row['guess']:<10} {row['iterations']:>10d} {row['seconds']:>9.3f} "
+                f"{row.get('iterations / minao', float('nan')):>10.2f} {row.get('time / minao', float('nan')):>10.2f} "
+                f"{row['energy / Ha']:>20.10f}{'' if row['converged'] else '  NOT CONVERGED'}"
+            )
+        lines.append(f"largest difference between final energies: {self.max_energy_spread:.1e} Ha")
+        return "\n".join(lines)
+
+
+def compare(
+    atoms,
+    predictor,
+    guesses: tuple[str, ...] = STANDARD_GUESSES,
+    *,
+    charge: int = 0,
+    conv_tol: float = DEFAULT_CONV_TOL,
+    max_cycle: int = 100,
+) -> GuessComparison:
+    """Run PySCF from the predicted guess and from each standard guess; see the module docstring.
+
+    The level of theory and basis are the model's (``predictor.metadata``). Raises InputError
+    for a molecule the model does not accept.
+    """
+    wavefunction = predict_wavefunction(predictor, atoms, charge=charge)
+    settings = dict(
+        xc=wavefunction.xc,
+        basis=wavefunction.basis,
+        charge=charge,
+        conv_tol=conv_tol,
+        max_cycle=max_cycle,
+        forces=False,
+    )
+    results = []
+    ref = run_dft(atoms, dm0=wavefunction.orbitals.density_matrix, **settings)
+    results.append(_result(PREDICTED, ref, wavefunction.seconds))
+    for guess in guesses:
+        results.append(_result(guess, run_dft(atoms, init_guess=guess, **settings), 0.0))
+    return GuessComparison(
+        formula=atoms.get_chemical_formula(),
+        xc=wavefunction.xc,
+        basis=wavefunction.basis,
+        conv_tol=conv_tol,
+        results=results,
+    )
+
+
+def _result(guess: str, ref, predict_seconds: float) -> GuessResult:
+    return GuessResult(
+        guess=guess,
+        n_iterations=ref.n_iterations,
+        seconds=ref.seconds + predict_seconds,
+        predict_seconds=predict_seconds,
+        energy=ref.energy,
+        energies=list(ref.energies),
+        converged=ref.converged,
+    )

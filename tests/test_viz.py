@@ -1,0 +1,81 @@
+"""phisnet.viz: orbital names, molden and cube files checked against PySCF."""
+
+import numpy as np
+import pytest
+from pyscf import dft
+from pyscf.tools import molden
+
+from phisnet import InputError
+from phisnet.io import read_molecules
+from phisnet.observables import solve
+from phisnet.reference import build_mol, make_mf
+from phisnet.viz import cube_text, molden_text, orbital_index, orbital_label, write_molden
+
+
+@pytest.fixture(scope="module")
+def water():
+    mol = build_mol(read_molecules("water")[0])
+    mf = make_mf(mol, "pbe")
+    mf.kernel()
+    return mol, solve(mf.get_fock(), mf.get_ovlp(), 10)
+
+
+def test_orbital_names(water):
+    _, orbitals = water
+    assert [orbital_index(s, orbitals) for s in ("homo", "LUMO", "homo-1", "lumo+2", "1", " Homo - 2 ")] == [
+        4,
+        5,
+        3,
+        7,
+        0,
+        2,
+    ]
+    assert [orbital_label(k, orbitals) for k in (2, 4, 5, 7)] == ["HOMO-2", "HOMO", "LUMO", "LUMO+2"]
+    with pytest.raises(InputError, match="homo, lumo, homo-N"):
+        orbital_index("sigma", orbitals)
+    with pytest.raises(InputError, match="orbitals 1 to 24"):
+        orbital_index("lumo+40", orbitals)
+    with pytest.raises(InputError, match="orbitals 1 to 24"):
+        orbital_index("0", orbitals)
+
+
+def test_molden_round_trip(water, tmp_path):
+    mol, orbitals = water
+    path = write_molden(tmp_path / "w.molden", mol, orbitals)
+    _, energies, coefficients, occupations, _, _ = molden.load(str(path))
+    np.testing.assert_allclose(energies, orbitals.energies, atol=1e-8)
+    np.testing.assert_allclose(occupations, orbitals.occupations)
+    # Molden stores coefficients for the same AOs up to PySCF's own normalisation conventions.
+    np.testing.assert_allclose(np.abs(coefficients), np.abs(orbitals.coefficients), atol=1e-6)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def parse_cube(text):
+    lines = text.splitlines()
+    n_atoms, *origin = lines[2].split()
+    n_atoms, origin = int(n_atoms), np.array(origin[:3], dtype=float)
+    axes = [lines[3 + k].split() for k in range(3)]
+    counts = [int(a[0]) for a in axes]
+    steps = np.array([a[1:4] for a in axes], dtype=float)
+    values = np.array(" ".join(lines[6 + n_atoms :]).split(), dtype=float).reshape(counts)
+    return origin, steps, values
+
+
+def test_cubes_hold_pyscf_values(water):
+    mol, orbitals = water
+    rng = np.random.default_rng(0)
+    for what in ("homo", "density", "difference"):
+        ref_dm = 0.9 * orbitals.density_matrix if what == "difference" else None
+        origin, steps, values = parse_cube(cube_text(mol, what, orbitals, reference_density=ref_dm, points=20))
+        assert values.shape == (20, 20, 20)
+        idx = rng.integers(0, 20, size=(30, 3))
+        coords = origin + idx @ steps  # Bohr
+        ao = dft.numint.eval_ao(mol, coords)
+        if what == "homo":
+            expected = ao @ orbitals.coefficients[:, 4]
+        else:
+            dm = orbitals.density_matrix - (ref_dm if ref_dm is not None else 0)
+            expected = dft.numint.eval_rho(mol, ao, dm)
+        np.testing.assert_allclose(values[tuple(idx.T)], expected, rtol=1e-4, atol=1e-8)
+    with pytest.raises(InputError, match="needs a reference"):
+        cube_text(mol, "difference", orbitals)

@@ -1,0 +1,84 @@
+"""SCF iterations and wall time from the predicted guess against PySCF's standard guesses.
+
+    python benchmarks/scf_guess.py [--models pretrained/*.pt] [--n 20] [--conv-tol 1e-9]
+
+For every model, on the first --n structures of the test split recorded in its
+checkpoint (geometries it never trained on), run PySCF at the model's level of theory
+from the predicted density matrix and from each standard guess, all to the same
+tolerance (``phisnet.scf_guess.compare``). Prints the mean iterations and wall time per
+guess with ratios to minao (wall time of the predicted guess includes the prediction),
+and the largest difference between the final energies of one geometry.
+The dataset is the one named in the checkpoint (``data/<molecule>.db``); make it with
+the command in the model card when it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+import ase
+import numpy as np
+from tqdm.auto import tqdm
+
+from phisnet.data import HamiltonianDataset, split_indices
+from phisnet.model import load
+from phisnet.scf_guess import DEFAULT_CONV_TOL, PREDICTED, STANDARD_GUESSES, compare
+
+
+def held_out_structures(predictor, n: int):
+    """The first n test-split geometries of the model's own dataset."""
+    data = predictor.metadata.get("data", {})
+    path = Path(data.get("path", ""))
+    if not path.is_file():
+        raise SystemExit(f"{path}: dataset missing; make it with the command in the model card.")
+    dataset = HamiltonianDataset(path)
+    if len(dataset) != data.get("n_structures"):
+        raise SystemExit(f"{path} has {len(dataset)} structures, the model was trained on {data.get('n_structures')}.")
+    splits = predictor.metadata["splits"]
+    test = split_indices(len(dataset), splits["seed"], splits["train"], splits["val"])["test"][:n]
+    for k in test:
+        sample = dataset[k]
+        yield ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=sorted(glob.glob("pretrained/*.pt")))
+    parser.add_argument("--n", type=int, default=20, help="held-out geometries per model")
+    parser.add_argument("--conv-tol", type=float, default=DEFAULT_CONV_TOL, help="SCF energy tolerance, Hartree")
+    args = parser.parse_args()
+    guesses = (PREDICTED, *STANDARD_GUESSES)
+    header = (
+        f"{'model':<22}{'guess':<11}{'n':>4}{'iterations':>12}{'seconds':>10}{'iter/minao':>12}{'time/minao':>12}"
+        f"{'max |dE| / Ha':>15}"
+    )
+    lines = [header, "-" * len(header)]
+    for path in args.models:
+        predictor = load(path)
+        predictor.warm_up()
+        runs = []
+        structures = list(held_out_structures(predictor, args.n))
+        for atoms in tqdm(structures, desc=Path(path).stem, unit="geometry", file=sys.stderr):
+            runs.append(compare(atoms, predictor, STANDARD_GUESSES, conv_tol=args.conv_tol))
+        spread = max(c.max_energy_spread for c in runs)
+        iterations = {g: np.mean([c.result(g).n_iterations for c in runs]) for g in guesses}
+        seconds = {g: np.mean([c.result(g).seconds for c in runs]) for g in guesses}
+        unconverged = sum(not r.converged for c in runs for r in c.results)
+        for g in guesses:
+            lines.append(
+                f"{Path(path).name:<22}{g:<11}{len(runs):>4}{iterations[g]:>12.2f}{seconds[g]:>10.3f}"
+                f"{iterations[g] / iterations['minao']:>12.2f}{seconds[g] / seconds['minao']:>12.2f}"
+                + (f"{spread:>15.1e}" if g == PREDICTED else "")
+            )
+        if unconverged:
+            lines.append(f"{'':<22}{unconverged} runs did not converge within 100 cycles")
+    print(f"SCF tolerance {args.conv_tol:.0e} Ha; seconds of the predicted guess include the prediction.")
+    print("max |dE|: largest difference between the final energies of all guesses on one geometry.")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

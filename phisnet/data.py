@@ -190,6 +190,11 @@ def generate(
         raise InputError(f"The output must be an ASE SQLite database ending in .db, got {out.name}.")
     out.parent.mkdir(parents=True, exist_ok=True)
     first = read_molecules(molecule, charge=charge, spin=spin, basis=basis)[0]
+    if len(first) < 2:
+        raise InputError(
+            f"{first.get_chemical_formula()} is a single atom: it has no vibrations to sample; "
+            "give a molecule of two or more atoms."
+        )
     settings = GenerationSettings(
         molecule=str(molecule),
         symbols=tuple(first.get_chemical_symbols()),

@@ -179,3 +179,8 @@ def test_cli_errors_are_messages(tmp_path, capsys):
 def test_settings_json_round_trip():
     s = GenerationSettings(molecule="water", symbols=("O", "H", "H"))
     assert s.to_json()["symbols"] == ["O", "H", "H"] and s.to_json()["temperature"] == 500.0
+
+
+def test_single_atom_cannot_be_sampled(tmp_path):
+    with pytest.raises(InputError, match="Xe is a single atom"):
+        generate("[Xe]", 2, tmp_path / "xe.db", progress=False, log=lambda m: None)

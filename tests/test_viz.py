@@ -9,7 +9,7 @@ from phisnet import InputError
 from phisnet.io import read_molecules
 from phisnet.observables import solve
 from phisnet.reference import build_mol, make_mf
-from phisnet.viz import cube_text, molden_text, orbital_index, orbital_label, write_molden
+from phisnet.viz import cube_text, orbital_index, orbital_label, write_molden
 
 
 @pytest.fixture(scope="module")

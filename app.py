@@ -1,137 +1,147 @@
 """phisnet app, home page. Run with: streamlit run app.py
 
-Choose a model and a molecule; the model predicts the Kohn-Sham Hamiltonian and overlap,
-and the page shows the orbitals that follow from them, beside PySCF's reference on demand.
+Choose a model and a molecule; the model predicts the Kohn-Sham Hamiltonian, and the page
+shows the orbitals, gap and dipole that follow, beside PySCF's reference on demand. The
+pages in pages/ look closer at the same molecule.
 """
-
-from pathlib import Path
 
 import ase
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+import app_common as ui
 from phisnet import InputError
 from phisnet.basis import layout
+from phisnet.data import HamiltonianDataset, split_indices
 from phisnet.io import format_for_filename, read_molecules
-from phisnet.model import list_pretrained, load
 from phisnet.molecules import PAPER_MOLECULES
-from phisnet.observables import solve
-from phisnet.reference import HARTREE_EV, run_dft
+from phisnet.observables import energy_and_forces, predict_wavefunction
+from phisnet.reference import HARTREE_EV
+from phisnet.viz import view_html
 
-ROOT = Path(__file__).resolve().parent
-
-st.set_page_config(page_title="phisnet", layout="wide")
-st.title("phisnet")
+ui.page_setup("phisnet")
 st.caption(
-    "SE(3)-equivariant prediction of Kohn-Sham Hamiltonians and overlaps (PhiSNet, Unke et al. 2021), "
-    "with PySCF as the reference."
+    "SE(3)-equivariant prediction of Kohn-Sham Hamiltonians (PhiSNet, Unke et al. 2021) with PySCF as the "
+    "reference. Pick a model and a molecule; the pages on the left show its Hamiltonian, orbitals in 3D, "
+    "equivariance, the SCF guess, training and the model cards."
 )
 
-
-@st.cache_resource(show_spinner="Loading the model ...")
-def cached_model(path: str):
-    predictor = load(path)
-    predictor.warm_up()  # so the prediction time shown is the steady-state one
-    return predictor
-
-
-@st.cache_data(show_spinner=False)
-def reference(symbols: tuple, positions: tuple, charge: int, spin: int, xc: str, basis: str):
-    atoms = ase.Atoms(symbols, positions=positions)
-    ref = run_dft(atoms, xc=xc, basis=basis, charge=charge, spin=spin, forces=False)
-    return ref.energy, ref.n_iterations, ref.seconds, ref.converged, ref.mo_energy
-
-
-models = list_pretrained(ROOT / "pretrained")
-if not models:
-    st.error("No model found in pretrained/; train one with train.py (see the README).")
-    st.stop()
-model_path = st.sidebar.selectbox("Model", models, format_func=lambda p: p.stem)
-try:
-    predictor = cached_model(str(model_path))
-except InputError as exc:
-    st.error(str(exc))
-    st.stop()
+with st.sidebar.expander("Upload a checkpoint"):
+    checkpoint = st.file_uploader("phisnet checkpoint (.pt), loaded safely (weights only)", type=["pt"])
+    if checkpoint is not None:
+        path = ui.save_uploaded_checkpoint(checkpoint)
+        try:
+            ui.cached_model(path)
+        except InputError as exc:
+            st.error(f"{checkpoint.name}: {exc}")
+        else:
+            st.session_state["phisnet_uploaded_model"] = (checkpoint.name, path)
+            st.session_state[ui.MODEL_KEY] = f"uploaded: {checkpoint.name}"
+label, model_path, predictor = ui.model_sidebar()
 meta = predictor.metadata
-trained_molecule = (meta.get("data", {}).get("settings") or {}).get("molecule", "water")
-st.sidebar.markdown(
-    f"**{model_path.stem}**: {meta.get('xc', '?').upper()}/{meta.get('basis', '?')}, "
-    f"trained on {meta.get('data', {}).get('n_structures', '?')} {trained_molecule} structures"
-)
-card = model_path.with_suffix(".md")
+card = ui.ROOT / "pretrained" / f"{label}.md"
 if card.is_file():
     with st.sidebar.expander("Model card"):
         st.markdown(card.read_text())
 
-source_kind = st.radio("Molecule from", ["Named molecule", "SMILES", "Upload a file"], horizontal=True)
-source, fmt = None, None
-if source_kind == "Named molecule":
-    names = list(PAPER_MOLECULES)
-    default = names.index(trained_molecule) if trained_molecule in names else 0
-    source = st.selectbox("Molecule", names, index=default)
-    fmt = "name"
-elif source_kind == "SMILES":
-    source = st.text_input("SMILES", value="O")
-    fmt = "smiles"
-else:
-    upload = st.file_uploader("XYZ, PDB, SDF/MOL, CIF or any format ASE reads")
-    if upload is not None:
-        source = upload.getvalue()
-        fmt = format_for_filename(upload.name)
 
-if source is None:
-    st.info("Choose a molecule to begin.")
-    st.stop()
+@st.cache_resource(show_spinner="Reading the model's dataset ...")
+def dataset(path: str):
+    return HamiltonianDataset(path)
 
+
+data_path = ui.ROOT / meta.get("data", {}).get("path", "data/none.db")
+sources = ["Named molecule", "SMILES", "Upload a file"]
+if data_path.is_file():
+    sources.insert(0, "Test geometry from the model's data")
+source_kind = st.radio("Molecule from", sources, horizontal=True)
+trained = ui.trained_molecule(predictor)
+atoms, name = None, None
 try:
-    molecules = read_molecules(source, format=fmt)
-    atoms = molecules[0]
-    predictor.check(atoms)
+    if source_kind == "Named molecule":
+        names = list(PAPER_MOLECULES)
+        choice = st.selectbox("Molecule", names, index=names.index(trained) if trained in names else 0)
+        atoms, name = read_molecules(choice, format="name")[0], choice
+    elif source_kind == "SMILES":
+        smiles = st.text_input("SMILES (hydrogens are added, geometry from RDKit's MMFF)", value="O")
+        atoms, name = read_molecules(smiles, format="smiles")[0], smiles
+    elif source_kind == "Upload a file":
+        upload = st.file_uploader("XYZ, PDB, SDF/MOL, CIF or any format ASE reads")
+        if upload is not None:
+            if upload.size > ui.MAX_MOLECULE_BYTES:
+                raise InputError(
+                    f"{upload.name} is {upload.size / 1e6:.1f} MB; molecule files up to "
+                    f"{ui.MAX_MOLECULE_BYTES / 1e6:.0f} MB are accepted."
+                )
+            frames = read_molecules(upload.getvalue(), format=format_for_filename(upload.name))
+            k = 0
+            if len(frames) > 1:
+                k = st.number_input(f"Frame (the file holds {len(frames)})", 0, len(frames) - 1, 0)
+            atoms, name = frames[k], f"{upload.name} (frame {k})"
+    else:
+        ds = dataset(str(data_path))
+        splits = meta.get("splits") or {"seed": 0, "train": 0.8, "val": 0.1}
+        test = split_indices(len(ds), splits["seed"], splits["train"], splits["val"])["test"]
+        k = st.number_input(f"Test geometry (of {len(test)}; the model never trained on these)", 0, len(test) - 1, 0)
+        sample = ds[test[k]]
+        atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
+        atoms.info["charge"] = 0
+        name = f"{trained} test geometry {k}"
+    if atoms is not None:
+        predictor.check(atoms)
+        wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
 except InputError as exc:
     st.error(str(exc))
     st.stop()
 
-if len(molecules) > 1:
-    st.info(f"The file holds {len(molecules)} structures; showing the first.")
-lay = layout(atoms, meta.get("basis", "def2-svp"))
-n_electrons = int(atoms.numbers.sum()) - int(atoms.info.get("charge", 0))
-st.subheader(f"{atoms.get_chemical_formula()}: {len(atoms)} atoms, {lay.nao} orbitals, {n_electrons} electrons")
+if atoms is None:
+    st.info("Choose a molecule to begin.")
+    st.stop()
+ui.remember_molecule(atoms, name)
 
-prediction = predictor.predict(atoms)
-orbitals = solve(prediction.hamiltonian, prediction.overlap, n_electrons)
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("Prediction time / ms", f"{prediction.seconds * 1000:.1f}")
+lay = layout(atoms, meta.get("basis", "def2-svp"))
+orbitals = wf.orbitals
+st.subheader(
+    f"{atoms.get_chemical_formula()}: {len(atoms)} atoms, {lay.nao} orbitals, "
+    f"{int(orbitals.occupations.sum())} electrons"
+)
+dipole = wf.dipole()
+c1, c2, c3, c4, c5 = st.columns(5)
+c1.metric("Prediction time / ms", f"{wf.seconds * 1000:.1f}", help="network plus eigenproblem")
 c2.metric("HOMO / eV", f"{orbitals.homo * HARTREE_EV:.3f}")
 c3.metric("LUMO / eV", f"{orbitals.lumo * HARTREE_EV:.3f}")
 c4.metric("HOMO-LUMO gap / eV", f"{orbitals.gap * HARTREE_EV:.3f}")
-st.caption("Orbitals from the predicted H and the predicted S (generalized eigenproblem).")
+c5.metric("Dipole / D", f"{np.linalg.norm(dipole):.3f}")
+st.caption("Orbitals from the predicted Hamiltonian with PySCF's exact overlap (H C = S C e).")
 
+left, right = st.columns([3, 2])
+with right:
+    st.iframe(view_html(atoms, width=420, height=320), height=330)
 table = pd.DataFrame(
     {
         "orbital": np.arange(1, len(orbitals.energies) + 1),
         "occupation": orbitals.occupations,
-        "predicted energy / Hartree": orbitals.energies,
+        "predicted / eV": orbitals.energies * HARTREE_EV,
     }
 )
-if st.checkbox("Compare with the PySCF reference (runs the DFT calculation)", value=False):
-    with st.spinner("PySCF is running the SCF ..."):
-        energy, iterations, seconds, converged, mo_energy = reference(
-            tuple(atoms.get_chemical_symbols()),
-            tuple(map(tuple, atoms.positions)),
-            int(atoms.info.get("charge", 0)),
-            int(atoms.info.get("spin", 0)),
-            meta.get("xc", "pbe"),
-            meta.get("basis", "def2-svp"),
-        )
-    if not converged:
-        st.error(f"The reference SCF did not converge in {iterations} iterations; the comparison is not meaningful.")
-    occupied = slice(0, n_electrons // 2)
-    eps_mae = float(np.abs(orbitals.energies[occupied] - mo_energy[occupied]).mean())
-    d1, d2, d3 = st.columns(3)
-    d1.metric("PySCF SCF time / s", f"{seconds:.2f}", help=f"{iterations} SCF iterations")
-    d2.metric("Speed-up", f"{seconds / prediction.seconds:.0f}x")
+if ui.want_reference(atoms):
+    ref = ui.reference_for(atoms, predictor)
+    if not ref.converged:
+        st.error(f"The reference SCF did not converge in {ref.n_iterations} iterations; the comparison is not valid.")
+    energy, _ = energy_and_forces(wf.mol, orbitals, wf.xc, forces=False)
+    occupied = slice(0, orbitals.n_occupied)
+    eps_mae = float(np.abs(orbitals.energies[occupied] - ref.mo_energy[occupied]).mean())
+    d1, d2, d3, d4 = st.columns(4)
+    d1.metric("PySCF SCF time / s", f"{ref.seconds:.2f}", help=f"{ref.n_iterations} SCF iterations")
+    d2.metric("Speed-up", f"{ref.seconds / wf.seconds:.0f}x")
     d3.metric("Occupied orbital energy MAE / meV", f"{eps_mae * HARTREE_EV * 1000:.1f}")
-    table["reference energy / Hartree"] = mo_energy
-    table["error / meV"] = (orbitals.energies - mo_energy) * HARTREE_EV * 1000
-st.dataframe(table, hide_index=True)
+    d4.metric(
+        "Energy error / meV",
+        f"{(energy - ref.energy) * HARTREE_EV * 1000:.2f}",
+        help="PySCF's energy functional at the predicted density, against the SCF energy",
+    )
+    table["PySCF / eV"] = ref.mo_energy * HARTREE_EV
+    table["error / meV"] = (orbitals.energies - ref.mo_energy) * HARTREE_EV * 1000
+with left:
+    st.dataframe(table, hide_index=True, height=320)

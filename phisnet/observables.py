@@ -17,6 +17,7 @@ first order in the density error otherwise (it is not the derivative of E[Pp]).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
@@ -103,6 +104,19 @@ def solve(H: np.ndarray, S: np.ndarray, n_electrons: int) -> Orbitals:
         lumo=lumo,
         gap=lumo - homo,
     )
+
+
+def align_orbital_signs(orbitals: Orbitals, reference: Orbitals, S: np.ndarray) -> Orbitals:
+    """``orbitals`` with each column's sign flipped where it points against the same reference orbital.
+
+    An orbital's overall sign is arbitrary; matching it (by the sign of c^T S c_ref) makes
+    pictures and coefficient comparisons meaningful. Energies and density are unchanged.
+    """
+    n = min(orbitals.coefficients.shape[1], reference.coefficients.shape[1])
+    overlap = np.einsum("ik,ij,jk->k", orbitals.coefficients[:, :n], S, reference.coefficients[:, :n])
+    signs = np.ones(orbitals.coefficients.shape[1])
+    signs[:n] = np.where(overlap < 0, -1.0, 1.0)
+    return dataclasses.replace(orbitals, coefficients=orbitals.coefficients * signs)
 
 
 @dataclass

@@ -101,3 +101,187 @@ def write_cube(path: str | Path, mol, what: str, orbitals: Orbitals, **kwargs) -
     """Write a cube file atomically (see ``cube_text``); returns its path."""
     write_text_atomic(path, cube_text(mol, what, orbitals, **kwargs))
     return Path(path)
+
+
+# ----------------------------------------------------------------------------- 3D views (py3Dmol)
+
+#: Where the app serves 3Dmol.js (npm package ``3dmol``, copied to static/ by install.sh).
+LOCAL_3DMOL = "/app/static/3Dmol-min.js"
+POSITIVE_COLOUR, NEGATIVE_COLOUR = "#2166ac", "#b2182b"
+
+
+def xyz_text(atoms) -> str:
+    """The molecule as XYZ text (Angstrom)."""
+    lines = [str(len(atoms)), atoms.get_chemical_formula()]
+    rows = zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)
+    lines += [f"{s} {x:.8f} {y:.8f} {z:.8f}" for s, (x, y, z) in rows]
+    return "\n".join(lines) + "\n"
+
+
+def view_html(
+    atoms,
+    cubes: list[str | None] | None = None,
+    isovalue: float = 0.05,
+    signed: bool = True,
+    titles: list[str] | None = None,
+    width: int = 900,
+    height: int = 420,
+    js: str = LOCAL_3DMOL,
+) -> str:
+    """HTML of a 3Dmol.js view of the molecule, one panel per cube (side by side, rotation linked).
+
+    A cube is drawn as isosurfaces: +isovalue (blue) and, when ``signed`` (orbitals,
+    difference densities), -isovalue (red). ``cubes=None`` shows the bare molecule.
+    """
+    import py3Dmol
+
+    cubes = cubes if cubes else [None]
+    view = py3Dmol.view(width=width, height=height, viewergrid=(1, len(cubes)), linked=True, js=js)
+    xyz = xyz_text(atoms)
+    for k, cube in enumerate(cubes):
+        panel = (0, k)
+        view.addModel(xyz, "xyz", viewer=panel)
+        view.setStyle({"stick": {"radius": 0.12}, "sphere": {"scale": 0.22}}, viewer=panel)
+        if cube is not None:
+            view.addVolumetricData(
+                cube, "cube", {"isoval": isovalue, "color": POSITIVE_COLOUR, "opacity": 0.85}, viewer=panel
+            )
+            if signed:
+                view.addVolumetricData(
+                    cube, "cube", {"isoval": -isovalue, "color": NEGATIVE_COLOUR, "opacity": 0.85}, viewer=panel
+                )
+        if titles and k < len(titles):
+            view.addLabel(
+                titles[k],
+                {"useScreen": True, "position": {"x": 10, "y": 10}, "backgroundOpacity": 0.0, "fontColor": "black"},
+                viewer=panel,
+            )
+        view.zoomTo(viewer=panel)
+    view.setBackgroundColor("white")
+    return view._make_html()
+
+
+# ----------------------------------------------------------------------------- plots (plotly)
+
+
+def heatmap_figure(matrix: np.ndarray, labels: list[str], title: str, unit: str = "Ha", zmax: float | None = None):
+    """A symmetric-colour heatmap of a matrix with AO labels on both axes."""
+    import plotly.graph_objects as go
+
+    zmax = float(np.abs(matrix).max()) if zmax is None else zmax
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=labels,
+            y=labels,
+            colorscale="RdBu_r",
+            zmid=0,
+            zmin=-zmax,
+            zmax=zmax,
+            colorbar={"title": {"text": unit}},
+            hovertemplate="%{y} | %{x}<br>%{z:.3e}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", tickfont={"size": 8})
+    fig.update_xaxes(tickfont={"size": 8})
+    fig.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def levels_figure(predicted: np.ndarray, n_occupied: int, reference: np.ndarray | None = None, window_ev=(-40, 15)):
+    """Orbital-energy level diagram (eV): predicted beside reference, occupied solid, virtual dashed."""
+    import plotly.graph_objects as go
+
+    from phisnet.reference import HARTREE_EV
+
+    fig = go.Figure()
+    columns = [("predicted", predicted, 0.0)] + ([("PySCF reference", reference, 1.5)] if reference is not None else [])
+    for name, energies, x0 in columns:
+        for k, e in enumerate(np.asarray(energies) * HARTREE_EV):
+            if not window_ev[0] <= e <= window_ev[1]:
+                continue
+            occupied = k < n_occupied
+            colour = POSITIVE_COLOUR if occupied else NEGATIVE_COLOUR
+            fig.add_trace(
+                go.Scatter(
+                    x=[x0, x0 + 1],
+                    y=[e, e],
+                    mode="lines",
+                    line={"color": colour, "dash": None if occupied else "dash"},
+                    name=name,
+                    showlegend=False,
+                    hovertemplate=f"{name}, orbital {k + 1}: %{{y:.3f}} eV<extra></extra>",
+                )
+            )
+    fig.update_xaxes(
+        tickvals=[x0 + 0.5 for _, _, x0 in columns], ticktext=[name for name, _, _ in columns], range=[-0.3, 2.8]
+    )
+    fig.update_yaxes(title="orbital energy / eV")
+    fig.update_layout(height=480, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="Orbital energies")
+    return fig
+
+
+def guess_figures(comparison):
+    """Bars of iterations and seconds per guess, and |E - E_final| per SCF cycle on a log scale."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    rows = comparison.rows()
+    names = [r["guess"] for r in rows]
+    colours = [NEGATIVE_COLOUR if n == "predicted" else "#999999" for n in names]
+    bars = make_subplots(rows=1, cols=2, subplot_titles=("SCF iterations", "wall time / s (incl. prediction)"))
+    bars.add_trace(go.Bar(x=names, y=[r["iterations"] for r in rows], marker_color=colours), row=1, col=1)
+    bars.add_trace(go.Bar(x=names, y=[r["seconds"] for r in rows], marker_color=colours), row=1, col=2)
+    bars.update_layout(showlegend=False, height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    curves = go.Figure()
+    for r in comparison.results:
+        errors = np.maximum(comparison.energy_errors(r.guess), 1e-12)
+        curves.add_trace(
+            go.Scatter(
+                x=np.arange(1, len(errors) + 1),
+                y=errors,
+                mode="lines+markers",
+                name=r.guess,
+                line={"width": 3 if r.guess == "predicted" else 1.5},
+            )
+        )
+    curves.add_hline(y=comparison.conv_tol, line_dash="dot", annotation_text="tolerance")
+    curves.update_yaxes(type="log", title="|E - E_final| / Ha", exponentformat="e")
+    curves.update_xaxes(title="SCF cycle")
+    curves.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="Convergence")
+    return bars, curves
+
+
+def learning_curve_figure(metrics: list[dict], title: str = "Learning curve"):
+    """Validation H MAE (uHa) and training loss against the training step, log scale."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    steps = [m["step"] for m in metrics]
+    fig.add_trace(go.Scatter(x=steps, y=[m["val_H_MAE_uHa"] for m in metrics], name="validation H MAE / uHa"))
+    fig.add_trace(go.Scatter(x=steps, y=[m["train_loss"] for m in metrics], name="training loss", yaxis="y2"))
+    fig.update_layout(
+        title=title,
+        height=360,
+        xaxis={"title": "step"},
+        yaxis={"title": "validation H MAE / uHa", "type": "log"},
+        yaxis2={"title": "training loss", "type": "log", "overlaying": "y", "side": "right"},
+        legend={"orientation": "h", "y": -0.25},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return fig
+
+
+def rotation_errors_figure(errors: dict[str, np.ndarray]):
+    """Relative equivariance error of H per random rotation, one series per precision, log scale."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, values in errors.items():
+        fig.add_trace(
+            go.Scatter(x=np.arange(1, len(values) + 1), y=np.maximum(values, 1e-17), mode="markers", name=name)
+        )
+    fig.update_yaxes(type="log", title="max |H(Rx) - D H(x) D^T| / max |H|", exponentformat="e")
+    fig.update_xaxes(title="random rotation")
+    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="Equivariance error")
+    return fig

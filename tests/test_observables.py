@@ -87,3 +87,14 @@ def test_predict_wavefunction_with_the_pretrained_water_model():
         predict_wavefunction(predictor, atoms, charge=1)
     with pytest.raises(InputError, match="C"):
         predict_wavefunction(predictor, read_molecules("ethanol")[0])
+
+
+def test_align_orbital_signs(water_mf):
+    from phisnet.observables import align_orbital_signs
+
+    orbitals = solve(water_mf.get_fock(), water_mf.get_ovlp(), n_electrons=10)
+    flipped = solve(water_mf.get_fock(), water_mf.get_ovlp(), n_electrons=10)
+    flipped.coefficients[:, [1, 4, 7]] *= -1
+    aligned = align_orbital_signs(flipped, orbitals, water_mf.get_ovlp())
+    np.testing.assert_allclose(aligned.coefficients, orbitals.coefficients, atol=1e-12)
+    np.testing.assert_allclose(aligned.density_matrix, orbitals.density_matrix)

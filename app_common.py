@@ -1,0 +1,182 @@
+"""What every page of the app shares: the model and molecule choice, and cached library calls.
+
+Thin UI only: the science is in ``phisnet``. The chosen model and molecule live in
+``st.session_state`` under keys of their own (not widget keys, which Streamlit drops when a
+page stops drawing the widget), so every page of one browser tab sees the same choice and
+another tab has its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import ase
+import numpy as np
+import streamlit as st
+import torch
+
+from phisnet import InputError
+from phisnet.jobs import DEFAULT_ROOT, list_jobs
+from phisnet.model import list_pretrained, load
+from phisnet.molecules import PAPER_MOLECULES
+from phisnet.reference import run_dft
+
+ROOT = Path(__file__).resolve().parent
+JOBS_ROOT = Path(os.environ.get("PHISNET_JOBS_DIR", ROOT / DEFAULT_ROOT))
+MODEL_KEY, MOLECULE_KEY, REFERENCE_KEY = "phisnet_model", "phisnet_molecule", "phisnet_reference"
+#: Largest molecule file the app reads (the checkpoint limit is Streamlit's maxUploadSize).
+MAX_MOLECULE_BYTES = 2_000_000
+#: Molecules above this many atoms get their PySCF reference only on request.
+AUTO_REFERENCE_ATOMS = 12
+
+
+def page_setup(title: str) -> None:
+    st.set_page_config(page_title=f"phisnet: {title}", layout="wide")
+    st.title(title)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@st.cache_resource(show_spinner="Loading the model ...")
+def cached_model(path: str, double: bool = False):
+    predictor = load(path, dtype=torch.float64 if double else torch.float32)
+    predictor.warm_up()  # so the prediction time shown is the steady-state one
+    return predictor
+
+
+def available_models() -> dict[str, str]:
+    """Label -> checkpoint path: shipped models, models trained on the Train page, an uploaded one."""
+    models = {p.stem: str(p) for p in list_pretrained(ROOT / "pretrained")}
+    for job in list_jobs(JOBS_ROOT):
+        if job.best is not None:
+            models[f"trained: {job.name}"] = str(job.best)
+    uploaded = st.session_state.get("phisnet_uploaded_model")
+    if uploaded:
+        models[f"uploaded: {uploaded[0]}"] = uploaded[1]
+    return models
+
+
+def save_uploaded_checkpoint(upload) -> str:
+    """Keep an uploaded checkpoint in a temporary file named by its content; return the path."""
+    data = upload.getvalue()
+    path = Path(tempfile.gettempdir()) / "phisnet-uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        path.write_bytes(data)
+    return str(path)
+
+
+def model_sidebar():
+    """Model choice in the sidebar (kept across pages); returns (label, path, predictor) or stops the page."""
+    models = available_models()
+    if not models:
+        st.error("No model found in pretrained/; train one on the Train page or with train.py (see the README).")
+        st.stop()
+    labels = list(models)
+    current = st.session_state.get(MODEL_KEY)
+    index = labels.index(current) if current in labels else 0
+    label = st.sidebar.selectbox("Model", labels, index=index)
+    st.session_state[MODEL_KEY] = label
+    try:
+        predictor = cached_model(models[label])
+    except InputError as exc:
+        st.error(f"Cannot load {label}: {exc}")
+        st.stop()
+    meta = predictor.metadata
+    st.sidebar.caption(
+        f"{meta.get('xc', '?').upper()}/{meta.get('basis', '?')}, trained on "
+        f"{meta.get('data', {}).get('n_structures', '?')} {trained_molecule(predictor)} structures; "
+        f"elements {', '.join(ase.data.chemical_symbols[z] for z in predictor.elements)}"
+    )
+    return label, models[label], predictor
+
+
+def trained_molecule(predictor) -> str:
+    return (predictor.metadata.get("data", {}).get("settings") or {}).get("molecule", "water")
+
+
+def want_reference(atoms: ase.Atoms) -> bool:
+    """Sidebar switch for PySCF references (kept across pages); on by default for small molecules."""
+    default = st.session_state.get(REFERENCE_KEY, len(atoms) <= AUTO_REFERENCE_ATOMS)
+    value = st.sidebar.toggle("PySCF reference", value=default, help="Run the DFT calculation (cached) to compare.")
+    st.session_state[REFERENCE_KEY] = value
+    return value
+
+
+# ----------------------------------------------------------------------------- molecules
+
+
+def remember_molecule(atoms: ase.Atoms, label: str) -> None:
+    st.session_state[MOLECULE_KEY] = {
+        "symbols": tuple(atoms.get_chemical_symbols()),
+        "positions": tuple(map(tuple, atoms.positions.tolist())),
+        "charge": int(atoms.info.get("charge", 0)),
+        "label": label,
+    }
+
+
+def current_molecule(predictor) -> tuple[ase.Atoms, str]:
+    """The molecule chosen on the home page, or the model's own molecule; stops the page if the model refuses it."""
+    stored = st.session_state.get(MOLECULE_KEY)
+    if stored is None:
+        name = trained_molecule(predictor)
+        source = name if name in PAPER_MOLECULES else "water"
+        from phisnet.io import read_molecules
+
+        atoms = read_molecules(source)[0]
+        remember_molecule(atoms, source)
+        stored = st.session_state[MOLECULE_KEY]
+    atoms = molecule_from(stored)
+    try:
+        predictor.check(atoms)
+    except InputError as exc:
+        st.error(f"{stored['label']}: {exc} Choose another molecule or model on the home page.")
+        st.stop()
+    return atoms, stored["label"]
+
+
+def molecule_from(stored: dict) -> ase.Atoms:
+    atoms = ase.Atoms(stored["symbols"], positions=stored["positions"])
+    atoms.info["charge"] = stored["charge"]
+    return atoms
+
+
+def geometry_key(atoms: ase.Atoms) -> tuple:
+    """Hashable description of a geometry, for st.cache_data."""
+    return (
+        tuple(atoms.get_chemical_symbols()),
+        tuple(np.round(atoms.positions, 10).ravel().tolist()),
+        int(atoms.info.get("charge", 0)),
+    )
+
+
+def atoms_from_key(key: tuple) -> ase.Atoms:
+    symbols, flat, charge = key
+    atoms = ase.Atoms(symbols, positions=np.reshape(flat, (-1, 3)))
+    atoms.info["charge"] = charge
+    return atoms
+
+
+# ----------------------------------------------------------------------------- cached calculations
+
+
+@st.cache_data(show_spinner="PySCF is running the SCF (cached for this geometry) ...", max_entries=64)
+def reference(key: tuple, xc: str, basis: str):
+    atoms = atoms_from_key(key)
+    return run_dft(atoms, xc=xc, basis=basis, charge=key[2], forces=True)
+
+
+def reference_for(atoms: ase.Atoms, predictor):
+    meta = predictor.metadata
+    return reference(geometry_key(atoms), meta.get("xc", "pbe"), meta.get("basis", "def2-svp"))
+
+
+def reference_labels(atoms: ase.Atoms, predictor) -> list[str]:
+    """PySCF's AO labels of the molecule in the model's basis."""
+    from phisnet.reference import build_mol
+
+    return build_mol(atoms, basis=predictor.metadata.get("basis", "def2-svp")).ao_labels()

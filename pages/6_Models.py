@@ -1,0 +1,53 @@
+"""Every model: its card, its learning curve and what it was trained on."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+import app_common as ui
+from phisnet.jobs import list_jobs
+from phisnet.model import list_pretrained, read_checkpoint
+from phisnet.training import read_metrics
+from phisnet.viz import learning_curve_figure
+
+ui.page_setup("Models")
+
+
+@st.cache_data(show_spinner=False)
+def summary(path: str, mtime: float) -> dict:
+    payload = read_checkpoint(path)
+    meta = payload["metadata"]
+    n_params = sum(t.numel() for t in payload["state_dict"].values())
+    return {
+        "xc/basis": f"{meta.get('xc', '?')}/{meta.get('basis', '?')}",
+        "structures": meta.get("data", {}).get("n_structures"),
+        "splits": json.dumps(meta.get("splits")),
+        "parameters": n_params,
+        "best validation H MAE / uHa": (meta.get("training") or {}).get("best_val_H_MAE_uHa"),
+        "training step": (meta.get("training") or {}).get("step"),
+    }
+
+
+entries = [
+    (p.stem, p, p.with_suffix(".md"), p.with_suffix(".metrics.jsonl")) for p in list_pretrained(ui.ROOT / "pretrained")
+]
+entries += [(f"trained: {j.name}", j.best, None, j.folder / "metrics.jsonl") for j in list_jobs(ui.JOBS_ROOT) if j.best]
+rows = []
+for name, path, _, _ in entries:
+    try:
+        rows.append({"model": name, **summary(str(path), path.stat().st_mtime)})
+    except Exception as exc:  # a broken file is listed with its problem, the page goes on
+        rows.append({"model": name, "xc/basis": f"unreadable: {exc}"})
+st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+for name, path, card, log in entries:
+    with st.expander(name, expanded=name == entries[0][0]):
+        left, right = st.columns([3, 2])
+        if card is not None and card.is_file():
+            left.markdown(card.read_text())
+        else:
+            left.markdown(f"`{path}`: trained in the app; no model card.")
+        if log.is_file():
+            metrics = read_metrics(log)
+            right.plotly_chart(learning_curve_figure(metrics), width="stretch", key=f"curve-{name}")

@@ -115,9 +115,6 @@ c4.metric("HOMO-LUMO gap / eV", f"{orbitals.gap * HARTREE_EV:.3f}")
 c5.metric("Dipole / D", f"{np.linalg.norm(dipole):.3f}")
 st.caption("Orbitals from the predicted Hamiltonian with PySCF's exact overlap (H C = S C e).")
 
-left, right = st.columns([3, 2])
-with right:
-    st.iframe(view_html(atoms, width=420, height=320), height=330)
 table = pd.DataFrame(
     {
         "orbital": np.arange(1, len(orbitals.energies) + 1),
@@ -132,7 +129,7 @@ if ui.want_reference(atoms):
     energy, _ = energy_and_forces(wf.mol, orbitals, wf.xc, forces=False)
     occupied = slice(0, orbitals.n_occupied)
     eps_mae = float(np.abs(orbitals.energies[occupied] - ref.mo_energy[occupied]).mean())
-    d1, d2, d3, d4 = st.columns(4)
+    d1, d2, d3, d4, d5 = st.columns(5)
     d1.metric("PySCF SCF time / s", f"{ref.seconds:.2f}", help=f"{ref.n_iterations} SCF iterations")
     d2.metric("Speed-up", f"{ref.seconds / wf.seconds:.0f}x")
     d3.metric("Occupied orbital energy MAE / meV", f"{eps_mae * HARTREE_EV * 1000:.1f}")
@@ -141,7 +138,13 @@ if ui.want_reference(atoms):
         f"{(energy - ref.energy) * HARTREE_EV * 1000:.2f}",
         help="PySCF's energy functional at the predicted density, against the SCF energy",
     )
+    n_occ = orbitals.n_occupied
+    d5.metric("PySCF gap / eV", f"{(ref.mo_energy[n_occ] - ref.mo_energy[n_occ - 1]) * HARTREE_EV:.3f}")
     table["PySCF / eV"] = ref.mo_energy * HARTREE_EV
     table["error / meV"] = (orbitals.energies - ref.mo_energy) * HARTREE_EV * 1000
-with left:
-    st.dataframe(table, hide_index=True, height=320)
+else:
+    st.caption("Switch on 'PySCF reference' in the sidebar to compare with DFT.")
+left, right = st.columns([3, 2])
+left.dataframe(table, hide_index=True, height=330)
+with right:
+    st.iframe(view_html(atoms, width=420, height=320), height=330)

@@ -26,7 +26,7 @@ if reference is None:
     st.info("Switch on 'PySCF reference' in the sidebar to compare with DFT.")
 else:
     exact = reference.hamiltonian if is_h else reference.overlap
-    zmax = float(np.abs(exact).max())
+    zmax = float(np.percentile(np.abs(exact), 98))
     a, b = st.columns(2)
     a.plotly_chart(heatmap_figure(predicted, labels, f"predicted {matrix}", unit, zmax=zmax), width="stretch")
     b.plotly_chart(heatmap_figure(exact, labels, f"PySCF {matrix}", unit, zmax=zmax), width="stretch")

@@ -1,6 +1,7 @@
 """Every model: its card, its learning curve and what it was trained on."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -18,12 +19,11 @@ ui.page_setup("Models")
 def summary(path: str, mtime: float) -> dict:
     payload = read_checkpoint(path)
     meta = payload["metadata"]
-    n_params = sum(t.numel() for t in payload["state_dict"].values())
     return {
         "xc/basis": f"{meta.get('xc', '?')}/{meta.get('basis', '?')}",
         "structures": meta.get("data", {}).get("n_structures"),
         "splits": json.dumps(meta.get("splits")),
-        "parameters": n_params,
+        "checkpoint / MB": round(Path(path).stat().st_size / 1e6, 2),
         "best validation H MAE / uHa": (meta.get("training") or {}).get("best_val_H_MAE_uHa"),
         "training step": (meta.get("training") or {}).get("step"),
     }

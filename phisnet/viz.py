@@ -165,10 +165,15 @@ def view_html(
 
 
 def heatmap_figure(matrix: np.ndarray, labels: list[str], title: str, unit: str = "Ha", zmax: float | None = None):
-    """A symmetric-colour heatmap of a matrix with AO labels on both axes."""
+    """A symmetric-colour heatmap of a matrix with AO labels on both axes.
+
+    The colour scale saturates at ``zmax`` (default: the 98th percentile of |entries|, so that
+    a few large core entries do not wash out the rest); hovering shows the exact values.
+    """
     import plotly.graph_objects as go
 
-    zmax = float(np.abs(matrix).max()) if zmax is None else zmax
+    zmax = float(np.percentile(np.abs(matrix), 98)) if zmax is None else zmax
+    zmax = zmax if zmax > 0 else 1.0
     fig = go.Figure(
         go.Heatmap(
             z=matrix,
@@ -242,7 +247,7 @@ def guess_figures(comparison):
                 y=errors,
                 mode="lines+markers",
                 name=r.guess,
-                line={"width": 3 if r.guess == "predicted" else 1.5},
+                line={"width": 3, "color": NEGATIVE_COLOUR} if r.guess == "predicted" else {"width": 1.5},
             )
         )
     curves.add_hline(y=comparison.conv_tol, line_dash="dot", annotation_text="tolerance")

@@ -55,7 +55,7 @@ data_path = ui.ROOT / meta.get("data", {}).get("path", "data/none.db")
 sources = ["Named molecule", "SMILES", "Upload a file"]
 if data_path.is_file():
     sources.insert(0, "Test geometry from the model's data")
-source_kind = st.radio("Molecule from", sources, horizontal=True)
+source_kind = st.radio("Molecule from", sources, horizontal=True, key="molecule_source")
 trained = ui.trained_molecule(predictor)
 atoms, name = None, None
 try:
@@ -74,7 +74,10 @@ try:
                     f"{upload.name} is {upload.size / 1e6:.1f} MB; molecule files up to "
                     f"{ui.MAX_MOLECULE_BYTES / 1e6:.0f} MB are accepted."
                 )
-            frames = read_molecules(upload.getvalue(), format=format_for_filename(upload.name))
+            try:
+                frames = read_molecules(upload.getvalue(), format=format_for_filename(upload.name))
+            except InputError as exc:
+                raise InputError(f"{upload.name}: {exc}") from None
             k = 0
             if len(frames) > 1:
                 k = st.number_input(f"Frame (the file holds {len(frames)})", 0, len(frames) - 1, 0)

@@ -1,38 +1,144 @@
-"""The Streamlit home page, through Streamlit's AppTest."""
+"""The Streamlit app through Streamlit's AppTest: every page with its defaults, and every bad input."""
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+import app_common
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+PAGES = sorted(str(p) for p in (ROOT / "pages").glob("*.py"))
+TIMEOUT = 300
 
 
-def test_home_page_predicts_water_by_default():
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    assert not at.exception
+def home(molecule_source="Named molecule"):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.radio(key="molecule_source").set_value(molecule_source).run()
+    return at
+
+
+def errors(at):
+    return " ".join(e.value for e in at.error)
+
+
+@pytest.fixture(autouse=True)
+def jobs_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setattr(app_common, "JOBS_ROOT", tmp_path / "jobs")
+
+
+def test_home_predicts_water_and_compares_with_pyscf():
+    at = home()
+    assert not at.exception and not at.error
     assert "H2O: 3 atoms, 24 orbitals, 10 electrons" in at.subheader[0].value
-    assert float(at.metric[0].value) > 0  # prediction time in ms
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Prediction time / ms"]) > 0
+    assert 1.0 < float(metrics["Dipole / D"]) < 3.0
+    assert float(metrics["PySCF SCF time / s"]) > 0  # the reference is on by default for small molecules
+    assert "PySCF / eV" in at.dataframe[0].value.columns
 
 
-def test_reference_comparison_runs_pyscf():
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    at.checkbox[0].check().run()
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: Path(p).stem)
+def test_every_page_runs_with_its_defaults(page):
+    at = AppTest.from_file(page, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    assert not at.error, errors(at)
+    text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    name = Path(page).stem.split("_", 1)[1]
+    if name == "Hamiltonian":
+        assert "H MAE / uHa" in at.dataframe[0].value.columns
+    elif name == "Equivariance":
+        relative = {m.label: m.value for m in at.metric}["relative to max |H|"]
+        assert float(relative) < 1e-5  # float32 model: exact up to rounding
+        assert "Largest relative error" in text
+    elif name == "SCF_guess":
+        assert "all final energies agree" in at.success[0].value
+    elif name == "Orbitals":
+        assert "Blue: positive" in text
+    elif name == "Models":
+        assert "water" in at.dataframe[0].value["model"].tolist()
+    elif name == "Train":
+        assert "No jobs yet" in at.info[0].value
+
+
+def test_pages_share_the_molecule_and_refuse_one_the_model_does_not_know():
+    at = AppTest.from_file(PAGES[0], default_timeout=TIMEOUT)
+    at.session_state[app_common.MOLECULE_KEY] = {
+        "symbols": ("C", "O"),
+        "positions": ((0, 0, 0), (0, 0, 1.13)),
+        "charge": 0,
+        "label": "carbon monoxide",
+    }
+    at.run()
     assert not at.exception
-    assert float(at.metric[4].value) > 0  # PySCF time
-    assert "reference energy / Hartree" in at.dataframe[0].value.columns
+    assert "carbon monoxide" in errors(at) and "not trained on C" in errors(at)
 
 
-def test_bad_smiles_shows_an_error():
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    at.radio[0].set_value("SMILES").run()
-    at.text_input[0].set_value("C1CC(").run()
+def test_second_session_has_its_own_state():
+    first = home("SMILES")
+    first.text_input[0].set_value("OO").run()
+    assert "H2O2" in first.subheader[0].value
+    second = home()
+    assert "H2O:" in second.subheader[0].value
+
+
+@pytest.mark.parametrize(
+    "smiles, message",
+    [("C1CC(", "not a valid SMILES"), ("CCO", "not trained on C"), ("[OH]", "odd number")],
+)
+def test_bad_smiles_shows_an_error_and_the_app_goes_on(smiles, message):
+    at = home("SMILES")
+    at.text_input[0].set_value(smiles).run()
     assert not at.exception
-    assert "not a valid SMILES" in at.error[0].value
+    assert message in errors(at)
+    at.text_input[0].set_value("O").run()
+    assert not at.error and "H2O" in at.subheader[0].value
 
 
-def test_element_the_model_does_not_know_shows_an_error():
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    at.radio[0].set_value("SMILES").run()
-    at.text_input[0].set_value("CCO").run()
+METHANE = b"5\n\nC 0 0 0\nH 0.63 0.63 0.63\nH -0.63 -0.63 0.63\nH -0.63 0.63 -0.63\nH 0.63 -0.63 -0.63\n"
+XYZ_61 = "61\n\n" + "".join(f"H 0 0 {1.0 * k}\n" for k in range(61))
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("bad.xyz", b"3\n\nO 0 0 0\nH 0 0 1\n", "bad.xyz: "),
+        ("unknown.xyz", b"1\n\nXx 0 0 0\n", "Xx"),
+        (
+            "methane.xyz",
+            b"5\n\nC 0 0 0\nH 0.63 0.63 0.63\nH -0.63 -0.63 0.63\nH -0.63 0.63 -0.63\nH 0.63 -0.63 -0.63\n",
+            "not trained on C",
+        ),
+        ("big.xyz", XYZ_61.encode(), "60"),
+        ("huge.xyz", b"#" * (app_common.MAX_MOLECULE_BYTES + 1), "MB"),
+        ("noise.pdb", bytes(range(256)) * 4, "noise.pdb: The input is not UTF-8"),
+    ],
+)
+def test_bad_molecule_files_show_an_error(name, content, message):
+    at = home("Upload a file")
+    at.file_uploader[0].upload(name, content).run()
     assert not at.exception
-    assert "not trained on C" in at.error[0].value
+    assert message.lower() in errors(at).lower(), errors(at)
+
+
+def test_corrupt_checkpoint_shows_an_error_and_keeps_the_model(tmp_path):
+    at = home()
+    at.file_uploader[0].upload("broken.pt", b"this is not a checkpoint").run()
+    assert not at.exception
+    assert "broken.pt" in errors(at)
+    assert "H2O: 3 atoms" in at.subheader[0].value  # still predicting with the shipped model
+
+
+def test_train_page_lists_a_job_and_its_curve(tmp_path):
+    from phisnet.jobs import JobSpec, _write_status
+
+    folder = app_common.JOBS_ROOT / "20260101-000000-water"
+    folder.mkdir(parents=True)
+    (folder / "job.json").write_text('{"molecule": "water", "n_structures": 10, "max_steps": 20}')
+    _write_status(folder, "finished", "best.pt is ready")
+    (folder / "metrics.jsonl").write_text('{"step": 10, "train_loss": 1.0, "val_H_MAE_uHa": 900.0}\n')
+    assert JobSpec(molecule="water").n_structures > 0
+    at = AppTest.from_file(str(ROOT / "pages" / "5_Train.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert any("20260101-000000-water" in m.value and "finished" in m.value for m in at.markdown)

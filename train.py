@@ -19,7 +19,7 @@ from phisnet.training import TrainConfig, run
 
 def build_parser() -> argparse.ArgumentParser:
     train_defaults, model_defaults = TrainConfig(), PhiSNetConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="JSON file with any of the settings below (command-line flags win)")
     for name in (
         "data",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime
+import fcntl
 import multiprocessing
 import os
 import platform
@@ -206,6 +207,24 @@ def generate(
         seed=seed,
         conv_tol=conv_tol,
     )
+    # One writer per database: a second run on the same file would compute the same structures and
+    # write them twice. The lock is the kernel's (flock), released however the process ends.
+    lock = open(out.with_name(out.name + ".lock"), "w")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise InputError(
+            f"Another phisnet generate is writing {out}; wait for it to finish or stop it first."
+        ) from None
+    try:
+        return _generate_locked(out, molecule, n, settings, workers, progress, log)
+    finally:
+        lock.close()
+
+
+def _generate_locked(out: Path, molecule, n: int, settings: GenerationSettings, workers: int, progress, log) -> Path:
+    xc, basis = settings.xc, settings.basis
     # No `with db:` block: ASE would make the whole run one transaction; each write must commit alone.
     db = ase.db.connect(out, type="db", append=True)
     modes, metadata = _prepare(db, molecule, settings, log)

@@ -184,3 +184,14 @@ def test_settings_json_round_trip():
 def test_single_atom_cannot_be_sampled(tmp_path):
     with pytest.raises(InputError, match="Xe is a single atom"):
         generate("[Xe]", 2, tmp_path / "xe.db", progress=False, log=lambda m: None)
+
+
+def test_a_second_writer_on_the_same_database_is_refused(tmp_path):
+    import fcntl
+
+    out = tmp_path / "water.db"
+    with open(tmp_path / "water.db.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running phisnet generate holds it
+        with pytest.raises(InputError, match="Another phisnet generate is writing"):
+            generate("water", 2, out, progress=False, log=lambda m: None)
+    assert not out.exists()

@@ -1,12 +1,15 @@
 """Prediction time and memory of each pretrained model against the PySCF SCF it replaces.
 
-    python benchmarks/inference.py [--models pretrained/*.pt] [--repeat 20]
+    python benchmarks/inference.py [--models pretrained/*.pt] [--repeat 20] [--untrained uracil ...]
 
 For every model, on one slightly displaced structure of its molecule, measured side by
 side in one run: the model's prediction time (median of --repeat calls after a warm-up),
 the growth of the process's peak resident memory from loading the model and predicting,
 and PySCF's SCF time (default guess and tolerance) and peak-memory growth for the same
-geometry, with the time ratio.
+geometry, with the time ratio. ``--untrained`` molecules (default: uracil, the paper's
+largest) are timed with random weights in the shipped configuration: the time of a
+prediction does not depend on the weights, so this measures the speed-up a trained model
+will have.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from pyscf import lib
 
 from phisnet.io import read_molecules
-from phisnet.model import load
+from phisnet.model import PhiSNet, PhiSNetConfig, Predictor, load
 from phisnet.reference import run_dft
 
 
@@ -34,8 +37,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=sorted(glob.glob("pretrained/*.pt")))
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument(
+        "--untrained",
+        nargs="*",
+        default=["uracil"],
+        help="molecules timed with a randomly initialised model of the shipped size (speed needs no training)",
+    )
     args = parser.parse_args()
-    if not args.models:
+    if not args.models and not args.untrained:
         raise SystemExit("no models found in pretrained/")
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), PySCF with {lib.num_threads()} threads")
     header = (
@@ -48,29 +57,42 @@ def main() -> None:
         rss0 = peak_rss_mb()
         predictor = load(path)
         name = (predictor.metadata.get("data", {}).get("settings") or {}).get("molecule", "water")
+        measure(path, predictor, read_molecules(name)[0], args.repeat, rss0)
+    for name in args.untrained:
+        rss0 = peak_rss_mb()
         atoms = read_molecules(name)[0]
-        atoms.positions += np.random.default_rng(0).normal(scale=0.02, size=atoms.positions.shape)
-        predictor.predict(atoms)  # warm-up
-        times = []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            predictor.predict(atoms)
-            times.append(time.perf_counter() - t0)
-        model_mb = peak_rss_mb() - rss0
-        rss1 = peak_rss_mb()
-        ref = run_dft(
-            atoms,
-            xc=predictor.metadata.get("xc", "pbe"),
-            basis=predictor.metadata.get("basis", "def2-svp"),
-            forces=False,
-        )
-        pyscf_mb = peak_rss_mb() - rss1
-        t = statistics.median(times)
-        print(
-            f"{path:<24}{len(atoms):>6}{t:>13.4f}{model_mb:>6.0f}{ref.seconds:>15.2f}{ref.n_iterations:>6}"
-            f"{pyscf_mb:>6.0f}{ref.seconds / t:>9.0f}x"
-        )
+        config = PhiSNetConfig(elements=sorted(set(atoms.numbers.tolist())), channels=16, n_interactions=2)
+        predictor = Predictor(PhiSNet(config).eval(), {"xc": "pbe", "basis": config.basis})
+        measure(f"{name} (untrained)", predictor, atoms, args.repeat, rss0)
     print("MB: growth of the process's peak resident memory (ru_maxrss) during that step.")
+    if args.untrained:
+        print("untrained: random weights in the shipped configuration (channels 16, 2 interactions); time only.")
+
+
+def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
+    """Print one row: prediction time and memory against PySCF's SCF for a displaced geometry."""
+    atoms = atoms.copy()
+    atoms.positions += np.random.default_rng(0).normal(scale=0.02, size=atoms.positions.shape)
+    predictor.predict(atoms)  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        predictor.predict(atoms)
+        times.append(time.perf_counter() - t0)
+    model_mb = peak_rss_mb() - rss0
+    rss1 = peak_rss_mb()
+    ref = run_dft(
+        atoms,
+        xc=predictor.metadata.get("xc", "pbe"),
+        basis=predictor.metadata.get("basis", "def2-svp"),
+        forces=False,
+    )
+    pyscf_mb = peak_rss_mb() - rss1
+    t = statistics.median(times)
+    print(
+        f"{label:<24}{len(atoms):>6}{t:>13.4f}{model_mb:>6.0f}{ref.seconds:>15.2f}{ref.n_iterations:>6}"
+        f"{pyscf_mb:>6.0f}{ref.seconds / t:>9.0f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -208,8 +208,9 @@ def generate(
         conv_tol=conv_tol,
     )
     # One writer per database: a second run on the same file would compute the same structures and
-    # write them twice. The lock is the kernel's (flock), released however the process ends.
-    lock = open(out.with_name(out.name + ".lock"), "w")  # noqa: SIM115 - held for the whole run
+    # write them twice. The lock is the kernel's (flock), released however the process ends. Its name
+    # is not ASE's own "<db>.lock", which ASE takes around every write.
+    lock = open(out.with_name(out.name + ".generate.lock"), "w")  # noqa: SIM115 - held for the whole run
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -96,5 +96,5 @@ def test_align_orbital_signs(water_mf):
     flipped = solve(water_mf.get_fock(), water_mf.get_ovlp(), n_electrons=10)
     flipped.coefficients[:, [1, 4, 7]] *= -1
     aligned = align_orbital_signs(flipped, orbitals, water_mf.get_ovlp())
-    np.testing.assert_allclose(aligned.coefficients, orbitals.coefficients, atol=1e-12)
-    np.testing.assert_allclose(aligned.density_matrix, orbitals.density_matrix)
+    np.testing.assert_allclose(aligned.coefficients, orbitals.coefficients, atol=1e-10)
+    np.testing.assert_allclose(aligned.density_matrix, orbitals.density_matrix, atol=1e-12)

@@ -529,6 +529,10 @@ class Predictor:
         symbols = self.elements[:2] if len(self.elements) > 1 else self.elements * 2
         self.predict(ase.Atoms(symbols, positions=[(0.0, 0.0, 0.0), (0.0, 0.0, 1.0)]))
 
+    def median_seconds(self, atoms, repeat: int = 5) -> float:
+        """Median wall time of ``repeat`` predictions: steadier than one call on a busy machine."""
+        return float(np.median([self.predict(atoms).seconds for _ in range(max(1, repeat))]))
+
     @torch.no_grad()
     def predict(self, atoms) -> Prediction:
         """Predict H and S for one ``ase.Atoms`` (positions in Angstrom)."""

@@ -198,3 +198,11 @@ def test_warm_up_predicts_on_the_models_elements(tmp_path):
     predictor.warm_up()
     (atoms,) = read_molecules("water")
     assert predictor.predict(atoms).seconds > 0
+
+
+def test_median_seconds_is_a_positive_time():
+    from phisnet.io import read_molecules
+    from phisnet.model import load
+
+    predictor = load("pretrained/water.pt")
+    assert 0 < predictor.median_seconds(read_molecules("water")[0], repeat=3) < 60

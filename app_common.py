@@ -38,6 +38,18 @@ def page_setup(title: str) -> None:
     st.title(title)
 
 
+def molecule_page(title: str, explanation: str = ""):
+    """Header of a page about the chosen molecule: title, model sidebar, molecule, one-line caption.
+
+    Returns (model label, checkpoint path, predictor, atoms, molecule name).
+    """
+    page_setup(title)
+    label, path, predictor = model_sidebar()
+    atoms, name = current_molecule(predictor)
+    st.caption(f"{name} ({atoms.get_chemical_formula()}), model {label}. {explanation}")
+    return label, path, predictor, atoms, name
+
+
 # ----------------------------------------------------------------------------- models
 
 

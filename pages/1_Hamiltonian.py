@@ -9,11 +9,8 @@ from phisnet.metrics import MICRO, orbital_errors
 from phisnet.observables import predict_wavefunction
 from phisnet.viz import heatmap_figure, levels_figure
 
-ui.page_setup("Hamiltonian")
-label, path, predictor = ui.model_sidebar()
-atoms, name = ui.current_molecule(predictor)
+label, path, predictor, atoms, name = ui.molecule_page("Hamiltonian", "Matrices in Hartree, PySCF AO order.")
 wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
-st.caption(f"{name} ({atoms.get_chemical_formula()}), model {label}. Matrices in Hartree, PySCF AO order.")
 labels = [s.strip() for s in wf.mol.ao_labels()]
 reference = ui.reference_for(atoms, predictor) if ui.want_reference(atoms) else None
 

@@ -7,12 +7,9 @@ from phisnet.observables import align_orbital_signs, predict_wavefunction, solve
 from phisnet.reference import HARTREE_EV
 from phisnet.viz import cube_text, molden_text, orbital_label, view_html
 
-ui.page_setup("Orbitals")
-label, path, predictor = ui.model_sidebar()
-atoms, name = ui.current_molecule(predictor)
+label, path, predictor, atoms, name = ui.molecule_page("Orbitals")
 wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
 orbitals = wf.orbitals
-st.caption(f"{name} ({atoms.get_chemical_formula()}), model {label}.")
 reference = None
 if ui.want_reference(atoms):
     ref = ui.reference_for(atoms, predictor)

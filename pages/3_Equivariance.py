@@ -7,12 +7,10 @@ from phisnet.equivariance import check, random_rotation_errors, rotate, rotation
 from phisnet.metrics import MICRO
 from phisnet.viz import heatmap_figure, rotation_errors_figure, view_html
 
-ui.page_setup("Equivariance")
-label, path, predictor = ui.model_sidebar()
-atoms, name = ui.current_molecule(predictor)
-st.caption(
-    f"{name} ({atoms.get_chemical_formula()}), model {label}. D is the block-diagonal rotation of the AO basis "
-    "(phisnet.conventions.ao_rotation); an exactly equivariant model makes the difference zero up to rounding."
+label, path, predictor, atoms, name = ui.molecule_page(
+    "Equivariance",
+    "D is the block-diagonal rotation of the AO basis (phisnet.conventions.ao_rotation); an exactly equivariant "
+    "model makes the difference zero up to rounding.",
 )
 a, b, c = st.columns(3)
 angles = (

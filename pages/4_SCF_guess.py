@@ -7,12 +7,10 @@ import app_common as ui
 from phisnet.scf_guess import STANDARD_GUESSES, compare
 from phisnet.viz import guess_figures
 
-ui.page_setup("SCF guess")
-label, path, predictor = ui.model_sidebar()
-atoms, name = ui.current_molecule(predictor)
-st.caption(
-    f"{name} ({atoms.get_chemical_formula()}), model {label}. PySCF runs the same calculation from each starting "
-    "density to the same tolerance; a good guess saves iterations and changes no answer."
+label, path, predictor, atoms, name = ui.molecule_page(
+    "SCF guess",
+    "PySCF runs the same calculation from each starting density to the same tolerance; a good guess saves "
+    "iterations and changes no answer.",
 )
 guesses = st.multiselect("PySCF guesses to compare", STANDARD_GUESSES, default=list(STANDARD_GUESSES))
 

@@ -7,6 +7,7 @@ coefficients in percent.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ class Metrics:
     psi_percent: float
     energy_mae_mev: float | None = None
     force_mae_mev_a: float | None = None
+    n_orthogonalised: int = 0  # structures whose predicted S needed canonical orthogonalisation
 
     def to_json(self) -> dict:
         out = {
@@ -36,6 +38,7 @@ class Metrics:
             "eps_MAE_uHa": self.eps_mae_uha,
             "psi_percent": self.psi_percent,
         }
+        out["n_predicted_S_orthogonalised"] = self.n_orthogonalised
         if self.energy_mae_mev is not None:
             out["energy_MAE_meV"] = self.energy_mae_mev
             out["force_MAE_meV_per_A"] = self.force_mae_mev_a
@@ -43,8 +46,16 @@ class Metrics:
 
 
 def orbital_errors(H_pred, S_pred, H_ref, S_ref, n_occupied: int) -> tuple[float, float]:
-    """MAE of the occupied orbital energies (Hartree) and mean |cos| of their coefficients."""
-    eps_p, C_p = scipy.linalg.eigh(H_pred, S_pred)
+    """MAE of the occupied orbital energies (Hartree) and mean |cos| of their coefficients.
+
+    A predicted S that is not positive definite (possible for a poorly trained model) is
+    handled like a near-singular one: ``phisnet.observables.solve`` drops its eigenvalues below
+    ``LINDEP_THRESHOLD`` (canonical orthogonalisation) and warns.
+    """
+    from phisnet.observables import solve
+
+    predicted = solve(H_pred, S_pred, 2 * n_occupied)
+    eps_p, C_p = predicted.energies, predicted.coefficients
     eps_r, C_r = scipy.linalg.eigh(H_ref, S_ref)
     occ = slice(0, n_occupied)
     eps_mae = float(np.abs(eps_p[occ] - eps_r[occ]).mean())
@@ -70,6 +81,7 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
     if not indices:
         raise ValueError("no structures to evaluate")
     h_err, s_err, eps_err, psi, e_err, f_err = [], [], [], [], [], []
+    n_orthogonalised = 0
     for k in tqdm(indices, desc="evaluating", unit="structure", disable=not progress):
         sample = dataset[k]
         atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
@@ -79,7 +91,10 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
         h_err.append(np.abs(pred.hamiltonian - H_ref).mean())
         s_err.append(np.abs(pred.overlap - S_ref).mean())
         n_occupied = int(atoms.numbers.sum()) // 2
-        e, c = orbital_errors(pred.hamiltonian, pred.overlap, H_ref, S_ref, n_occupied)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            e, c = orbital_errors(pred.hamiltonian, pred.overlap, H_ref, S_ref, n_occupied)
+        n_orthogonalised += any("near-singular" in str(w.message) for w in caught)
         eps_err.append(e)
         psi.append(c)
         if energies:
@@ -97,6 +112,7 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
         psi_percent=float(np.mean(psi)) * 100,
         energy_mae_mev=float(np.mean(e_err)) * milli_ev if energies else None,
         force_mae_mev_a=float(np.mean(f_err)) * milli_ev if energies else None,
+        n_orthogonalised=n_orthogonalised,
     )
 
 
@@ -115,6 +131,12 @@ def format_table(rows: list[tuple[str, Metrics]]) -> str:
         if m.energy_mae_mev is not None:
             line += f"{m.energy_mae_mev:>10.2f}{m.force_mae_mev_a:>11.2f}"
         lines.append(line)
+    for name, m in rows:
+        if m.n_orthogonalised:
+            lines.append(
+                f"{name}: the predicted S was not positive definite for {m.n_orthogonalised} of {m.n_structures} "
+                "structures; eps and psi come from the canonically orthogonalised problem there."
+            )
     if with_energy:
         lines.append(
             "E, F: energy and forces of the predicted density in PySCF's functional (no SCF) against DFT, "

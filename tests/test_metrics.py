@@ -71,3 +71,15 @@ def test_exact_prediction_gives_dft_energy_and_forces(water_ref):
     shifted = evaluate(Oracle(ref), [sample], energies=True)
     assert shifted.energy_mae_mev == pytest.approx(1e-3 * 27211.386, rel=1e-4)
     assert "E [meV]" in format_table([("water", shifted)])
+
+
+def test_indefinite_predicted_overlap_is_orthogonalised_and_counted(water_ref):
+    H, S = water_ref.hamiltonian, water_ref.overlap
+    s, U = np.linalg.eigh(S)
+    s[0] = -1e-3  # one negative eigenvalue: Cholesky (scipy eigh with S) fails on this
+    bad_S = (U * s) @ U.T
+    with pytest.warns(UserWarning, match="near-singular"):
+        eps, psi = orbital_errors(H, bad_S, H, S, 5)
+    assert np.isfinite(eps) and 0 < psi <= 1
+    metrics = Metrics(10, 1.0, 1.0, 1.0, 99.0, n_orthogonalised=3)
+    assert "not positive definite for 3 of 10" in format_table([("x", metrics)])

@@ -3,7 +3,7 @@
     python benchmarks/inference.py [--models pretrained/*.pt] [--repeat 20] [--untrained uracil ...]
 
 For every model, on one slightly displaced structure of its molecule, measured side by
-side in one run: the model's prediction time (median of --repeat calls after a warm-up),
+side in one run: the model's prediction time (median of --repeat calls after 5 warm-up calls),
 the growth of the process's peak resident memory from loading the model and predicting,
 and PySCF's SCF time (default guess and tolerance) and peak-memory growth for the same
 geometry, with the time ratio. ``--untrained`` molecules (default: uracil, the paper's
@@ -73,7 +73,8 @@ def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
     """Print one row: prediction time and memory against PySCF's SCF for a displaced geometry."""
     atoms = atoms.copy()
     atoms.positions += np.random.default_rng(0).normal(scale=0.02, size=atoms.positions.shape)
-    predictor.predict(atoms)  # warm-up
+    for _ in range(5):  # warm-up: the first calls in a process pay one-time set-up (measured: up to 3x slower)
+        predictor.predict(atoms)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()

@@ -91,8 +91,7 @@ try:
         atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
         atoms.info["charge"] = 0
         name = f"{trained} test geometry {k}"
-    if atoms is not None:
-        predictor.check(atoms)
+    if atoms is not None:  # predict_wavefunction refuses elements the model does not know
         wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
 except InputError as exc:
     st.error(str(exc))

@@ -179,7 +179,7 @@ def atoms_from_key(key: tuple) -> ase.Atoms:
 @st.cache_data(show_spinner="PySCF is running the SCF (cached for this geometry) ...", max_entries=64)
 def reference(key: tuple, xc: str, basis: str):
     atoms = atoms_from_key(key)
-    return run_dft(atoms, xc=xc, basis=basis, charge=key[2], forces=True)
+    return run_dft(atoms, xc=xc, basis=basis, charge=key[2], forces=False)  # no page shows forces
 
 
 def reference_for(atoms: ase.Atoms, predictor):

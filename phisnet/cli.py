@@ -155,7 +155,7 @@ def predict_command(args: argparse.Namespace) -> int:
 
     from phisnet.io import read_molecules
     from phisnet.model import load
-    from phisnet.viz import DENSITIES, orbital_index, write_cube, write_molden
+    from phisnet.viz import write_cube, write_molden
 
     predictor = load(args.model)
     frames = read_molecules(args.molecule, args.format, charge=args.charge, basis=predictor.metadata.get("basis"))
@@ -176,11 +176,9 @@ def predict_command(args: argparse.Namespace) -> int:
         results.append(result)
         if args.molden:
             print(f"wrote {write_molden(args.molden, wavefunction.mol, wavefunction.orbitals)}")
+        ref_dm = None if reference is None else reference.density_matrix
         for what in cubes:
-            if what.lower() not in DENSITIES:
-                orbital_index(what, wavefunction.orbitals)  # a clear error before any grid is computed
             path = Path(args.cube_dir) / f"{atoms.get_chemical_formula()}_{what.lower().replace('+', 'p')}.cube"
-            ref_dm = None if reference is None else reference.density_matrix
             write_cube(
                 path, wavefunction.mol, what, wavefunction.orbitals, reference_density=ref_dm, points=args.cube_points
             )
@@ -195,7 +193,8 @@ def predict_command(args: argparse.Namespace) -> int:
 
 def predict_one(predictor, atoms, with_reference: bool):
     """Prediction (and optionally the PySCF reference) of one molecule as a JSON-able dict."""
-    from phisnet.observables import energy_and_forces, predict_wavefunction, solve
+    from phisnet.metrics import MICRO
+    from phisnet.observables import dipole_moment, energy_and_forces, predict_wavefunction, solve
     from phisnet.reference import HARTREE_EV, run_dft
 
     charge = int(atoms.info.get("charge", 0))
@@ -234,19 +233,13 @@ def predict_one(predictor, atoms, with_reference: bool):
             "homo_hartree": reference_orbitals.homo,
             "lumo_hartree": reference_orbitals.lumo,
             "gap_ev": reference_orbitals.gap * HARTREE_EV,
-            "dipole_debye": dipole_of(wf.mol, reference_orbitals).tolist(),
-            "H_MAE_uHa": float(np.abs(wf.hamiltonian - ref.hamiltonian).mean() * 1e6),
+            "dipole_debye": dipole_moment(wf.mol, reference_orbitals.density_matrix).tolist(),
+            "H_MAE_uHa": float(np.abs(wf.hamiltonian - ref.hamiltonian).mean() * MICRO),
             "predicted_density_energy_hartree": energy,
             "energy_error_mev": (energy - ref.energy) * HARTREE_EV * 1000,
             "force_mae_mev_per_angstrom": float(np.abs(forces - ref.forces).mean() * HARTREE_EV * 1000),
         }
     return result, wf, reference_orbitals
-
-
-def dipole_of(mol, orbitals):
-    from phisnet.observables import dipole_moment
-
-    return dipole_moment(mol, orbitals.density_matrix)
 
 
 def format_prediction(result: dict, model: str) -> str:

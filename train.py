@@ -2,6 +2,8 @@
 
 python train.py --data data/water.db --out runs/water [--max-minutes 60 ...]
 python train.py --out runs/water --resume          # continue after an interruption
+python train.py --init pretrained/water-hf.pt --data data/water-hf.db --out runs/water-ccsdt \
+    --matrix-weight 0 --energy-weight 1 --force-weight 10   # fine-tune to CCSD(T) (phisnet ccsdt)
 torchrun --nproc_per_node=2 train.py --data ...    # DistributedDataParallel (gloo)
 """
 
@@ -15,6 +17,14 @@ import sys
 from phisnet.errors import InputError
 from phisnet.model import PhiSNetConfig
 from phisnet.training import TrainConfig, run
+
+NOTES = {
+    "matrix_weight": "weight of the H and S entry loss ",
+    "energy_weight": "weight of the end-to-end energy MSE in eV^2 ",
+    "force_weight": "weight of the end-to-end force MSE in (eV/A)^2 ",
+    "energy_target": "ccsd_t, reference or auto (CCSD(T) labels when the data has them) ",
+    "init": "start from this checkpoint's weights and configuration ",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
         "max_steps",
         "max_minutes",
         "overlap_weight",
+        "matrix_weight",
+        "energy_weight",
+        "force_weight",
+        "energy_target",
+        "init",
     ):
         default = getattr(train_defaults, name)
+        note = NOTES.get(name, "")
         parser.add_argument(
-            f"--{name.replace('_', '-')}", type=type(default), default=None, help=f"(default {default})"
+            f"--{name.replace('_', '-')}",
+            type=type(default),
+            default=None,
+            help=f"{note}(default {'none' if default == '' else default})",
         )
     for name in ("channels", "lmax", "n_interactions", "n_radial", "cutoff", "radial_hidden"):
         default = getattr(model_defaults, name)

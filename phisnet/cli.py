@@ -38,6 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--spin", type=int, default=0, help="number of unpaired electrons")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    lab = sub.add_parser(
+        "ccsdt",
+        help="add CCSD(T) energies and analytic forces to the rows of a dataset (resumable)",
+        description="Run CCSD(T) (PySCF, all electrons correlated, analytic gradient) on the structures of DATA "
+        "and store the energy and forces on each row, for fine-tuning with train.py --energy-weight. Rows "
+        "already labelled are skipped, so the same command resumes after an interruption.",
+        formatter_class=fmt,
+    )
+    lab.add_argument("data", help="ASE database from phisnet generate (usually --xc hf)")
+    lab.add_argument("--n", type=int, help="label only the first N structures (by sample index); all when absent")
+    lab.add_argument("--quiet", action="store_true", help="no progress bar")
+
     ev = sub.add_parser(
         "evaluate",
         help="the paper's metrics (H, eps, psi, S) of a model on a dataset",
@@ -45,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         "was trained on) or on every structure of DATA.",
         formatter_class=fmt,
     )
-    ev.add_argument("--model", required=True, help="checkpoint (.pt)")
+    ev.add_argument(
+        "--model", required=True, action="append", help="checkpoint (.pt); repeat to compare models on the same split"
+    )
     ev.add_argument("--data", required=True, help="ASE database from phisnet generate")
     ev.add_argument(
         "--split",
@@ -58,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-energy",
         action="store_true",
         help="skip the energy and forces of the predicted density (PySCF, about 1 s per small molecule)",
+    )
+    ev.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="also the energy and forces derived end to end from each predicted Fock matrix, against CCSD(T) when "
+        "DATA has CCSD(T) labels (phisnet ccsdt) with the data's own method as a baseline row, else against DATA's "
+        "reference",
     )
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -107,6 +128,14 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"Wrote {out}; list it with: ase db {out}")
         return 0
+    if args.command == "ccsdt":
+        from phisnet.data import label_ccsd_t
+
+        if args.n is not None and args.n < 1:
+            raise InputError(f"--n must be at least 1, got {args.n}.")
+        count = label_ccsd_t(args.data, n=args.n, progress=not args.quiet)
+        print(f"{count} structures of {args.data} carry CCSD(T) energies and forces.")
+        return 0
     if args.command == "evaluate":
         return evaluate_command(args)
     if args.command == "predict":
@@ -118,35 +147,78 @@ def evaluate_command(args: argparse.Namespace) -> int:
     import json
 
     from phisnet.data import HamiltonianDataset, split_indices
-    from phisnet.metrics import evaluate, format_table
+    from phisnet.metrics import (
+        end_to_end_errors,
+        evaluate,
+        format_energy_table,
+        format_table,
+        reference_errors,
+    )
     from phisnet.model import load
 
-    predictor = load(args.model)
     dataset = HamiltonianDataset(args.data)
-    splits = predictor.metadata.get("splits")
-    trained = predictor.metadata.get("data", {})
-    trained_on = trained.get("n_structures")
-    same_data = trained_on == len(dataset) and trained.get("settings") == dataset.metadata.get("settings")
-    if args.split == "all":
-        indices, label = None, "all"
-    elif splits and same_data:
-        indices = split_indices(len(dataset), splits["seed"], splits["train"], splits["val"])[args.split]
-        label = args.split
-    else:
-        raise InputError(
-            f"{args.data} is not the dataset the model was trained on ({trained_on} structures, "
-            f"{trained.get('title')}); its splits do not apply, use --split all."
+    predictors = [load(path) for path in args.model]
+    indices, label = None, "all"
+    if args.split != "all":
+        chosen = None
+        for path, predictor in zip(args.model, predictors, strict=True):
+            splits = predictor.metadata.get("splits")
+            trained = predictor.metadata.get("data", {})
+            trained_on = trained.get("n_structures")
+            same_data = trained_on == len(dataset) and trained.get("settings") == dataset.metadata.get("settings")
+            if not (splits and same_data):
+                raise InputError(
+                    f"{args.data} is not the dataset {path} was trained on ({trained_on} structures, "
+                    f"{trained.get('title')}); its splits do not apply, use --split all."
+                )
+            these = split_indices(len(dataset), splits["seed"], splits["train"], splits["val"])[args.split]
+            if chosen is not None and these != chosen:
+                raise InputError(
+                    f"{path} has another {args.split} split than {args.model[0]}; compare them with --split all."
+                )
+            chosen = these
+        indices, label = chosen, args.split
+    report: dict = {"data": str(args.data), "split": label, "models": []}
+    rows = []
+    for path, predictor in zip(args.model, predictors, strict=True):
+        metrics = evaluate(predictor, dataset, indices, progress=not args.quiet, energies=not args.no_energy)
+        name = f"{Path(args.data).stem} ({label})" if len(args.model) == 1 else Path(path).stem
+        rows.append((name, metrics))
+        report["models"].append({"model": str(path), **metrics.to_json()})
+    print(
+        ", ".join(
+            f"model {path}: {p.metadata.get('xc', '?')}/{p.metadata.get('basis', '?')}"
+            for path, p in zip(args.model, predictors, strict=True)
         )
-    metrics = evaluate(predictor, dataset, indices, progress=not args.quiet, energies=not args.no_energy)
-    name = f"{Path(args.data).stem} ({label})"
-    print(f"model {args.model}, {predictor.metadata.get('xc', '?')}/{predictor.metadata.get('basis', '?')}")
-    print(format_table([(name, metrics)]))
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {"model": str(args.model), "data": str(args.data), "split": label, **metrics.to_json()}, indent=2
+    )
+    print(format_table(rows))
+    if args.end_to_end:
+        chosen = list(range(len(dataset))) if indices is None else list(indices)
+        labelled = [k for k in chosen if "ccsd_t_energy" in dataset[k]]
+        if labelled:
+            target, target_name, chosen = (
+                "ccsd_t",
+                f"CCSD(T) ({len(labelled)} {label} structures with labels)",
+                labelled,
             )
-        )
+            method = str(dataset.metadata.get("level_of_theory", "reference")).upper()
+            energy_rows = [reference_errors(dataset, chosen, target, f"{method} (PySCF, the data's own)")]
+        else:
+            target, target_name = "reference", f"the data's {dataset.metadata.get('level_of_theory', 'reference')}"
+            energy_rows = []
+        for path, predictor in zip(args.model, predictors, strict=True):
+            energy_rows.append(
+                end_to_end_errors(
+                    predictor, dataset, chosen, target, f"model {Path(path).name}", progress=not args.quiet
+                )
+            )
+        print()
+        print(format_energy_table(energy_rows, target_name))
+        report["end_to_end"] = {"target": target, "rows": [r.to_json() for r in energy_rows]}
+    if args.json:
+        from phisnet.files import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(report, indent=2))
     return 0
 
 

@@ -17,6 +17,7 @@ seeded with (seed, i), so a restart reproduces the same geometries.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime
 import fcntl
 import multiprocessing
@@ -207,19 +208,23 @@ def generate(
         seed=seed,
         conv_tol=conv_tol,
     )
-    # One writer per database: a second run on the same file would compute the same structures and
-    # write them twice. The lock is the kernel's (flock), released however the process ends. Its name
-    # is not ASE's own "<db>.lock", which ASE takes around every write.
+    with _writer_lock(out):
+        return _generate_locked(out, molecule, n, settings, workers, progress, log)
+
+
+@contextlib.contextmanager
+def _writer_lock(out: Path):
+    """One writer per database: a second run on the same file would compute the same structures and
+    write them twice. The lock is the kernel's (flock), released however the process ends. Its name
+    is not ASE's own "<db>.lock", which ASE takes around every write."""
     lock = open(out.with_name(out.name + ".generate.lock"), "w")  # noqa: SIM115 - held for the whole run
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        raise InputError(
-            f"Another phisnet generate is writing {out}; wait for it to finish or stop it first."
-        ) from None
+        raise InputError(f"Another phisnet command is writing {out}; wait for it to finish or stop it first.") from None
     try:
-        return _generate_locked(out, molecule, n, settings, workers, progress, log)
+        yield
     finally:
         lock.close()
 
@@ -297,6 +302,51 @@ def _run_parallel(db, modes, settings, n, workers, threads, indices, done, faile
             fill()
 
 
+# ----------------------------------------------------------------------------- CCSD(T) labels
+
+
+def label_ccsd_t(path: str | os.PathLike, n: int | None = None, progress: bool = True, log=print) -> int:
+    """Add CCSD(T) energies and forces to the rows of an existing database (resumable).
+
+    Each row gets the key ``ccsd_t_energy`` (eV, like ASE's energy column) and
+    ``data["ccsd_t_forces"]`` (eV/Angstrom), written in one transaction per row; rows that
+    already have them are skipped, so an interrupted run continues where it stopped. The
+    basis and charge are the database's own. ``n`` limits the labelling to the first n rows
+    by sample index (all rows when None). Returns the number of labelled rows.
+    """
+    from phisnet.reference import run_ccsd_t
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"There is no dataset file {path}.")
+    with _writer_lock(path):
+        db = ase.db.connect(path, type="db")
+        settings = dict(db.metadata).get("settings", {})
+        basis, charge = settings.get("basis", DEFAULT_BASIS), int(settings.get("charge", 0))
+        if int(settings.get("spin", 0)) != 0:
+            raise InputError(f"{path} holds open-shell structures; CCSD(T) labels need closed shells.")
+        rows = sorted(db.select(include_data=False), key=lambda r: r.get("sample_index", r.id))
+        if n is not None:
+            rows = rows[:n]
+        todo = [row for row in rows if "ccsd_t_energy" not in row]
+        bar = tqdm(
+            total=len(rows), initial=len(rows) - len(todo), unit="structure", desc="CCSD(T)", disable=not progress
+        )
+        try:
+            for row in todo:
+                result = run_ccsd_t(row.toatoms(), basis=basis, charge=charge)
+                db.update(
+                    row.id,
+                    ccsd_t_energy=result.energy * HARTREE_EV,
+                    ccsd_t_seconds=round(result.seconds, 3),
+                    data={"ccsd_t_forces": result.forces * HARTREE_EV},
+                )
+                bar.update(1)
+        finally:
+            bar.close()
+    return len(rows)
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -337,6 +387,11 @@ class HamiltonianDataset:
                     "sample_index": int(row.get("sample_index", row.id)),
                 }
             )
+            if "ccsd_t_energy" in row:
+                self.samples[-1]["ccsd_t_energy"] = torch.tensor(row.ccsd_t_energy / HARTREE_EV, dtype=torch.float64)
+                self.samples[-1]["ccsd_t_forces"] = torch.tensor(
+                    row.data["ccsd_t_forces"] / HARTREE_EV, dtype=torch.float64
+                )
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -143,3 +143,94 @@ def format_table(rows: list[tuple[str, Metrics]]) -> str:
             "MAE per structure and per force component."
         )
     return "\n".join(lines)
+
+
+@dataclass
+class EnergyErrors:
+    """MAE of energies (meV per structure) and forces (meV/Angstrom per component) against a target."""
+
+    name: str
+    n_structures: int
+    energy_mae_mev: float
+    force_mae_mev_a: float
+    energy_mean_error_mev: float  # signed mean: a constant offset shows here
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "n_structures": self.n_structures,
+            "energy_MAE_meV": self.energy_mae_mev,
+            "force_MAE_meV_per_A": self.force_mae_mev_a,
+            "energy_mean_error_meV": self.energy_mean_error_mev,
+        }
+
+
+def target_labels(dataset, target: str) -> tuple[str, str]:
+    """Sample keys of the target energy and forces: ``ccsd_t`` labels or the dataset's reference."""
+    if target == "ccsd_t":
+        return "ccsd_t_energy", "ccsd_t_forces"
+    return "energy", "forces"
+
+
+def _energy_errors(name, energies, forces, references, reference_forces) -> EnergyErrors:
+    from phisnet.reference import HARTREE_EV
+
+    de = (np.asarray(energies) - np.asarray(references)) * HARTREE_EV * 1000
+    df = np.concatenate([(f - r).reshape(-1) for f, r in zip(forces, reference_forces, strict=True)])
+    return EnergyErrors(
+        name=name,
+        n_structures=len(energies),
+        energy_mae_mev=float(np.abs(de).mean()),
+        force_mae_mev_a=float(np.abs(df).mean() * HARTREE_EV * 1000),
+        energy_mean_error_mev=float(de.mean()),
+    )
+
+
+def reference_errors(dataset, indices, target: str, name: str) -> EnergyErrors:
+    """The dataset's own reference energies and forces (e.g. Hartree-Fock) against the target."""
+    e_key, f_key = target_labels(dataset, target)
+    samples = [dataset[k] for k in indices]
+    return _energy_errors(
+        name,
+        [float(s["energy"]) for s in samples],
+        [s["forces"].numpy() for s in samples],
+        [float(s[e_key]) for s in samples],
+        [s[f_key].numpy() for s in samples],
+    )
+
+
+def end_to_end_errors(predictor, dataset, indices, target: str, name: str, progress: bool = False) -> EnergyErrors:
+    """A model's end-to-end energy and forces (``phisnet.observables.end_to_end``) against the target."""
+    import ase
+
+    from phisnet.observables import end_to_end, geometry_integrals, stack_integrals
+
+    e_key, f_key = target_labels(dataset, target)
+    basis = predictor.metadata.get("basis", "def2-svp")
+    charge = int(((predictor.metadata.get("data") or {}).get("settings") or {}).get("charge", 0))
+    energies, forces, references, reference_forces = [], [], [], []
+    for k in tqdm(list(indices), desc=f"end-to-end {name}", unit="structure", disable=not progress):
+        sample = dataset[k]
+        atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
+        integrals = stack_integrals([geometry_integrals(atoms, basis, charge)])
+        energy, force = end_to_end(predictor.model, sample["positions"][None], sample["atomic_numbers"], integrals)
+        energies.append(float(energy[0]))
+        forces.append(force[0].detach().numpy())
+        references.append(float(sample[e_key]))
+        reference_forces.append(sample[f_key].numpy())
+    return _energy_errors(name, energies, forces, references, reference_forces)
+
+
+def format_energy_table(rows: list[EnergyErrors], target_name: str) -> str:
+    """End-to-end energy and force errors, one row per method, against one target."""
+    header = f"{'method':<36}{'n':>5}{'E MAE [meV]':>13}{'mean dE [meV]':>15}{'F MAE [meV/A]':>15}"
+    lines = [f"energies and forces against {target_name}", header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r.name:<36}{r.n_structures:>5}{r.energy_mae_mev:>13.2f}{r.energy_mean_error_mev:>15.2f}"
+            f"{r.force_mae_mev_a:>15.2f}"
+        )
+    lines.append(
+        "model rows: E = 1/2 Tr[P (h + F)] + E_nuc of the predicted Fock matrix F, forces -dE/dR (end to end)."
+    )
+    return "\n".join(lines)

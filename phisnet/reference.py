@@ -167,3 +167,62 @@ def run_dft(
         energies=energies,
         forces_seconds=forces_seconds,
     )
+
+
+@dataclass
+class CoupledCluster:
+    """CCSD(T) energy and analytic forces of one geometry (Hartree, Hartree/Angstrom).
+
+    ``hf_energy`` is the RHF energy the coupled-cluster calculation started from, so
+    ``energy - hf_energy`` is the correlation energy.
+    """
+
+    energy: float
+    forces: np.ndarray
+    hf_energy: float
+    seconds: float
+
+
+def run_ccsd_t(atoms: ase.Atoms, basis: str = DEFAULT_BASIS, charge: int = 0) -> CoupledCluster:
+    """CCSD(T) on top of a tightly converged RHF, with PySCF's analytic CCSD(T) gradient.
+
+    Closed shells only (PySCF's CCSD(T) gradient is restricted). All electrons are
+    correlated (no frozen core), so the forces are the analytic derivative of exactly
+    the reported energy.
+    """
+    from pyscf import cc
+    from pyscf.cc import ccsd_t_lambda
+    from pyscf.grad import ccsd_t as ccsd_t_grad
+
+    mol = build_mol(atoms, basis, charge, 0)
+    if mol.nelectron % 2:
+        raise InputError(f"CCSD(T) here needs a closed shell; this molecule has {mol.nelectron} electrons.")
+    t0 = time.perf_counter()
+    mf = scf.RHF(mol)
+    mf.conv_tol = 1e-11
+    mf.kernel()
+    if not mf.converged:
+        mf = scf.RHF(mol).newton()
+        mf.conv_tol = 1e-11
+        mf.kernel()
+    if not mf.converged:
+        raise InputError("The Hartree-Fock calculation under CCSD(T) did not converge.")
+    mycc = cc.CCSD(mf)
+    mycc.conv_tol = 1e-10
+    mycc.kernel()
+    if not mycc.converged:
+        raise InputError("The CCSD amplitude equations did not converge.")
+    eris = mycc.ao2mo()
+    e_t = mycc.ccsd_t(eris=eris)
+    # The (T) gradient needs the CCSD(T) Lagrange multipliers, not the CCSD ones that the plain
+    # gradient would solve for (with those the forces were off by ~4 % in a finite-difference test).
+    converged, l1, l2 = ccsd_t_lambda.kernel(mycc, eris, mycc.t1, mycc.t2, verbose=0)
+    if not converged:
+        raise InputError("The CCSD(T) lambda equations did not converge.")
+    grad = ccsd_t_grad.Gradients(mycc).kernel(mycc.t1, mycc.t2, l1, l2, eris=eris)
+    return CoupledCluster(
+        energy=float(mycc.e_tot + e_t),
+        forces=-np.asarray(grad) / BOHR,
+        hf_energy=float(mf.e_tot),
+        seconds=time.perf_counter() - t0,
+    )

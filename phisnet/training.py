@@ -6,8 +6,13 @@ for ``resume``), ``metrics.jsonl`` (one JSON object per validation) and ``config
 
 Loss: MSE + MAE of the entries of H and S, each divided by the model's output scale
 (the spread of the targets around the per-element references) so both matrices weigh
-alike. Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes its share of every
-step's batches and DistributedDataParallel averages the gradients (gloo on CPU).
+alike, times ``matrix_weight``. With ``energy_weight`` or ``force_weight`` above zero the
+loss adds the MSE of the end-to-end energy (eV) and forces (eV/Angstrom) of the predicted
+Fock matrix (``phisnet.observables.end_to_end``) against the dataset's CCSD(T) labels
+(``phisnet ccsdt``) or its own reference energies; ``init`` starts from the weights of
+another checkpoint (transfer learning, e.g. HF -> CCSD(T)). Under ``torchrun``
+(``WORLD_SIZE`` > 1) each process takes its share of every step's batches and
+DistributedDataParallel averages the gradients (gloo on CPU).
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ class TrainConfig:
     max_steps: int = 100_000
     max_minutes: float = 60.0
     overlap_weight: float = 1.0
+    matrix_weight: float = 1.0  # weight of the H and S entry loss
+    energy_weight: float = 0.0  # weight of the end-to-end energy MSE (eV^2)
+    force_weight: float = 0.0  # weight of the end-to-end force MSE ((eV/A)^2)
+    energy_target: str = "auto"  # ccsd_t, reference, or auto (ccsd_t when the data has CCSD(T) labels)
+    init: str = ""  # checkpoint whose weights (and model configuration) training starts from
     resume: bool = False
     model: PhiSNetConfig = field(default_factory=PhiSNetConfig)
 
@@ -78,6 +88,60 @@ def loss_terms(pred: dict, batch: dict, model: PhiSNet) -> tuple[torch.Tensor, t
     return terms[0], terms[1]
 
 
+def _energy_target(config: TrainConfig, dataset) -> str:
+    labelled = any("ccsd_t_energy" in s for s in dataset.samples)
+    if config.energy_target == "auto":
+        return "ccsd_t" if labelled else "reference"
+    if config.energy_target not in ("ccsd_t", "reference"):
+        raise InputError(f"energy_target must be auto, ccsd_t or reference, got {config.energy_target!r}.")
+    if config.energy_target == "ccsd_t" and not labelled:
+        raise InputError(f"{config.data} has no CCSD(T) labels; add them with: phisnet ccsdt {config.data}")
+    return config.energy_target
+
+
+class IntegralCache:
+    """Exact S, h, E_nuc and their derivatives per structure, computed once (PySCF, milliseconds)."""
+
+    def __init__(self, dataset, basis: str, charge: int):
+        self.dataset, self.basis, self.charge = dataset, basis, charge
+        self.items: dict[int, object] = {}
+
+    def batch(self, indices: list[int]) -> dict:
+        import ase
+
+        from phisnet.observables import geometry_integrals, stack_integrals
+
+        for i in indices:
+            if i not in self.items:
+                sample = self.dataset[i]
+                atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
+                self.items[i] = geometry_integrals(atoms, self.basis, self.charge)
+        return stack_integrals([self.items[i] for i in indices])
+
+
+def energy_terms(model, dataset, chunk, batch, integrals: IntegralCache, target: str, forces: bool, train: bool):
+    """End-to-end energies and forces of a batch and their errors (eV, eV/A) against the target."""
+    from phisnet.observables import end_to_end
+    from phisnet.reference import HARTREE_EV
+
+    key = "ccsd_t_" if target == "ccsd_t" else ""
+    energy, force = end_to_end(
+        model,
+        batch["positions"].double(),
+        batch["atomic_numbers"],
+        integrals.batch(chunk),
+        forces=forces,
+        create_graph=train,
+    )
+    e_ref = torch.stack([dataset[i][f"{key}energy"] for i in chunk])
+    de = (energy - e_ref) * HARTREE_EV
+    df = None
+    if forces:
+        f_ref = torch.stack([dataset[i][f"{key}forces"] for i in chunk])
+        df = (force - f_ref) * HARTREE_EV
+    return de, df
+
+
 def _stack(dataset, indices: list[int], dtype) -> dict:
     samples = [dataset[i] for i in indices]
     return {
@@ -104,22 +168,44 @@ def _batches(dataset, indices: list[int], batch_size: int, rng: np.random.Genera
     return batches
 
 
-@torch.no_grad()
-def validate(model: PhiSNet, dataset, indices: list[int], batch_size: int, dtype) -> dict:
-    """Validation loss and MAE of H (uHa) and S (1e-6)."""
+def validate(
+    model: PhiSNet,
+    dataset,
+    indices: list[int],
+    batch_size: int,
+    dtype,
+    config: TrainConfig | None = None,
+    integrals: IntegralCache | None = None,
+    target: str = "reference",
+) -> dict:
+    """Validation loss (the training loss) and MAE of H (uHa) and S (1e-6); with energy or force
+    weights also the end-to-end energy (meV) and force (meV/A) MAE."""
+    config = config or TrainConfig()
+    with_energy = integrals is not None and (config.energy_weight > 0 or config.force_weight > 0)
     model.eval()
-    n, loss, h_abs, s_abs = 0, 0.0, 0.0, 0.0
+    n, loss, h_abs, s_abs, e_abs, f_abs = 0, 0.0, 0.0, 0.0, 0.0, 0.0
     for chunk in _batches(dataset, indices, batch_size, None):
         batch = _stack(dataset, chunk, dtype)
-        pred = model(batch["positions"], batch["atomic_numbers"])
-        lh, ls = loss_terms(pred, batch, model)
         k = len(chunk)
-        loss += float(lh + ls) * k
+        with torch.no_grad():
+            pred = model(batch["positions"], batch["atomic_numbers"])
+            lh, ls = loss_terms(pred, batch, model)
+        batch_loss = config.matrix_weight * float(lh + config.overlap_weight * ls)
         h_abs += float((pred["hamiltonian"] - batch["hamiltonian"]).abs().mean()) * k
         s_abs += float((pred["overlap"] - batch["overlap"]).abs().mean()) * k
+        if with_energy:
+            de, df = energy_terms(model, dataset, chunk, batch, integrals, target, forces=True, train=False)
+            de, df = de.detach(), df.detach()
+            batch_loss += config.energy_weight * float((de**2).mean()) + config.force_weight * float((df**2).mean())
+            e_abs += float(de.abs().sum())
+            f_abs += float(df.abs().mean()) * k
+        loss += batch_loss * k
         n += k
     model.train()
-    return {"val_loss": loss / n, "val_H_MAE_uHa": h_abs / n * MICRO, "val_S_MAE_1e-6": s_abs / n * MICRO}
+    metrics = {"val_loss": loss / n, "val_H_MAE_uHa": h_abs / n * MICRO, "val_S_MAE_1e-6": s_abs / n * MICRO}
+    if with_energy:
+        metrics.update({"val_E_MAE_meV": e_abs / n * 1e3, "val_F_MAE_meV/A": f_abs / n * 1e3})
+    return metrics
 
 
 def _distributed() -> tuple[int, int]:
@@ -146,6 +232,25 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     elements = sorted({z for s in dataset.samples for z in s["atomic_numbers"].tolist()})
     config.model.elements, config.model.basis, config.model.xc = elements, basis, xc
 
+    with_energy = config.energy_weight > 0 or config.force_weight > 0
+    target = _energy_target(config, dataset) if with_energy else "reference"
+    if with_energy and target == "ccsd_t":  # train and validate on the labelled structures only
+        labelled = {i for i, s in enumerate(dataset.samples) if "ccsd_t_energy" in s}
+        splits = {name: [i for i in members if i in labelled] for name, members in splits.items()}
+        if not splits["train"] or not splits["val"]:
+            raise InputError(
+                f"{config.data} has CCSD(T) labels on {len(labelled)} structures, none in the "
+                f"{'training' if not splits['train'] else 'validation'} split; label more with phisnet ccsdt."
+            )
+    if with_energy and world > 1 and config.force_weight > 0:
+        raise InputError(
+            "Force training needs second derivatives, which DistributedDataParallel does not do; run it in one process."
+        )
+    charge = int((dataset.metadata.get("settings") or {}).get("charge", 0))
+    integrals = IntegralCache(dataset, basis, charge) if with_energy else None
+    # Which number picks the best checkpoint: H MAE for matrix training, the validation loss otherwise.
+    best_key = "val_H_MAE_uHa" if not with_energy else "val_loss"
+
     last_path, best_path = out / "last.pt", out / "best.pt"
     resumed = config.resume and last_path.is_file()
     torch.manual_seed(config.seed)
@@ -153,6 +258,18 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         payload = read_checkpoint(last_path)
         model = build_from_checkpoint(payload, dtype).train()
         state = payload["training"]
+    elif config.init:
+        payload = read_checkpoint(config.init)
+        start_elements = payload["config"].get("elements", [])
+        if not set(elements) <= set(start_elements) or payload["config"].get("basis") != basis:
+            raise InputError(
+                f"{config.init} was trained for elements {start_elements} in {payload['config'].get('basis')}; "
+                f"{config.data} needs {elements} in {basis}."
+            )
+        model = build_from_checkpoint(payload, dtype).train()
+        config.model = model.config
+        state = None
+        log(f"Starting from the weights of {config.init}.")
     else:
         model = PhiSNet(config.model).to(dtype)
         model.fit_references([dataset[i] for i in splits["train"]])
@@ -169,7 +286,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         step, epoch, best, elapsed = state["step"], state["epoch"], state["best"], state["elapsed"]
         done_in_epoch = state["batches_done_in_epoch"]
         torch.set_rng_state(state["torch_rng"])
-        log(f"Resuming {out} at step {step} (best validation H MAE {best:.1f} uHa).")
+        log(f"Resuming {out} at step {step} (best {best_key} {best:.4g}).")
 
     metadata = {
         "elements": elements,
@@ -184,6 +301,13 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         "splits": {"seed": config.seed, "train": n_train, "val": n_val, "test": n - n_train - n_val},
         "train_config": config.to_json(),
     }
+    if config.init:
+        metadata["init"] = str(config.init)
+    if with_energy:
+        metadata["energy_target"] = target
+    # Whether 1/2 Tr[P (h + F)] + E_nuc of the predicted F is this model's energy: it is the HF energy
+    # for an HF model, and what energy training fitted; for a Kohn-Sham model it is not the KS energy.
+    metadata["end_to_end_energy"] = with_energy or xc.lower() in ("hf", "rhf")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
@@ -191,7 +315,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
 
     def checkpoint(path: Path, extra: dict | None = None) -> None:
         save_checkpoint(
-            path, model, {**metadata, "training": {"step": step, "best_val_H_MAE_uHa": best, "seconds": elapsed}}, extra
+            path, model, {**metadata, "training": {"step": step, f"best_{best_key}": best, "seconds": elapsed}}, extra
         )
 
     start = time.perf_counter() - elapsed
@@ -206,9 +330,18 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             if position < done_in_epoch:  # already trained on before the resume
                 continue
             batch = _stack(dataset, chunk, dtype)
-            pred = ddp_model(batch["positions"], batch["atomic_numbers"])
-            lh, ls = loss_terms(pred, batch, model)
-            loss = lh + config.overlap_weight * ls
+            loss = torch.zeros((), dtype=torch.float64)
+            if config.matrix_weight > 0:
+                pred = ddp_model(batch["positions"], batch["atomic_numbers"])
+                lh, ls = loss_terms(pred, batch, model)
+                loss = loss + config.matrix_weight * (lh + config.overlap_weight * ls)
+            if with_energy:
+                de, df = energy_terms(
+                    ddp_model, dataset, chunk, batch, integrals, target, forces=config.force_weight > 0, train=True
+                )
+                loss = loss + config.energy_weight * (de**2).mean()
+                if df is not None:
+                    loss = loss + config.force_weight * (df**2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -226,10 +359,12 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
                 out_of_time = bool(flag.item())
             if step % config.val_every == 0 or out_of_time:
-                metrics = validate(model, dataset, splits["val"], config.batch_size * 2, dtype)
+                metrics = validate(
+                    model, dataset, splits["val"], config.batch_size * 2, dtype, config, integrals, target
+                )
                 scheduler.step(metrics["val_loss"])
-                improved = metrics["val_H_MAE_uHa"] < best
-                best = min(best, metrics["val_H_MAE_uHa"])
+                improved = metrics[best_key] < best
+                best = min(best, metrics[best_key])
                 if rank == 0:
                     record = {
                         "step": step,
@@ -257,9 +392,15 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                             }
                         },
                     )
+                    energy_note = (
+                        f"E MAE {metrics['val_E_MAE_meV']:.1f} meV, F MAE {metrics['val_F_MAE_meV/A']:.1f} meV/A, "
+                        if with_energy
+                        else ""
+                    )
                     bar.write(
                         f"step {step}: val H MAE {metrics['val_H_MAE_uHa']:.1f} uHa, "
-                        f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6, lr {optimizer.param_groups[0]['lr']:.1e}"
+                        f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6, {energy_note}"
+                        f"lr {optimizer.param_groups[0]['lr']:.1e}"
                     )
             if out_of_time:
                 stop = True

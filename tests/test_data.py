@@ -192,6 +192,6 @@ def test_a_second_writer_on_the_same_database_is_refused(tmp_path):
     out = tmp_path / "water.db"
     with open(tmp_path / "water.db.generate.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running phisnet generate holds it
-        with pytest.raises(InputError, match="Another phisnet generate is writing"):
+        with pytest.raises(InputError, match="Another phisnet command is writing"):
             generate("water", 2, out, progress=False, log=lambda m: None)
     assert not out.exists()

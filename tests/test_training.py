@@ -99,7 +99,7 @@ def test_train_cli_and_evaluate_cli(water_db, tmp_path, capsys):
     )
     table = capsys.readouterr().out
     assert "H [uHa]" in table and "eps [uHa]" in table and "psi [%]" in table and "E [meV]" in table
-    saved = json.loads((tmp_path / "m.json").read_text())
+    saved = json.loads((tmp_path / "m.json").read_text())["models"][0]
     assert saved["n_structures"] == 1 and saved["H_MAE_uHa"] > 0 and saved["energy_MAE_meV"] > 0
 
 

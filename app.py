@@ -147,7 +147,31 @@ if ui.want_reference(atoms):
     table["error / meV"] = (orbitals.energies - ref.mo_energy) * HARTREE_EV * 1000
 else:
     st.caption("Switch on 'PySCF reference' in the sidebar to compare with DFT.")
+forces = None
+if meta.get("end_to_end_energy"):
+    target = "CCSD(T)" if meta.get("energy_target") == "ccsd_t" else str(meta.get("xc", "?")).upper()
+    st.markdown(f"**End-to-end energy and forces** (model trained to reproduce {target})")
+    e2e_energy, forces = ui.cached_end_to_end(ui.geometry_key(atoms), model_path)
+    f_norm = np.linalg.norm(forces, axis=1)
+    g1, g2, g3, g4 = st.columns(4)
+    g1.metric(
+        "Energy / Ha",
+        f"{e2e_energy:.6f}",
+        help="E = 1/2 Tr[P (h + F)] + E_nuc of the predicted Fock matrix F, with the exact h and S",
+    )
+    g2.metric("Largest force / (eV/A)", f"{f_norm.max() * HARTREE_EV:.3f}", help="-dE/dR through the network")
+    if ui.want_reference(atoms):
+        reference_result = ui.end_to_end_reference(atoms, predictor)
+        if reference_result is None:
+            st.caption(f"No {target} reference above {ui.MAX_CCSD_T_ATOMS} atoms in the app (its cost grows steeply).")
+        else:
+            ref_label, ref_energy, ref_forces = reference_result
+            g3.metric(f"Energy error vs {ref_label} / meV", f"{(e2e_energy - ref_energy) * HARTREE_EV * 1000:.1f}")
+            g4.metric(
+                f"Force MAE vs {ref_label} / (meV/A)", f"{np.abs(forces - ref_forces).mean() * HARTREE_EV * 1000:.1f}"
+            )
+    st.caption("Green arrows in the 3D view: the end-to-end forces (the largest drawn 1 A long).")
 left, right = st.columns([3, 2])
 left.dataframe(table, hide_index=True, height=330)
 with right:
-    st.iframe(view_html(atoms, width=420, height=320), height=330)
+    st.iframe(view_html(atoms, width=420, height=320, forces=[forces]), height=330)

@@ -182,9 +182,43 @@ def reference(key: tuple, xc: str, basis: str):
     return run_dft(atoms, xc=xc, basis=basis, charge=key[2], forces=False)  # no page shows forces
 
 
+@st.cache_data(show_spinner="Energy and forces from the predicted Hamiltonian ...", max_entries=64)
+def cached_end_to_end(key: tuple, model_path: str) -> tuple[float, np.ndarray]:
+    """End-to-end energy (Hartree) and forces (Hartree/Angstrom) of a model, in float64."""
+    from phisnet.observables import predict_energy_and_forces
+
+    return predict_energy_and_forces(cached_model(model_path, double=True), atoms_from_key(key), key[2])
+
+
 def reference_for(atoms: ase.Atoms, predictor):
     meta = predictor.metadata
     return reference(geometry_key(atoms), meta.get("xc", "pbe"), meta.get("basis", "def2-svp"))
+
+
+@st.cache_data(show_spinner="PySCF is computing the energy and forces (cached for this geometry) ...", max_entries=32)
+def reference_energy(key: tuple, method: str, basis: str) -> tuple[str, float, np.ndarray]:
+    """(label, energy in Hartree, forces in Hartree/Angstrom) of CCSD(T) or an SCF method."""
+    from phisnet.reference import run_ccsd_t
+
+    atoms = atoms_from_key(key)
+    if method == "ccsd_t":
+        result = run_ccsd_t(atoms, basis=basis, charge=key[2])
+        return "CCSD(T)", result.energy, result.forces
+    result = run_dft(atoms, xc=method, basis=basis, charge=key[2])
+    return method.upper(), result.energy, result.forces
+
+
+#: CCSD(T) forces scale steeply with size; the app computes them for small molecules only.
+MAX_CCSD_T_ATOMS = 6
+
+
+def end_to_end_reference(atoms: ase.Atoms, predictor):
+    """What a model's end-to-end energy is meant to match, or None when it is too costly here."""
+    meta = predictor.metadata
+    method = "ccsd_t" if meta.get("energy_target") == "ccsd_t" else meta.get("xc", "pbe")
+    if method == "ccsd_t" and len(atoms) > MAX_CCSD_T_ATOMS:
+        return None
+    return reference_energy(geometry_key(atoms), method, meta.get("basis", "def2-svp"))
 
 
 def reference_labels(atoms: ase.Atoms, predictor) -> list[str]:

@@ -25,6 +25,7 @@ def summary(path: str, mtime: float) -> dict:
         "splits": json.dumps(meta.get("splits")),
         "checkpoint / MB": round(Path(path).stat().st_size / 1e6, 2),
         "best validation H MAE / uHa": (meta.get("training") or {}).get("best_val_H_MAE_uHa"),
+        "trained on": "CCSD(T) energies and forces" if meta.get("energy_target") == "ccsd_t" else "H and S matrices",
         "training step": (meta.get("training") or {}).get("step"),
     }
 
@@ -51,3 +52,20 @@ for name, path, card, log in entries:
         if log.is_file():
             metrics = read_metrics(log)
             right.plotly_chart(learning_curve_figure(metrics), width="stretch", key=f"curve-{name}")
+        evaluation = Path(path).with_suffix(".evaluation.json")
+        if evaluation.is_file():  # written by phisnet evaluate --end-to-end --json (command in the card)
+            report = json.loads(evaluation.read_text())
+            if "end_to_end" in report:
+                right.markdown(f"**End-to-end energies and forces against {report['end_to_end']['target_name']}**")
+                right.dataframe(
+                    pd.DataFrame(report["end_to_end"]["rows"]).rename(
+                        columns={
+                            "name": "method",
+                            "n_structures": "n",
+                            "energy_MAE_meV": "E MAE / meV",
+                            "energy_mean_error_meV": "mean dE / meV",
+                            "force_MAE_meV_per_A": "F MAE / (meV/A)",
+                        }
+                    ),
+                    hide_index=True,
+                )

@@ -214,7 +214,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
             )
         print()
         print(format_energy_table(energy_rows, target_name))
-        report["end_to_end"] = {"target": target, "rows": [r.to_json() for r in energy_rows]}
+        report["end_to_end"] = {
+            "target": target,
+            "target_name": target_name,
+            "rows": [r.to_json() for r in energy_rows],
+        }
     if args.json:
         from phisnet.files import write_text_atomic
 

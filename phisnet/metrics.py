@@ -203,19 +203,17 @@ def end_to_end_errors(predictor, dataset, indices, target: str, name: str, progr
     """A model's end-to-end energy and forces (``phisnet.observables.end_to_end``) against the target."""
     import ase
 
-    from phisnet.observables import end_to_end, geometry_integrals, stack_integrals
+    from phisnet.observables import predict_energy_and_forces
 
     e_key, f_key = target_labels(dataset, target)
-    basis = predictor.metadata.get("basis", "def2-svp")
     charge = int(((predictor.metadata.get("data") or {}).get("settings") or {}).get("charge", 0))
     energies, forces, references, reference_forces = [], [], [], []
     for k in tqdm(list(indices), desc=f"end-to-end {name}", unit="structure", disable=not progress):
         sample = dataset[k]
         atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
-        integrals = stack_integrals([geometry_integrals(atoms, basis, charge)])
-        energy, force = end_to_end(predictor.model, sample["positions"][None], sample["atomic_numbers"], integrals)
-        energies.append(float(energy[0]))
-        forces.append(force[0].detach().numpy())
+        energy, force = predict_energy_and_forces(predictor, atoms, charge)
+        energies.append(energy)
+        forces.append(force)
         references.append(float(sample[e_key]))
         reference_forces.append(sample[f_key].numpy())
     return _energy_errors(name, energies, forces, references, reference_forces)

@@ -108,6 +108,8 @@ def write_cube(path: str | Path, mol, what: str, orbitals: Orbitals, **kwargs) -
 #: Where the app serves 3Dmol.js (npm package ``3dmol``, copied to static/ by install.sh).
 LOCAL_3DMOL = "/app/static/3Dmol-min.js"
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "#2166ac", "#b2182b"
+#: Force arrows: colour, and the length in Angstrom of the largest force in a view.
+FORCE_COLOUR, FORCE_ARROW_ANGSTROM = "#1b7837", 1.0
 
 
 def xyz_text(atoms) -> str:
@@ -127,15 +129,22 @@ def view_html(
     width: int = 900,
     height: int = 420,
     js: str = LOCAL_3DMOL,
+    forces: list[np.ndarray | None] | None = None,
 ) -> str:
     """HTML of a 3Dmol.js view of the molecule, one panel per cube (side by side, rotation linked).
 
     A cube is drawn as isosurfaces: +isovalue (blue) and, when ``signed`` (orbitals,
     difference densities), -isovalue (red). ``cubes=None`` shows the bare molecule.
+    ``forces`` (one (n_atoms, 3) array or None per panel) are drawn as arrows on the atoms,
+    all panels on one scale: the largest force of any panel is FORCE_ARROW_ANGSTROM long.
     """
     import py3Dmol
 
     cubes = cubes if cubes else [None]
+    if forces:
+        cubes = cubes + [None] * (len(forces) - len(cubes))
+        largest = max((float(np.linalg.norm(f, axis=1).max()) for f in forces if f is not None), default=0.0)
+        force_scale = FORCE_ARROW_ANGSTROM / largest if largest > 0 else 0.0
     view = py3Dmol.view(width=width, height=height, viewergrid=(1, len(cubes)), linked=True, js=js)
     xyz = xyz_text(atoms)
     for k, cube in enumerate(cubes):
@@ -149,6 +158,18 @@ def view_html(
             if signed:
                 view.addVolumetricData(
                     cube, "cube", {"isoval": -isovalue, "color": NEGATIVE_COLOUR, "opacity": 0.85}, viewer=panel
+                )
+        if forces and k < len(forces) and forces[k] is not None:
+            for start, force in zip(atoms.positions, forces[k] * force_scale, strict=True):
+                end = start + force
+                view.addArrow(
+                    {
+                        "start": dict(zip("xyz", map(float, start), strict=True)),
+                        "end": dict(zip("xyz", map(float, end), strict=True)),
+                        "radius": 0.05,
+                        "color": FORCE_COLOUR,
+                    },
+                    viewer=panel,
                 )
         if titles and k < len(titles):
             view.addLabel(

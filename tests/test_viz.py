@@ -79,3 +79,26 @@ def test_cubes_hold_pyscf_values(water):
         np.testing.assert_allclose(values[tuple(idx.T)], expected, rtol=1e-4, atol=1e-8)
     with pytest.raises(InputError, match="needs a reference"):
         cube_text(mol, "difference", orbitals)
+
+
+def test_force_arrows_share_one_scale():
+    import re
+
+    from phisnet.viz import FORCE_ARROW_ANGSTROM, view_html
+
+    atoms = read_molecules("water")[0]
+    small = np.zeros((3, 3))
+    small[1] = [0.0, 0.0, 0.01]
+    large = small * 4
+    html = view_html(atoms, forces=[small, large], js="3Dmol.js")
+    lengths = []
+    for match in re.finditer(
+        r'"start": \{"x": ([-\d.e]+), "y": ([-\d.e]+), "z": ([-\d.e]+)\}, '
+        r'"end": \{"x": ([-\d.e]+), "y": ([-\d.e]+), "z": ([-\d.e]+)\}',
+        html,
+    ):
+        v = np.array([float(g) for g in match.groups()])
+        lengths.append(np.linalg.norm(v[3:] - v[:3]))
+    assert len(lengths) == 6  # one arrow per atom and panel
+    assert max(lengths) == pytest.approx(FORCE_ARROW_ANGSTROM)
+    assert sorted(lengths)[-2] == pytest.approx(FORCE_ARROW_ANGSTROM / 4)  # the smaller panel, same scale

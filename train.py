@@ -1,4 +1,4 @@
-"""Train PhiSNet on a dataset from `phisnet generate`.
+r"""Train PhiSNet on a dataset from `phisnet generate`.
 
 python train.py --data data/water.db --out runs/water [--max-minutes 60 ...]
 python train.py --out runs/water --resume          # continue after an interruption

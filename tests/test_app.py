@@ -142,3 +142,26 @@ def test_train_page_lists_a_job_and_its_curve(tmp_path):
     at = AppTest.from_file(str(ROOT / "pages" / "5_Train.py"), default_timeout=TIMEOUT).run()
     assert not at.exception
     assert any("20260101-000000-water" in m.value and "finished" in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize(("model", "target"), [("water-hf", "HF"), ("water-ccsdt", "CCSD(T)")])
+def test_home_shows_end_to_end_energy_and_forces(model, target):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[app_common.MODEL_KEY] = model
+    at.run()
+    at.radio(key="molecule_source").set_value("Named molecule").run()
+    assert not at.exception and not at.error, errors(at)
+    assert any(f"trained to reproduce {target}" in m.value for m in at.markdown)
+    metrics = {m.label: m.value for m in at.metric}
+    assert -77.0 < float(metrics["Energy / Ha"]) < -75.5  # water, HF or CCSD(T) in def2-SVP: about -76.0 to -76.2
+    assert float(metrics["Largest force / (eV/A)"]) > 0
+    assert f"Energy error vs {target} / meV" in metrics and f"Force MAE vs {target} / (meV/A)" in metrics
+
+
+def test_models_page_shows_the_transfer_learning_table():
+    at = AppTest.from_file(str(ROOT / "pages" / "6_Models.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception and not at.error, errors(at)
+    tables = [d.value for d in at.dataframe if "method" in d.value.columns]
+    assert tables, "no end-to-end table"
+    methods = " ".join(tables[0]["method"].tolist())
+    assert "HF" in methods and "water-hf.pt" in methods and "water-ccsdt.pt" in methods

@@ -64,6 +64,7 @@ for name, path, card, log in entries:
                             "n_structures": "n",
                             "energy_MAE_meV": "E MAE / meV",
                             "energy_mean_error_meV": "mean dE / meV",
+                            "energy_MAE_minus_offset_meV": "E MAE - offset / meV",
                             "force_MAE_meV_per_A": "F MAE / (meV/A)",
                         }
                     ),

@@ -36,7 +36,7 @@ def energy(predictor, atoms) -> float:
     e, _ = end_to_end(
         predictor.model, torch.as_tensor(atoms.positions)[None], torch.as_tensor(atoms.numbers), integrals, forces=False
     )
-    return float(e[0])
+    return float(e[0].detach())
 
 
 def main() -> None:

@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         "DATA has CCSD(T) labels (phisnet ccsdt) with the data's own method as a baseline row, else against DATA's "
         "reference",
     )
+    ev.add_argument(
+        "--target",
+        choices=["auto", "ccsd_t", "reference"],
+        default="auto",
+        help="what --end-to-end compares with: CCSD(T) labels, the data's own reference, or CCSD(T) when present",
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
     pr = sub.add_parser(
@@ -133,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
 
         if args.n is not None and args.n < 1:
             raise InputError(f"--n must be at least 1, got {args.n}.")
-        count = label_ccsd_t(args.data, n=args.n, progress=not args.quiet)
+        count = label_ccsd_t(
+            args.data, n=args.n, progress=not args.quiet, log=lambda message: print(message, file=sys.stderr)
+        )
         print(f"{count} structures of {args.data} carry CCSD(T) energies and forces.")
         return 0
     if args.command == "evaluate":
@@ -195,7 +203,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.end_to_end:
         chosen = list(range(len(dataset))) if indices is None else list(indices)
         labelled = [k for k in chosen if "ccsd_t_energy" in dataset[k]]
-        if labelled:
+        if args.target == "ccsd_t" and not labelled:
+            raise InputError(f"{args.data} has no CCSD(T) labels on these structures; add them with phisnet ccsdt.")
+        if labelled and args.target != "reference":
             target, target_name, chosen = (
                 "ccsd_t",
                 f"CCSD(T) ({len(labelled)} {label} structures with labels)",

@@ -312,7 +312,8 @@ def label_ccsd_t(path: str | os.PathLike, n: int | None = None, progress: bool =
     ``data["ccsd_t_forces"]`` (eV/Angstrom), written in one transaction per row; rows that
     already have them are skipped, so an interrupted run continues where it stopped. The
     basis and charge are the database's own. ``n`` limits the labelling to the first n rows
-    by sample index (all rows when None). Returns the number of labelled rows.
+    by sample index (all rows when None). A structure whose CCSD(T) does not converge is
+    reported and left unlabelled. Returns the number of labelled rows among those asked for.
     """
     from phisnet.reference import run_ccsd_t
 
@@ -329,12 +330,19 @@ def label_ccsd_t(path: str | os.PathLike, n: int | None = None, progress: bool =
         if n is not None:
             rows = rows[:n]
         todo = [row for row in rows if "ccsd_t_energy" not in row]
+        failed = 0
         bar = tqdm(
             total=len(rows), initial=len(rows) - len(todo), unit="structure", desc="CCSD(T)", disable=not progress
         )
         try:
             for row in todo:
-                result = run_ccsd_t(row.toatoms(), basis=basis, charge=charge)
+                try:
+                    result = run_ccsd_t(row.toatoms(), basis=basis, charge=charge)
+                except InputError as exc:  # one hard geometry must not end a long run: it stays unlabelled
+                    log(f"Structure {row.get('sample_index', row.id)}: {exc} It is left without CCSD(T) labels.")
+                    failed += 1
+                    bar.update(1)
+                    continue
                 db.update(
                     row.id,
                     ccsd_t_energy=result.energy * HARTREE_EV,
@@ -344,7 +352,7 @@ def label_ccsd_t(path: str | os.PathLike, n: int | None = None, progress: bool =
                 bar.update(1)
         finally:
             bar.close()
-    return len(rows)
+    return len(rows) - failed
 
 
 # ----------------------------------------------------------------------------- loading

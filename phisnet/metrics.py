@@ -139,8 +139,8 @@ def format_table(rows: list[tuple[str, Metrics]]) -> str:
             )
     if with_energy:
         lines.append(
-            "E, F: energy and forces of the predicted density in PySCF's functional (no SCF) against DFT, "
-            "MAE per structure and per force component."
+            "E, F: energy and forces of the predicted density in PySCF's functional (no SCF) against the data's "
+            "own SCF calculation, MAE per structure and per force component."
         )
     return "\n".join(lines)
 

@@ -125,7 +125,8 @@ table = pd.DataFrame(
         "predicted / eV": orbitals.energies * HARTREE_EV,
     }
 )
-if ui.want_reference(atoms):
+with_reference = ui.want_reference(atoms)
+if with_reference:
     ref = ui.reference_for(atoms, predictor)
     if not ref.converged:
         st.error(f"The reference SCF did not converge in {ref.n_iterations} iterations; the comparison is not valid.")
@@ -160,7 +161,7 @@ if meta.get("end_to_end_energy"):
         help="E = 1/2 Tr[P (h + F)] + E_nuc of the predicted Fock matrix F, with the exact h and S",
     )
     g2.metric("Largest force / (eV/A)", f"{f_norm.max() * HARTREE_EV:.3f}", help="-dE/dR through the network")
-    if ui.want_reference(atoms):
+    if with_reference:
         reference_result = ui.end_to_end_reference(atoms, predictor)
         if reference_result is None:
             st.caption(f"No {target} reference above {ui.MAX_CCSD_T_ATOMS} atoms in the app (its cost grows steeply).")

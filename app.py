@@ -18,7 +18,7 @@ from phisnet.io import format_for_filename, read_molecules
 from phisnet.molecules import PAPER_MOLECULES
 from phisnet.observables import energy_and_forces, predict_wavefunction
 from phisnet.reference import HARTREE_EV
-from phisnet.viz import view_html
+from phisnet.viz import FORCE_ARROW_ANGSTROM, view_html
 
 ui.page_setup("phisnet")
 st.caption(
@@ -171,7 +171,7 @@ if meta.get("end_to_end_energy"):
             g4.metric(
                 f"Force MAE vs {ref_label} / (meV/A)", f"{np.abs(forces - ref_forces).mean() * HARTREE_EV * 1000:.1f}"
             )
-    st.caption("Green arrows in the 3D view: the end-to-end forces (the largest drawn 1 A long).")
+    st.caption(f"Green arrows in the 3D view: the end-to-end forces (the largest drawn {FORCE_ARROW_ANGSTROM:g} A long).")
 left, right = st.columns([3, 2])
 left.dataframe(table, hide_index=True, height=330)
 with right:

@@ -109,7 +109,7 @@ def write_cube(path: str | Path, mol, what: str, orbitals: Orbitals, **kwargs) -
 LOCAL_3DMOL = "/app/static/3Dmol-min.js"
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "#2166ac", "#b2182b"
 #: Force arrows: colour, and the length in Angstrom of the largest force in a view.
-FORCE_COLOUR, FORCE_ARROW_ANGSTROM = "#1b7837", 1.0
+FORCE_COLOUR, FORCE_ARROW_ANGSTROM = "#1b7837", 1.5
 
 
 def xyz_text(atoms) -> str:
@@ -166,7 +166,7 @@ def view_html(
                     {
                         "start": dict(zip("xyz", map(float, start), strict=True)),
                         "end": dict(zip("xyz", map(float, end), strict=True)),
-                        "radius": 0.05,
+                        "radius": 0.08,
                         "color": FORCE_COLOUR,
                     },
                     viewer=panel,

@@ -171,7 +171,7 @@ if meta.get("end_to_end_energy"):
             g4.metric(
                 f"Force MAE vs {ref_label} / (meV/A)", f"{np.abs(forces - ref_forces).mean() * HARTREE_EV * 1000:.1f}"
             )
-    st.caption(f"Green arrows in the 3D view: the end-to-end forces (the largest drawn {FORCE_ARROW_ANGSTROM:g} A long).")
+    st.caption(f"Green arrows in the 3D view: end-to-end forces (the largest drawn {FORCE_ARROW_ANGSTROM:g} A long).")
 left, right = st.columns([3, 2])
 left.dataframe(table, hide_index=True, height=330)
 with right:

@@ -112,7 +112,7 @@ def test_forces_are_minus_the_gradient_of_the_same_energy(water, which):
         model = load("pretrained/water.pt", dtype=torch.float64).model
     ints = stack_integrals([geometry_integrals(water)])
     energy, forces = end_to_end(model, torch.tensor(water.positions)[None], torch.tensor(water.numbers), ints)
-    assert float(energy[0]) == pytest.approx(_energy(model, water), abs=1e-10)
+    assert float(energy[0].detach()) == pytest.approx(_energy(model, water), abs=1e-10)
     fd = finite_difference_forces(model, water)
     # Hartree/Angstrom; the bar is 1e-5 Hartree/Bohr = 1.9e-5 Hartree/Angstrom
     assert np.abs(forces[0].detach().numpy() - fd).max() < 2e-6

@@ -5,7 +5,6 @@ shows the orbitals, gap and dipole that follow, beside PySCF's reference on dema
 pages in pages/ look closer at the same molecule.
 """
 
-import ase
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -13,7 +12,7 @@ import streamlit as st
 import app_common as ui
 from phisnet import InputError
 from phisnet.basis import layout
-from phisnet.data import HamiltonianDataset, split_indices
+from phisnet.data import HamiltonianDataset, sample_atoms, split_indices
 from phisnet.io import format_for_filename, read_molecules
 from phisnet.molecules import PAPER_MOLECULES
 from phisnet.observables import energy_and_forces, predict_wavefunction
@@ -87,8 +86,7 @@ try:
         splits = meta.get("splits") or {"seed": 0, "train": 0.8, "val": 0.1}
         test = split_indices(len(ds), splits["seed"], splits["train"], splits["val"])["test"]
         k = st.number_input(f"Test geometry (of {len(test)}; the model never trained on these)", 0, len(test) - 1, 0)
-        sample = ds[test[k]]
-        atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
+        atoms = sample_atoms(ds[test[k]])
         atoms.info["charge"] = 0
         name = f"{trained} test geometry {k}"
     if atoms is not None:  # predict_wavefunction refuses elements the model does not know

@@ -177,9 +177,9 @@ def atoms_from_key(key: tuple) -> ase.Atoms:
 
 
 @st.cache_data(show_spinner="PySCF is running the SCF (cached for this geometry) ...", max_entries=64)
-def reference(key: tuple, xc: str, basis: str):
+def reference(key: tuple, xc: str, basis: str, forces: bool = False):
     atoms = atoms_from_key(key)
-    return run_dft(atoms, xc=xc, basis=basis, charge=key[2], forces=False)  # no page shows forces
+    return run_dft(atoms, xc=xc, basis=basis, charge=key[2], forces=forces)
 
 
 @st.cache_data(show_spinner="Energy and forces from the predicted Hamiltonian ...", max_entries=64)
@@ -191,34 +191,35 @@ def cached_end_to_end(key: tuple, model_path: str) -> tuple[float, np.ndarray]:
 
 
 def reference_for(atoms: ase.Atoms, predictor):
+    """PySCF at the model's level. Forces only for models compared end to end at that level (the
+    home page's end-to-end section reuses this calculation); no other page shows forces."""
     meta = predictor.metadata
-    return reference(geometry_key(atoms), meta.get("xc", "pbe"), meta.get("basis", "def2-svp"))
+    forces = bool(meta.get("end_to_end_energy")) and meta.get("energy_target") != "ccsd_t"
+    return reference(geometry_key(atoms), meta.get("xc", "pbe"), meta.get("basis", "def2-svp"), forces)
 
 
-@st.cache_data(show_spinner="PySCF is computing the energy and forces (cached for this geometry) ...", max_entries=32)
-def reference_energy(key: tuple, method: str, basis: str) -> tuple[str, float, np.ndarray]:
-    """(label, energy in Hartree, forces in Hartree/Angstrom) of CCSD(T) or an SCF method."""
+@st.cache_data(show_spinner="PySCF is running CCSD(T) with forces (cached for this geometry) ...", max_entries=32)
+def ccsd_t_reference(key: tuple, basis: str):
     from phisnet.reference import run_ccsd_t
 
-    atoms = atoms_from_key(key)
-    if method == "ccsd_t":
-        result = run_ccsd_t(atoms, basis=basis, charge=key[2])
-        return "CCSD(T)", result.energy, result.forces
-    result = run_dft(atoms, xc=method, basis=basis, charge=key[2])
-    return method.upper(), result.energy, result.forces
+    return run_ccsd_t(atoms_from_key(key), basis=basis, charge=key[2])
 
 
 #: CCSD(T) forces scale steeply with size; the app computes them for small molecules only.
 MAX_CCSD_T_ATOMS = 6
 
 
-def end_to_end_reference(atoms: ase.Atoms, predictor):
-    """What a model's end-to-end energy is meant to match, or None when it is too costly here."""
+def end_to_end_reference(atoms: ase.Atoms, predictor) -> tuple[str, float, np.ndarray] | None:
+    """(label, energy in Hartree, forces in Hartree/Angstrom) of what a model's end-to-end energy is
+    meant to match: CCSD(T) or the model's SCF level; None when CCSD(T) is too costly here."""
     meta = predictor.metadata
-    method = "ccsd_t" if meta.get("energy_target") == "ccsd_t" else meta.get("xc", "pbe")
-    if method == "ccsd_t" and len(atoms) > MAX_CCSD_T_ATOMS:
-        return None
-    return reference_energy(geometry_key(atoms), method, meta.get("basis", "def2-svp"))
+    if meta.get("energy_target") == "ccsd_t":
+        if len(atoms) > MAX_CCSD_T_ATOMS:
+            return None
+        result = ccsd_t_reference(geometry_key(atoms), meta.get("basis", "def2-svp"))
+        return "CCSD(T)", result.energy, result.forces
+    result = reference_for(atoms, predictor)
+    return str(meta.get("xc", "pbe")).upper(), result.energy, result.forces
 
 
 def reference_labels(atoms: ase.Atoms, predictor) -> list[str]:

@@ -25,18 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scf_guess import held_out_structures  # noqa: E402 - the benchmark scripts share the held-out selection
 
 from phisnet.model import load  # noqa: E402
-from phisnet.observables import end_to_end, geometry_integrals, predict_energy_and_forces, stack_integrals  # noqa: E402
+from phisnet.observables import predict_energy_and_forces  # noqa: E402
 from phisnet.reference import BOHR  # noqa: E402
-
-
-def energy(predictor, atoms) -> float:
-    integrals = stack_integrals(
-        [geometry_integrals(atoms, predictor.metadata.get("basis", "def2-svp"), derivatives=False)]
-    )
-    e, _ = end_to_end(
-        predictor.model, torch.as_tensor(atoms.positions)[None], torch.as_tensor(atoms.numbers), integrals, forces=False
-    )
-    return float(e[0].detach())
 
 
 def main() -> None:
@@ -65,7 +55,7 @@ def main() -> None:
                     for sign in (1, -1):
                         moved = atoms.copy()
                         moved.positions[a, x] += sign * args.step
-                        values.append(energy(predictor, moved))
+                        values.append(predict_energy_and_forces(predictor, moved, forces=False)[0])
                     fd[a, x] = -(values[0] - values[1]) / (2 * args.step)
             worst = max(worst, float(np.abs(forces - fd).max()) * BOHR)  # Ha/A -> Ha/Bohr
             largest = max(largest, float(np.abs(forces).max()) * BOHR)

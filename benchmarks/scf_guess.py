@@ -19,11 +19,10 @@ import glob
 import sys
 from pathlib import Path
 
-import ase
 import numpy as np
 from tqdm.auto import tqdm
 
-from phisnet.data import HamiltonianDataset, split_indices
+from phisnet.data import HamiltonianDataset, sample_atoms, split_indices
 from phisnet.model import load
 from phisnet.scf_guess import DEFAULT_CONV_TOL, PREDICTED, STANDARD_GUESSES, compare
 
@@ -40,8 +39,7 @@ def held_out_structures(predictor, n: int):
     splits = predictor.metadata["splits"]
     test = split_indices(len(dataset), splits["seed"], splits["train"], splits["val"])["test"][:n]
     for k in test:
-        sample = dataset[k]
-        yield ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
+        yield sample_atoms(dataset[k])
 
 
 def main() -> None:

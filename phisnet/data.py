@@ -421,6 +421,11 @@ class HamiltonianDataset:
         return Subset(self, parts[name])
 
 
+def sample_atoms(sample: dict) -> ase.Atoms:
+    """The geometry of a :class:`HamiltonianDataset` sample as ``ase.Atoms`` (Angstrom)."""
+    return ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
+
+
 def split_indices(n: int, seed: int = 0, train: float | int = 0.8, val: float | int = 0.1) -> dict[str, list[int]]:
     """Random disjoint train/val/test index lists, deterministic for a seed.
 

@@ -72,8 +72,7 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
     the exact overlap, put into PySCF's energy functional and gradient (see
     ``phisnet.observables.energy_and_forces`` for the approximation).
     """
-    import ase
-
+    from phisnet.data import sample_atoms
     from phisnet.observables import energy_and_forces, solve
     from phisnet.reference import HARTREE_EV, build_mol
 
@@ -84,7 +83,7 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
     n_orthogonalised = 0
     for k in tqdm(indices, desc="evaluating", unit="structure", disable=not progress):
         sample = dataset[k]
-        atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
+        atoms = sample_atoms(sample)
         pred = predictor.predict(atoms)
         H_ref = sample["hamiltonian"].numpy()
         S_ref = sample["overlap"].numpy()
@@ -167,7 +166,7 @@ class EnergyErrors:
         }
 
 
-def target_labels(dataset, target: str) -> tuple[str, str]:
+def target_labels(target: str) -> tuple[str, str]:
     """Sample keys of the target energy and forces: ``ccsd_t`` labels or the dataset's reference."""
     if target == "ccsd_t":
         return "ccsd_t_energy", "ccsd_t_forces"
@@ -191,7 +190,7 @@ def _energy_errors(name, energies, forces, references, reference_forces) -> Ener
 
 def reference_errors(dataset, indices, target: str, name: str) -> EnergyErrors:
     """The dataset's own reference energies and forces (e.g. Hartree-Fock) against the target."""
-    e_key, f_key = target_labels(dataset, target)
+    e_key, f_key = target_labels(target)
     samples = [dataset[k] for k in indices]
     return _energy_errors(
         name,
@@ -204,17 +203,15 @@ def reference_errors(dataset, indices, target: str, name: str) -> EnergyErrors:
 
 def end_to_end_errors(predictor, dataset, indices, target: str, name: str, progress: bool = False) -> EnergyErrors:
     """A model's end-to-end energy and forces (``phisnet.observables.end_to_end``) against the target."""
-    import ase
-
+    from phisnet.data import sample_atoms
     from phisnet.observables import predict_energy_and_forces
 
-    e_key, f_key = target_labels(dataset, target)
+    e_key, f_key = target_labels(target)
     charge = int(((predictor.metadata.get("data") or {}).get("settings") or {}).get("charge", 0))
     energies, forces, references, reference_forces = [], [], [], []
     for k in tqdm(list(indices), desc=f"end-to-end {name}", unit="structure", disable=not progress):
         sample = dataset[k]
-        atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
-        energy, force = predict_energy_and_forces(predictor, atoms, charge)
+        energy, force = predict_energy_and_forces(predictor, sample_atoms(sample), charge)
         energies.append(energy)
         forces.append(force)
         references.append(float(sample[e_key]))

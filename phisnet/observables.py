@@ -413,19 +413,23 @@ def end_to_end(model, positions, atomic_numbers, integrals: dict, forces: bool =
     return energy, -gradient
 
 
-def predict_energy_and_forces(predictor, atoms, charge: int = 0) -> tuple[float, np.ndarray]:
-    """End-to-end energy (Hartree) and forces (Hartree/Angstrom) of one molecule from a predictor.
+def predict_energy_and_forces(
+    predictor, atoms, charge: int = 0, forces: bool = True
+) -> tuple[float, np.ndarray | None]:
+    """End-to-end energy (Hartree) and forces (Hartree/Angstrom; None unless ``forces``) of one molecule.
 
     See :func:`end_to_end`; the exact S, h and E_nuc come from PySCF in the model's basis.
     """
     import torch
 
     predictor.check(atoms)
-    integrals = stack_integrals([geometry_integrals(atoms, predictor.metadata.get("basis", "def2-svp"), charge)])
-    energy, forces = end_to_end(
+    basis = predictor.metadata.get("basis", "def2-svp")
+    integrals = stack_integrals([geometry_integrals(atoms, basis, charge, derivatives=forces)])
+    energy, gradient_forces = end_to_end(
         predictor.model,
         torch.as_tensor(atoms.positions, dtype=torch.float64)[None],
         torch.as_tensor(atoms.numbers, dtype=torch.long),
         integrals,
+        forces=forces,
     )
-    return float(energy[0].detach()), forces[0].detach().numpy()
+    return float(energy[0].detach()), (gradient_forces[0].detach().numpy() if forces else None)

@@ -107,24 +107,22 @@ class IntegralCache:
         self.items: dict[int, object] = {}
 
     def batch(self, indices: list[int]) -> dict:
-        import ase
-
+        from phisnet.data import sample_atoms
         from phisnet.observables import geometry_integrals, stack_integrals
 
         for i in indices:
             if i not in self.items:
-                sample = self.dataset[i]
-                atoms = ase.Atoms(sample["atomic_numbers"].numpy(), positions=sample["positions"].numpy())
-                self.items[i] = geometry_integrals(atoms, self.basis, self.charge)
+                self.items[i] = geometry_integrals(sample_atoms(self.dataset[i]), self.basis, self.charge)
         return stack_integrals([self.items[i] for i in indices])
 
 
 def energy_terms(model, dataset, chunk, batch, integrals: IntegralCache, target: str, forces: bool, train: bool):
     """End-to-end energies and forces of a batch and their errors (eV, eV/A) against the target."""
+    from phisnet.metrics import target_labels
     from phisnet.observables import end_to_end
     from phisnet.reference import HARTREE_EV
 
-    key = "ccsd_t_" if target == "ccsd_t" else ""
+    e_key, f_key = target_labels(target)
     energy, force = end_to_end(
         model,
         batch["positions"].double(),
@@ -133,11 +131,11 @@ def energy_terms(model, dataset, chunk, batch, integrals: IntegralCache, target:
         forces=forces,
         create_graph=train,
     )
-    e_ref = torch.stack([dataset[i][f"{key}energy"] for i in chunk])
+    e_ref = torch.stack([dataset[i][e_key] for i in chunk])
     de = (energy - e_ref) * HARTREE_EV
     df = None
     if forces:
-        f_ref = torch.stack([dataset[i][f"{key}forces"] for i in chunk])
+        f_ref = torch.stack([dataset[i][f_key] for i in chunk])
         df = (force - f_ref) * HARTREE_EV
     return de, df
 

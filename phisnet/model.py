@@ -204,7 +204,7 @@ class Interaction(nn.Module):
         self.radial = FullyConnectedNet(
             [config.n_radial, config.radial_hidden, self.tp.weight_numel], nn.functional.silu
         )
-        self.message_linear = o3.Linear(self.tp.irreps_out, irreps_x)
+        self.message_linear = o3.Linear(self.tp.irreps_out.simplify(), irreps_x)
         self.self_linear = o3.Linear(irreps_x, irreps_x)
         self.update = GatedLinear(irreps_x, config.channels, config.lmax)
         self.irreps_out = self.update.irreps_out
@@ -276,12 +276,12 @@ class PhiSNet(nn.Module):
         self.pair_radial = FullyConnectedNet(
             [config.n_radial, config.radial_hidden, self.pair_edge.weight_numel], nn.functional.silu
         )
-        self.pair_linear_a = o3.Linear(self.pair_product.irreps_out, irreps_x)
-        self.pair_linear_b = o3.Linear(self.pair_edge.irreps_out, irreps_x)
+        self.pair_linear_a = o3.Linear(self.pair_product.irreps_out.simplify(), irreps_x)
+        self.pair_linear_b = o3.Linear(self.pair_edge.irreps_out.simplify(), irreps_x)
         self.pair_gate = GatedLinear(irreps_x, config.channels, config.lmax)
         # Diagonal stage: x_i plus x_i (x) x_i.
         self.self_product = tensor_product_uuu(irreps_x, config.lmax)
-        self.self_linear = o3.Linear(self.self_product.irreps_out, irreps_x)
+        self.self_linear = o3.Linear(self.self_product.irreps_out.simplify(), irreps_x)
         self.heads = nn.ModuleDict(
             {
                 name: MatrixHead(irreps_x, irreps_block)

@@ -26,17 +26,45 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the same command again after an interruption to resume.",
         formatter_class=fmt,
     )
-    gen.add_argument("molecule", help="water, ethanol, malondialdehyde, uracil, an ASE G2 name, a SMILES or a file")
-    gen.add_argument("--n", type=int, required=True, help="number of structures in the finished database")
+    gen.add_argument(
+        "molecule", nargs="?", help="water, ethanol, malondialdehyde, uracil, an ASE G2 name, a SMILES or a file"
+    )
+    gen.add_argument(
+        "--molecules",
+        help="instead of MOLECULE: a set of molecules, 'builtin' (phisnet molecules) or a list file with lines "
+        "'NAME SMILES|g2:NAME [seen|ood]'; --n is then per molecule, sampled around force-field conformers",
+    )
+    gen.add_argument("--n", type=int, required=True, help="number of structures (per molecule with --molecules)")
     gen.add_argument("--out", required=True, help="output ASE database (.db)")
     gen.add_argument("--temperature", type=float, default=500.0, help="sampling temperature in K")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed")
-    gen.add_argument("--workers", type=int, default=1, help="parallel PySCF processes")
+    gen.add_argument("--workers", type=int, default=1, help="parallel PySCF processes (Dask workers with local)")
+    gen.add_argument(
+        "--scheduler",
+        help="run the calculations on Dask: 'local' starts a LocalCluster of --workers processes, or give a "
+        "running scheduler's address (tcp://HOST:8786, see the README); default: local processes without Dask",
+    )
+    gen.add_argument(
+        "--threads", type=int, help="PySCF threads per calculation (default: cores / workers; 1 on a Dask cluster)"
+    )
+    gen.add_argument("--conformers", type=int, default=3, help="force-field conformers per molecule (--molecules)")
     gen.add_argument("--xc", default="pbe", help="PySCF functional, or hf for Hartree-Fock")
     gen.add_argument("--basis", default="def2-svp", help="basis set")
     gen.add_argument("--charge", type=int, default=0, help="total charge")
     gen.add_argument("--spin", type=int, default=0, help="number of unpaired electrons")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    mols = sub.add_parser(
+        "molecules",
+        help="list the built-in molecule set of the general model (or check a list file)",
+        description="Print the molecules of the built-in set (ASE's G2 filtered to closed-shell H/C/N/O/F "
+        "molecules plus phisnet's curated SMILES) or of a list file: name, formula, atoms and split (ood: held "
+        "out of training). --out writes the list in the format generate --molecules reads.",
+        formatter_class=fmt,
+    )
+    mols.add_argument("source", nargs="?", default="builtin", help="'builtin' or a molecule list file")
+    mols.add_argument("--out", help="write the list to this file")
+    mols.add_argument("--check", action="store_true", help="also build every molecule's conformers (slower)")
 
     lab = sub.add_parser(
         "ccsdt",
@@ -63,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="ASE database from phisnet generate")
     ev.add_argument(
         "--split",
-        choices=["test", "val", "train", "all"],
+        choices=["test", "val", "train", "test_ood", "all"],
         default="test",
-        help="which structures; the split comes from the checkpoint",
+        help="which structures; the split comes from the checkpoint (test_ood: the held-out molecules of a set)",
     )
     ev.add_argument("--json", help="also write the metrics to this JSON file")
     ev.add_argument(
@@ -116,24 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "generate":
-        from phisnet.data import generate
-
-        out = generate(
-            args.molecule,
-            args.n,
-            args.out,
-            temperature=args.temperature,
-            seed=args.seed,
-            workers=args.workers,
-            xc=args.xc,
-            basis=args.basis,
-            charge=args.charge,
-            spin=args.spin,
-            progress=not args.quiet,
-            log=lambda message: print(message, file=sys.stderr),
-        )
-        print(f"Wrote {out}; list it with: ase db {out}")
-        return 0
+        return generate_command(args)
+    if args.command == "molecules":
+        return molecules_command(args)
     if args.command == "ccsdt":
         from phisnet.data import label_ccsd_t
 
@@ -151,10 +164,77 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def generate_command(args: argparse.Namespace) -> int:
+    from phisnet.data import generate, generate_set
+
+    if (args.molecule is None) == (args.molecules is None):
+        raise InputError("Give either one MOLECULE or --molecules FILE (or --molecules builtin), not both or neither.")
+    where = dict(workers=args.workers, scheduler=args.scheduler, threads=args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}.")
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    if args.molecules is not None:
+        if args.charge or args.spin:
+            raise InputError("A molecule set is neutral and closed shell; --charge and --spin apply to one MOLECULE.")
+        out = generate_set(
+            args.molecules,
+            args.n,
+            args.out,
+            conformers=args.conformers,
+            temperature=args.temperature,
+            seed=args.seed,
+            xc=args.xc,
+            basis=args.basis,
+            progress=not args.quiet,
+            log=log,
+            **where,
+        )
+    else:
+        out = generate(
+            args.molecule,
+            args.n,
+            args.out,
+            temperature=args.temperature,
+            seed=args.seed,
+            xc=args.xc,
+            basis=args.basis,
+            charge=args.charge,
+            spin=args.spin,
+            progress=not args.quiet,
+            log=log,
+            **where,
+        )
+    print(f"Wrote {out}; list it with: ase db {out}")
+    return 0
+
+
+def molecules_command(args: argparse.Namespace) -> int:
+    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
+
+    from phisnet.data import resolve_molecule_set
+    from phisnet.molecules import check_entry, conformers, rdkit_molecule, write_molecule_list
+
+    entries = resolve_molecule_set(args.source)
+    print(f"{'name':28s} {'formula':12s} {'atoms':>5s}  split  spec")
+    for entry in entries:
+        mol = rdkit_molecule(entry)
+        check_entry(entry, mol)
+        if args.check:
+            conformers(entry)
+        split = "ood" if entry.held_out else "seen"
+        print(f"{entry.name:28s} {CalcMolFormula(mol):12s} {mol.GetNumAtoms():5d}  {split:5s}  {entry.spec}")
+    held = sum(e.held_out for e in entries)
+    print(f"{len(entries)} molecules, {held} held out (ood).")
+    if args.out:
+        write_molecule_list(entries, args.out)
+        print(f"Wrote {args.out}")
+    return 0
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     import json
 
-    from phisnet.data import HamiltonianDataset, split_indices
+    from phisnet.data import HamiltonianDataset
     from phisnet.metrics import (
         end_to_end_errors,
         evaluate,
@@ -179,7 +259,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
                     f"{args.data} is not the dataset {path} was trained on ({trained_on} structures, "
                     f"{trained.get('title')}); its splits do not apply, use --split all."
                 )
-            these = split_indices(len(dataset), splits["seed"], splits["train"], splits["val"])[args.split]
+            parts = dataset.split_indices(splits["seed"], splits["train"], splits["val"])
+            if args.split not in parts:
+                raise InputError(f"{args.data} has no held-out molecules, so no {args.split} split.")
+            these = parts[args.split]
             if chosen is not None and these != chosen:
                 raise InputError(
                     f"{path} has another {args.split} split than {args.model[0]}; compare them with --split all."

@@ -83,7 +83,14 @@ def sample_positions(modes: NormalModes, settings: GenerationSettings, index: in
     return thermal_sample(modes, settings.temperature, rng)
 
 
-def _compute(symbols: list[str], positions: np.ndarray, settings: GenerationSettings, threads: int):
+def _level(settings) -> dict:
+    """What a worker needs to run one reference calculation (plain data, pickles anywhere)."""
+    return dict(
+        xc=settings.xc, basis=settings.basis, charge=settings.charge, spin=settings.spin, conv_tol=settings.conv_tol
+    )
+
+
+def _compute(symbols: list[str], positions: np.ndarray, level: dict, threads: int):
     """Worker: one reference calculation; returns plain arrays so it pickles cheaply."""
     from pyscf import lib
 
@@ -91,15 +98,14 @@ def _compute(symbols: list[str], positions: np.ndarray, settings: GenerationSett
 
     lib.num_threads(threads)
     atoms = ase.Atoms(symbols, positions=positions)
-    level = dict(xc=settings.xc, basis=settings.basis, charge=settings.charge, spin=settings.spin)
-    ref = run_dft(atoms, conv_tol=settings.conv_tol, **level)
+    ref = run_dft(atoms, **level)
     if not ref.converged:
         # One more try with PySCF's second-order (Newton) solver before giving up on this structure.
-        ref = run_dft(atoms, conv_tol=settings.conv_tol, second_order=True, **level)
+        ref = run_dft(atoms, second_order=True, **level)
     return ref
 
 
-def _write_row(db, index: int, positions: np.ndarray, symbols: list[str], ref) -> None:
+def _write_row(db, index: int, positions: np.ndarray, symbols: list[str], ref, **keys) -> None:
     atoms = ase.Atoms(symbols, positions=positions)
     atoms.calc = SinglePointCalculator(atoms, energy=ref.energy * HARTREE_EV, forces=ref.forces * HARTREE_EV)
     db.write(
@@ -107,6 +113,7 @@ def _write_row(db, index: int, positions: np.ndarray, symbols: list[str], ref) -
         sample_index=index,
         n_iterations=ref.n_iterations,
         scf_seconds=round(ref.seconds, 4),
+        **keys,
         data={"hamiltonian": ref.hamiltonian, "overlap": ref.overlap},
     )
 
@@ -158,6 +165,8 @@ def generate(
     temperature: float = 500.0,
     seed: int = 0,
     workers: int = 1,
+    scheduler: str | None = None,
+    threads: int | None = None,
     xc: str = "pbe",
     basis: str = DEFAULT_BASIS,
     charge: int = 0,
@@ -175,7 +184,9 @@ def generate(
     out : path of the ASE SQLite database (``.db``).
     temperature : sampling temperature in K.
     seed : seed of the sampling; structure i uses the generator seeded with (seed, i).
-    workers : parallel processes for the reference calculations.
+    workers : parallel processes for the reference calculations (Dask workers with ``scheduler="local"``).
+    scheduler : None (local processes), ``"local"`` (a Dask LocalCluster) or a Dask scheduler address.
+    threads : PySCF threads per calculation; see :class:`Pool`.
     xc, basis, charge, spin : level of theory (``xc="hf"`` for Hartree-Fock).
     conv_tol : SCF energy tolerance in Hartree.
 
@@ -185,8 +196,6 @@ def generate(
     """
     if n < 1:
         raise InputError(f"--n must be at least 1, got {n}.")
-    if workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}.")
     out = Path(out)
     if out.suffix != ".db":
         raise InputError(f"The output must be an ASE SQLite database ending in .db, got {out.name}.")
@@ -208,8 +217,9 @@ def generate(
         seed=seed,
         conv_tol=conv_tol,
     )
+    pool = Pool(workers, scheduler, threads, log)
     with _writer_lock(out):
-        return _generate_locked(out, molecule, n, settings, workers, progress, log)
+        return _generate_locked(out, molecule, n, settings, pool, progress, log)
 
 
 @contextlib.contextmanager
@@ -229,7 +239,7 @@ def _writer_lock(out: Path):
         lock.close()
 
 
-def _generate_locked(out: Path, molecule, n: int, settings: GenerationSettings, workers: int, progress, log) -> Path:
+def _generate_locked(out: Path, molecule, n: int, settings: GenerationSettings, pool: Pool, progress, log) -> Path:
     xc, basis = settings.xc, settings.basis
     # No `with db:` block: ASE would make the whole run one transaction; each write must commit alone.
     db = ase.db.connect(out, type="db", append=True)
@@ -239,29 +249,26 @@ def _generate_locked(out: Path, molecule, n: int, settings: GenerationSettings, 
     if len(done) >= n:
         log(f"{out} already holds {len(done)} structures; nothing to do.")
         return out
-    symbols = list(settings.symbols)
+    symbols, level = list(settings.symbols), _level(settings)
+    pending: set[int] = set()
+    counter = iter(range(10**9))
 
-    def todo():
-        i = 0
-        while True:
-            if i not in done and i not in failed:
-                yield i
-            i += 1
+    def next_task():
+        if len(done) + len(pending) >= n:
+            return None
+        i = next(k for k in counter if k not in done and k not in failed)
+        pending.add(i)
+        return i, (symbols, sample_positions(modes, settings, i), level)
 
-    indices = todo()
+    def record(i, task_args, ref):
+        pending.discard(i)
+        _record(db, i, task_args[1], symbols, ref, done, failed, log)
+        bar.n = len(done)
+        bar.refresh()
+
     bar = tqdm(total=n, initial=len(done), unit="structure", desc=f"{molecule} {xc}/{basis}", disable=not progress)
-    threads = max(1, (os.cpu_count() or 1) // workers)
     try:
-        if workers == 1:
-            while len(done) < n:
-                i = next(indices)
-                positions = sample_positions(modes, settings, i)
-                ref = _compute(symbols, positions, settings, threads)
-                _record(db, i, positions, symbols, ref, done, failed, log)
-                bar.n = len(done)
-                bar.refresh()
-        else:
-            _run_parallel(db, modes, settings, n, workers, threads, indices, done, failed, bar, log)
+        pool.run(next_task, record)
     finally:
         bar.close()
     return out
@@ -279,27 +286,313 @@ def _record(db, i, positions, symbols, ref, done: set, failed: set, log) -> None
         log(f"Structure {i}: the SCF did not converge; it is skipped and another is drawn.")
 
 
-def _run_parallel(db, modes, settings, n, workers, threads, indices, done, failed, bar, log) -> None:
-    symbols = list(settings.symbols)
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending: dict[cf.Future, tuple[int, np.ndarray]] = {}
+# ----------------------------------------------------------------------------- sets of many molecules
 
-        def fill():
-            while len(pending) < workers and len(done) + len(pending) < n:
-                i = next(indices)
-                positions = sample_positions(modes, settings, i)
-                pending[pool.submit(_compute, symbols, positions, settings, threads)] = (i, positions)
+SET_FORMAT = "phisnet-dataset-set-1"
 
-        fill()
-        while pending:
-            finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for future in finished:
-                i, positions = pending.pop(future)
-                _record(db, i, positions, symbols, future.result(), done, failed, log)
-                bar.n = len(done)
-                bar.refresh()
+
+@dataclass(frozen=True)
+class SetSettings:
+    """Everything besides the molecule list that decides the content of a multi-molecule dataset."""
+
+    xc: str = "pbe"
+    basis: str = DEFAULT_BASIS
+    temperature: float = 500.0
+    seed: int = 0
+    conformers: int = 3
+    conv_tol: float = DATASET_CONV_TOL
+    charge: int = 0
+    spin: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def resolve_molecule_set(molecules) -> list:
+    """``"builtin"``, a molecule list file (``phisnet.molecules.read_molecule_list``) or a list of entries."""
+    from phisnet.molecules import MoleculeEntry, builtin_molecule_set, read_molecule_list
+
+    if isinstance(molecules, str | os.PathLike):
+        return builtin_molecule_set() if str(molecules) == "builtin" else read_molecule_list(molecules)
+    entries = list(molecules)
+    if not entries or not all(isinstance(e, MoleculeEntry) for e in entries):
+        raise InputError("Give the molecules as 'builtin', a molecule list file, or a list of MoleculeEntry.")
+    return entries
+
+
+def generate_set(
+    molecules,
+    n: int,
+    out: str | os.PathLike,
+    *,
+    conformers: int = 3,
+    temperature: float = 500.0,
+    seed: int = 0,
+    workers: int = 1,
+    scheduler: str | None = None,
+    threads: int | None = None,
+    xc: str = "pbe",
+    basis: str = DEFAULT_BASIS,
+    conv_tol: float = DATASET_CONV_TOL,
+    progress: bool = True,
+    log=print,
+) -> Path:
+    """Generate (or resume, or extend) a dataset of ``n`` structures for each molecule of a set.
+
+    Each molecule gets up to ``conformers`` force-field conformers (``phisnet.molecules.conformers``);
+    structure i of a molecule is a classical harmonic sample at ``temperature`` around conformer
+    i mod C, from the force-field normal modes (``phisnet.sampling.force_field_modes``), randomly
+    oriented, drawn from a generator seeded with (seed, crc32(name), i). The reference calculation is
+    at ``xc``/``basis``. Molecules are filled round-robin, so a stopped run holds an even spread.
+
+    Rows carry ``molecule`` (the name), ``sample_index``, ``conformer`` and ``held_out`` (the
+    molecule is out-of-distribution: never trained on). The metadata records the settings and, per
+    molecule, its spec, split and conformer geometries, so a resumed run samples the same structures
+    without recomputing conformers. Rerunning with a longer molecule list or a larger ``n`` extends
+    the dataset; a molecule whose spec or split changed is refused.
+
+    Parameters
+    ----------
+    molecules : ``"builtin"`` (``phisnet.molecules.builtin_molecule_set``), a molecule list file, or a
+        list of ``MoleculeEntry``.
+    n : structures per molecule.
+    workers, scheduler, threads : where the calculations run, see :class:`Pool`.
+    """
+    if n < 1:
+        raise InputError(f"--n must be at least 1, got {n}.")
+    if conformers < 1:
+        raise InputError(f"--conformers must be at least 1, got {conformers}.")
+    out = Path(out)
+    if out.suffix != ".db":
+        raise InputError(f"The output must be an ASE SQLite database ending in .db, got {out.name}.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    entries = resolve_molecule_set(molecules)
+    settings = SetSettings(
+        xc=xc, basis=basis, temperature=float(temperature), seed=seed, conformers=conformers, conv_tol=conv_tol
+    )
+    pool = Pool(workers, scheduler, threads, log)
+    with _writer_lock(out):
+        db = ase.db.connect(out, type="db", append=True)
+        metadata = _prepare_set(db, entries, settings, log)
+        return _generate_set_locked(db, out, entries, metadata, settings, n, pool, progress, log)
+
+
+def _prepare_set(db, entries, settings: SetSettings, log) -> dict:
+    """Check the stored settings and molecules against the request; conformers for new molecules."""
+    from phisnet.molecules import conformers
+
+    metadata = dict(db.metadata)
+    if metadata and metadata.get("format") != SET_FORMAT:
+        raise InputError(
+            f"{db.filename} is a single-molecule dataset (phisnet generate MOLECULE); "
+            "give a new --out file for a molecule set."
+        )
+    if metadata:
+        stored = metadata["settings"]
+        diff = [k for k, v in settings.to_json().items() if stored.get(k) != v]
+        if diff:
+            raise InputError(
+                f"{db.filename} was made with other settings ({', '.join(diff)} differ); "
+                "use the same settings to resume it, or a new --out file."
+            )
+    else:
+        metadata = {
+            "title": f"molecule set {settings.xc}/{settings.basis} thermal samples of force-field conformers",
+            "format": SET_FORMAT,
+            "level_of_theory": settings.xc,
+            "basis": settings.basis,
+            "settings": settings.to_json(),
+            "sampling": {
+                "method": "RDKit ETKDG conformers relaxed with MMFF94 (UFF where MMFF lacks parameters); classical "
+                "harmonic Boltzmann sampling of the force-field normal modes; random orientation",
+                "temperature_K": settings.temperature,
+                "seed": settings.seed,
+                "conformers": settings.conformers,
+                "min_wavenumber_cm1": 50.0,
+            },
+            "units": {"hamiltonian": "Hartree", "energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
+            "versions": library_versions(),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "molecules": {},
+            "failed": {},
+        }
+    known = metadata["molecules"]
+    new = []
+    for entry in entries:
+        if entry.name in known:
+            stored = known[entry.name]
+            if stored["spec"] != entry.spec or stored["held_out"] != entry.held_out:
+                raise InputError(
+                    f"{db.filename} already holds {entry.name} as {stored['spec']} "
+                    f"({'ood' if stored['held_out'] else 'seen'}); the list now says {entry.spec} "
+                    f"({'ood' if entry.held_out else 'seen'}). Rename it or use a new --out file."
+                )
+        else:
+            new.append(entry)
+    if new:
+        log(f"Building force-field conformers for {len(new)} molecules ...")
+        for entry in tqdm(new, unit="molecule", desc="conformers", disable=len(new) < 10):
+            confs = conformers(entry, settings.conformers)
+            known[entry.name] = {
+                **entry.to_json(),
+                "symbols": confs[0].get_chemical_symbols(),
+                "conformers": [c.positions.tolist() for c in confs],
+            }
+        db.metadata = metadata
+    return metadata
+
+
+def _generate_set_locked(db, out, entries, metadata, settings: SetSettings, n, pool, progress, log) -> Path:
+    import zlib
+
+    from phisnet.molecules import rdkit_molecule
+    from phisnet.sampling import force_field_modes
+
+    names = [e.name for e in entries]
+    by_name = {e.name: e for e in entries}
+    info = metadata["molecules"]
+    done: dict[str, set[int]] = {name: set() for name in names}
+    for row in db.select(include_data=False):
+        if row.get("molecule") in done:
+            done[row.molecule].add(row.sample_index)
+    failed = {name: set(metadata["failed"].get(name, [])) for name in names}
+    pending: dict[str, set[int]] = {name: set() for name in names}
+    modes: dict[str, list] = {}
+    level = _level(settings)
+    total = n * len(names)
+    have = sum(min(n, len(d)) for d in done.values())
+    if have >= total:
+        log(f"{out} already holds {n} structures of each of the {len(names)} molecules; nothing to do.")
+        return out
+
+    def next_task():
+        filled = {name: len(done[name]) + len(pending[name]) for name in names}
+        name = min(names, key=lambda m: filled[m])  # least filled first: round-robin
+        if filled[name] >= n:
+            return None
+        i = next(k for k in range(10**9) if k not in done[name] and k not in failed[name] and k not in pending[name])
+        if name not in modes:
+            mol = rdkit_molecule(by_name[name])
+            modes[name] = [force_field_modes(mol, np.asarray(p)) for p in info[name]["conformers"]]
+        conformer = i % len(modes[name])
+        rng = np.random.default_rng([settings.seed, zlib.crc32(name.encode()), i])
+        positions = thermal_sample(modes[name][conformer], settings.temperature, rng)
+        pending[name].add(i)
+        return (name, i, conformer), (list(info[name]["symbols"]), positions, level)
+
+    def record(key, args, ref):
+        name, i, conformer = key
+        pending[name].discard(i)
+        if ref.converged:
+            extra = dict(molecule=name, conformer=conformer, held_out=bool(by_name[name].held_out))
+            _write_row(db, i, args[1], args[0], ref, **extra)
+            done[name].add(i)
+        else:
+            failed[name].add(i)
+            md = dict(db.metadata)
+            md["failed"] = {m: sorted(f) for m, f in failed.items() if f}
+            db.metadata = md
+            log(f"{name} structure {i}: the SCF did not converge; it is skipped and another is drawn.")
+        bar.n = sum(min(n, len(d)) for d in done.values())
+        bar.refresh()
+
+    bar = tqdm(total=total, initial=have, unit="structure", desc=f"{len(names)} molecules", disable=not progress)
+    try:
+        pool.run(next_task, record)
+    finally:
+        bar.close()
+    return out
+
+
+# ----------------------------------------------------------------------------- where the calculations run
+
+
+class Pool:
+    """Runs reference calculations here, in local processes, or on a Dask distributed cluster.
+
+    ``scheduler`` None: ``workers`` local processes (inline when 1). ``"local"``: a Dask
+    ``LocalCluster`` of ``workers`` single-threaded worker processes on this machine. Anything
+    else: the address of a running Dask scheduler (``tcp://host:8786``), whose workers need the
+    same phisnet installation. Whatever runs the calculations, only this process writes the
+    database, one transaction per structure, so a run killed at any moment resumes cleanly.
+    ``threads``: PySCF threads per calculation (default: the cores divided among the local
+    workers; 1 on a Dask cluster, whose workers should be started with ``--nthreads 1``).
+    """
+
+    def __init__(self, workers: int = 1, scheduler: str | None = None, threads: int | None = None, log=print):
+        if workers < 1:
+            raise InputError(f"--workers must be at least 1, got {workers}.")
+        self.workers, self.scheduler, self.log = workers, scheduler, log
+        if threads is None:
+            threads = max(1, (os.cpu_count() or 1) // workers) if scheduler is None else 1
+        self.threads = threads
+
+    def run(self, next_task, record) -> None:
+        """Until ``next_task()`` returns None: compute each ``(key, args)`` and ``record(key, args, result)``.
+
+        ``next_task`` is asked again whenever a slot frees, so it can replace a structure whose
+        SCF failed; at most as many calculations are in flight as the pool has workers.
+        """
+        if self.scheduler is None and self.workers == 1:
+            while (task := next_task()) is not None:
+                key, args = task
+                record(key, args, _compute(*args, self.threads))
+            return
+        with self._executor() as (executor, capacity):
+            pending: dict[cf.Future, tuple] = {}
+
+            def fill():
+                while len(pending) < capacity():
+                    task = next_task()
+                    if task is None:
+                        return
+                    key, args = task
+                    pending[executor.submit(_compute, *args, self.threads)] = (key, args)
+
             fill()
+            while pending:
+                finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    key, args = pending.pop(future)
+                    record(key, args, future.result())
+                fill()
+
+    @contextlib.contextmanager
+    def _executor(self):
+        if self.scheduler is None:
+            ctx = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+                yield pool, lambda: self.workers
+            return
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:  # pragma: no cover - distributed is a declared dependency
+            raise InputError("--scheduler needs the 'distributed' package (pip install distributed).") from None
+        with contextlib.ExitStack() as stack:
+            if self.scheduler == "local":
+                cluster = stack.enter_context(
+                    LocalCluster(
+                        n_workers=self.workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                        host="127.0.0.1",
+                    )
+                )
+                client = stack.enter_context(Client(cluster))
+                self.log(f"Dask LocalCluster with {self.workers} workers at {cluster.scheduler_address}.")
+            else:
+                try:
+                    client = stack.enter_context(Client(self.scheduler, timeout=30))
+                except OSError as exc:
+                    raise InputError(f"Could not reach the Dask scheduler at {self.scheduler} ({exc}).") from None
+                n = sum(client.nthreads().values())
+                self.log(f"Dask scheduler {self.scheduler}: {len(client.nthreads())} workers, {n} threads.")
+
+            def capacity() -> int:  # workers may join or leave while the run goes on
+                return max(1, sum(client.nthreads().values()))
+
+            yield client.get_executor(pure=False), capacity
 
 
 # ----------------------------------------------------------------------------- CCSD(T) labels
@@ -376,7 +669,7 @@ class HamiltonianDataset:
         try:
             db = ase.db.connect(path, type="db")
             self.metadata = dict(db.metadata)
-            rows = sorted(db.select(), key=lambda r: r.get("sample_index", r.id))
+            rows = sorted(db.select(), key=lambda r: (r.get("sample_index", r.id), r.get("molecule", "")))
         except Exception as exc:  # noqa: BLE001 - sqlite and ASE raise many types for foreign files
             raise InputError(f"{path} is not a readable ASE database ({exc}).") from None
         self.path = path
@@ -395,6 +688,9 @@ class HamiltonianDataset:
                     "sample_index": int(row.get("sample_index", row.id)),
                 }
             )
+            if "molecule" in row:  # multi-molecule sets (generate_set)
+                self.samples[-1]["molecule"] = row.molecule
+                self.samples[-1]["held_out"] = bool(row.get("held_out", False))
             if "ccsd_t_energy" in row:
                 self.samples[-1]["ccsd_t_energy"] = torch.tensor(row.ccsd_t_energy / HARTREE_EV, dtype=torch.float64)
                 self.samples[-1]["ccsd_t_forces"] = torch.tensor(
@@ -407,12 +703,31 @@ class HamiltonianDataset:
     def __getitem__(self, k: int) -> dict:
         return self.samples[k]
 
+    def held_out(self) -> list[int]:
+        """Positions of the structures of held-out (out-of-distribution) molecules."""
+        return [k for k, s in enumerate(self.samples) if s.get("held_out")]
+
     def split_indices(self, seed: int = 0, train: float | int = 0.8, val: float | int = 0.1) -> dict[str, list[int]]:
-        """Deterministic train/val/test positions into this dataset; see :func:`split_indices`."""
-        return split_indices(len(self), seed=seed, train=train, val=val)
+        """Deterministic train/val/test positions into this dataset; see :func:`split_indices`.
+
+        Structures of held-out molecules are in none of these: they form ``test_ood`` (present
+        only when the dataset has any), and ``train``/``val`` fractions count the other structures.
+        """
+        ood = set(self.held_out())
+        if not ood:
+            return split_indices(len(self), seed=seed, train=train, val=val)
+        seen = [k for k in range(len(self)) if k not in ood]
+        parts = split_indices(len(seen), seed=seed, train=train, val=val)
+        out = {name: [seen[k] for k in members] for name, members in parts.items()}
+        out["test_ood"] = sorted(ood)
+        return out
+
+    def n_seen(self) -> int:
+        """Structures of molecules that are not held out: what train/val fractions count."""
+        return len(self) - len(self.held_out())
 
     def split(self, name: str, seed: int = 0, train: float | int = 0.8, val: float | int = 0.1):
-        """A ``torch.utils.data.Subset`` for ``name`` in {"train", "val", "test"}."""
+        """A ``torch.utils.data.Subset`` for ``name`` in {"train", "val", "test"} (and "test_ood")."""
         from torch.utils.data import Subset
 
         parts = self.split_indices(seed, train, val)

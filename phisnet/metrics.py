@@ -29,6 +29,7 @@ class Metrics:
     energy_mae_mev: float | None = None
     force_mae_mev_a: float | None = None
     n_orthogonalised: int = 0  # structures whose predicted S needed canonical orthogonalisation
+    n_unsolvable: int = 0  # structures whose predicted S keeps fewer functions than occupied orbitals
 
     def to_json(self) -> dict:
         out = {
@@ -39,6 +40,7 @@ class Metrics:
             "psi_percent": self.psi_percent,
         }
         out["n_predicted_S_orthogonalised"] = self.n_orthogonalised
+        out["n_predicted_S_unsolvable"] = self.n_unsolvable
         if self.energy_mae_mev is not None:
             out["energy_MAE_meV"] = self.energy_mae_mev
             out["force_MAE_meV_per_A"] = self.force_mae_mev_a
@@ -73,14 +75,14 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
     ``phisnet.observables.energy_and_forces`` for the approximation).
     """
     from phisnet.data import sample_atoms
-    from phisnet.observables import energy_and_forces, solve
+    from phisnet.observables import LINDEP_THRESHOLD, energy_and_forces, solve
     from phisnet.reference import HARTREE_EV, build_mol
 
     indices = list(range(len(dataset))) if indices is None else list(indices)
     if not indices:
         raise ValueError("no structures to evaluate")
     h_err, s_err, eps_err, psi, e_err, f_err = [], [], [], [], [], []
-    n_orthogonalised = 0
+    n_orthogonalised = n_unsolvable = 0
     for k in tqdm(indices, desc="evaluating", unit="structure", disable=not progress):
         sample = dataset[k]
         atoms = sample_atoms(sample)
@@ -90,12 +92,15 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
         h_err.append(np.abs(pred.hamiltonian - H_ref).mean())
         s_err.append(np.abs(pred.overlap - S_ref).mean())
         n_occupied = int(atoms.numbers.sum()) // 2
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            e, c = orbital_errors(pred.hamiltonian, pred.overlap, H_ref, S_ref, n_occupied)
-        n_orthogonalised += any("near-singular" in str(w.message) for w in caught)
-        eps_err.append(e)
-        psi.append(c)
+        if int((np.linalg.eigvalsh(pred.overlap) > LINDEP_THRESHOLD).sum()) < n_occupied:
+            n_unsolvable += 1  # no orbitals to compare: left out of eps and psi, and counted
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                e, c = orbital_errors(pred.hamiltonian, pred.overlap, H_ref, S_ref, n_occupied)
+            n_orthogonalised += any("near-singular" in str(w.message) for w in caught)
+            eps_err.append(e)
+            psi.append(c)
         if energies:
             mol = build_mol(atoms, basis=predictor.metadata.get("basis", "def2-svp"))
             orbitals = solve(pred.hamiltonian, mol.intor("int1e_ovlp"), int(atoms.numbers.sum()))
@@ -107,11 +112,12 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
         n_structures=len(indices),
         h_mae_uha=float(np.mean(h_err)) * MICRO,
         s_mae_1e6=float(np.mean(s_err)) * MICRO,
-        eps_mae_uha=float(np.mean(eps_err)) * MICRO,
-        psi_percent=float(np.mean(psi)) * 100,
+        eps_mae_uha=float(np.mean(eps_err)) * MICRO if eps_err else float("nan"),
+        psi_percent=float(np.mean(psi)) * 100 if psi else float("nan"),
         energy_mae_mev=float(np.mean(e_err)) * milli_ev if energies else None,
         force_mae_mev_a=float(np.mean(f_err)) * milli_ev if energies else None,
         n_orthogonalised=n_orthogonalised,
+        n_unsolvable=n_unsolvable,
     )
 
 
@@ -135,6 +141,11 @@ def format_table(rows: list[tuple[str, Metrics]]) -> str:
             lines.append(
                 f"{name}: the predicted S was not positive definite for {m.n_orthogonalised} of {m.n_structures} "
                 "structures; eps and psi come from the canonically orthogonalised problem there."
+            )
+        if m.n_unsolvable:
+            lines.append(
+                f"{name}: the predicted S of {m.n_unsolvable} of {m.n_structures} structures has fewer usable "
+                "functions than occupied orbitals; eps and psi average over the other structures."
             )
     if with_energy:
         lines.append(

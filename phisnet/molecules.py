@@ -8,9 +8,15 @@ points; ``phisnet generate`` optimises them at the chosen level of theory.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import ase
 from ase.build import molecule
 from ase.collections import g2, s22
+
+from phisnet.errors import InputError
+from phisnet.files import write_text_atomic
 
 # Malondialdehyde in its intramolecularly hydrogen-bonded enol form (as in MD17).
 # Source: RDKit 2026.9.1, SMILES O=C/C=C\O, EmbedMultipleConfs(numConfs=20,
@@ -62,3 +68,202 @@ def named_molecule(name: str) -> ase.Atoms:
     atoms = ase.Atoms(atoms.numbers, positions=atoms.positions)
     atoms.info["name"] = name.strip()
     return atoms
+
+
+# ----------------------------------------------------------------------------- the general molecule set
+
+#: Elements of the general molecule set.
+SET_ELEMENTS = ("H", "C", "N", "O", "F")
+#: Largest number of heavy (non-hydrogen) atoms in the general set ("about 9", as QH9; adenine has 10).
+SET_MAX_HEAVY_ATOMS = 10
+_CURATED_SET = Path(__file__).with_name("molecule_set.txt")
+
+
+@dataclass(frozen=True)
+class MoleculeEntry:
+    """One molecule of a set: a name, how to build it, and whether it is held out of training.
+
+    ``spec`` is a SMILES string, or ``g2:NAME`` for a structure of ASE's G2 collection.
+    ``held_out`` molecules form the out-of-distribution test set: no geometry of them is trained on.
+    """
+
+    name: str
+    spec: str
+    held_out: bool = False
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "spec": self.spec, "held_out": self.held_out}
+
+
+def read_molecule_list(path: str | Path) -> list[MoleculeEntry]:
+    """A molecule list file: one molecule per line, ``NAME SPEC [seen|ood]`` (tabs or spaces).
+
+    SPEC is a SMILES string or ``g2:NAME``; ``ood`` holds the molecule out of training. Blank
+    lines and lines starting with ``#`` are skipped. InputError names the line of any problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"There is no molecule list {path}.")
+    entries: list[MoleculeEntry] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = text.split()
+        if len(fields) not in (2, 3):
+            raise InputError(f"{path.name} line {number}: expected 'NAME SPEC [seen|ood]', got {text!r}.")
+        split = fields[2].lower() if len(fields) == 3 else "seen"
+        if split not in ("seen", "ood"):
+            raise InputError(f"{path.name} line {number}: the split must be 'seen' or 'ood', got {fields[2]!r}.")
+        name = fields[0]
+        if name in seen:
+            raise InputError(f"{path.name} line {number}: the name {name!r} is already used on line {seen[name]}.")
+        seen[name] = number
+        entries.append(MoleculeEntry(name=name, spec=fields[1], held_out=split == "ood"))
+    if not entries:
+        raise InputError(f"{path.name} lists no molecules.")
+    return entries
+
+
+def g2_molecule_set() -> list[MoleculeEntry]:
+    """ASE's G2 molecules made of H, C, N, O and F, closed shell, two atoms or more."""
+    entries = []
+    for name in g2.names:
+        atoms = g2[name]
+        if len(atoms) < 2 or not set(atoms.get_chemical_symbols()) <= set(SET_ELEMENTS):
+            continue
+        if atoms.get_initial_magnetic_moments().any() or int(atoms.numbers.sum()) % 2:
+            continue  # radicals and triplets: the set is closed shell
+        entries.append(MoleculeEntry(name=name, spec=f"g2:{name}"))
+    return entries
+
+
+def builtin_molecule_set() -> list[MoleculeEntry]:
+    """The general set: filtered G2 plus the curated SMILES of ``molecule_set.txt``, without duplicates.
+
+    A curated molecule that G2 already holds (same canonical SMILES) keeps the curated entry,
+    whose split is chosen by hand.
+    """
+    curated = read_molecule_list(_CURATED_SET)
+    keys = {canonical_smiles(e) for e in curated}
+    return [e for e in g2_molecule_set() if canonical_smiles(e) not in keys] + curated
+
+
+def write_molecule_list(entries: list[MoleculeEntry], path: str | Path) -> None:
+    """Write entries in the format ``read_molecule_list`` reads (atomically)."""
+    lines = ["# name\tspec\tsplit (written by phisnet)"]
+    lines += [f"{e.name}\t{e.spec}\t{'ood' if e.held_out else 'seen'}" for e in entries]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def rdkit_molecule(entry: MoleculeEntry):
+    """RDKit molecule with hydrogens for an entry (bonds from the SMILES, or perceived from G2 coordinates)."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import rdDetermineBonds
+
+    RDLogger.DisableLog("rdApp.*")
+    if entry.spec.startswith("g2:"):
+        name = entry.spec[3:]
+        if name not in g2.names:
+            raise InputError(f"{entry.name}: {name!r} is not a molecule of ASE's G2 collection.")
+        atoms = g2[name]
+        xyz = f"{len(atoms)}\n\n" + "\n".join(
+            f"{s} {x:.8f} {y:.8f} {z:.8f}"
+            for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)
+        )
+        mol = Chem.MolFromXYZBlock(xyz)
+        try:
+            rdDetermineBonds.DetermineBonds(mol, charge=0)
+        except ValueError as exc:
+            raise InputError(f"{entry.name}: RDKit could not assign bonds to the G2 structure ({exc}).") from None
+        return mol
+    mol = Chem.MolFromSmiles(entry.spec)
+    if mol is None or mol.GetNumAtoms() == 0:
+        raise InputError(f"{entry.name}: {entry.spec!r} is not a valid SMILES string.")
+    return Chem.AddHs(mol)
+
+
+def canonical_smiles(entry: MoleculeEntry) -> str:
+    from rdkit import Chem
+
+    return Chem.MolToSmiles(Chem.RemoveHs(rdkit_molecule(entry)))
+
+
+def check_entry(entry: MoleculeEntry, mol=None) -> None:
+    """InputError unless the molecule is neutral, closed shell, H/C/N/O/F, with at most 10 heavy atoms."""
+    from rdkit import Chem
+
+    mol = mol if mol is not None else rdkit_molecule(entry)
+    symbols = {a.GetSymbol() for a in mol.GetAtoms()}
+    other = sorted(symbols - set(SET_ELEMENTS))
+    if other:
+        raise InputError(f"{entry.name}: contains {', '.join(other)}; the set allows {', '.join(SET_ELEMENTS)}.")
+    heavy = sum(a.GetAtomicNum() > 1 for a in mol.GetAtoms())
+    if heavy > SET_MAX_HEAVY_ATOMS:
+        raise InputError(f"{entry.name}: {heavy} heavy atoms; the set allows at most {SET_MAX_HEAVY_ATOMS}.")
+    if Chem.GetFormalCharge(mol) != 0:
+        raise InputError(f"{entry.name}: has net charge {Chem.GetFormalCharge(mol)}; the set is neutral molecules.")
+    if sum(a.GetAtomicNum() for a in mol.GetAtoms()) % 2:
+        raise InputError(f"{entry.name}: has an odd number of electrons; the set is closed-shell molecules.")
+
+
+def conformers(entry: MoleculeEntry, n: int = 3, seed: int = 0x5EED) -> list[ase.Atoms]:
+    """Up to ``n`` distinct force-field conformers of an entry, lowest force-field energy first.
+
+    RDKit ETKDG embeddings (20 tries, seeded) relaxed with MMFF94 (UFF when MMFF lacks parameters),
+    pruned at 0.3 A heavy-atom RMSD. A G2 entry starts from its own structure; it is relaxed too, so
+    that the force-field Hessian of ``phisnet.sampling.force_field_modes`` is taken at a minimum.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import AllChem, rdMolAlign
+
+    mol = rdkit_molecule(entry)
+    check_entry(entry, mol)
+    if entry.spec.startswith("g2:") or mol.GetNumAtoms() < 4:
+        if mol.GetNumConformers() == 0:
+            AllChem.EmbedMolecule(mol, randomSeed=seed)
+        ids = [c.GetId() for c in mol.GetConformers()]
+    else:
+        ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=20, randomSeed=seed))
+        if not ids:
+            ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=20, randomSeed=seed, useRandomCoords=True))
+    if not ids:
+        raise InputError(f"{entry.name}: RDKit could not build a 3D structure.")
+    energies = force_field_relax(mol, ids)
+    kept: list[int] = []
+    heavy = Chem.RemoveHs(mol, sanitize=False)
+    for cid in sorted(ids, key=lambda c: energies[c]):
+        if all(rdMolAlign.GetBestRMS(heavy, heavy, prbId=cid, refId=k) > 0.3 for k in kept):
+            kept.append(cid)
+        if len(kept) == n:
+            break
+    out = []
+    for cid in kept:
+        atoms = ase.Atoms([a.GetAtomicNum() for a in mol.GetAtoms()], positions=mol.GetConformer(cid).GetPositions())
+        atoms.info.update({"name": entry.name, "charge": 0, "spin": 0})
+        out.append(atoms)
+    return out
+
+
+def force_field(mol, conf_id: int = -1):
+    """RDKit MMFF94 force field of a conformer, or UFF when MMFF has no parameters (H2, CO, O3, HF)."""
+    from rdkit.Chem import AllChem
+
+    if AllChem.MMFFHasAllMoleculeParams(mol):
+        props = AllChem.MMFFGetMoleculeProperties(mol)
+        return AllChem.MMFFGetMoleculeForceField(mol, props, confId=conf_id)
+    if AllChem.UFFHasAllMoleculeParams(mol):
+        return AllChem.UFFGetMoleculeForceField(mol, confId=conf_id)
+    raise InputError("Neither MMFF94 nor UFF has parameters for this molecule.")
+
+
+def force_field_relax(mol, conf_ids: list[int]) -> dict[int, float]:
+    """Relax conformers in place (tight convergence); returns their force-field energies (kcal/mol)."""
+    energies = {}
+    for cid in conf_ids:
+        ff = force_field(mol, cid)
+        ff.Initialize()
+        ff.Minimize(maxIts=5000, forceTol=1e-6, energyTol=1e-10)
+        energies[cid] = ff.CalcEnergy()
+    return energies

@@ -120,3 +120,77 @@ def thermal_sample(modes: NormalModes, temperature: float, rng: np.random.Genera
     positions = positions - masses @ positions / masses.sum()
     R = Rotation.random(random_state=rng).as_matrix()
     return positions @ R.T
+
+
+#: Unit conversion of a force-field Hessian: kcal/mol/A^2 -> Hartree/Bohr^2.
+_KCAL_PER_HARTREE = 627.5094740631
+
+
+def force_field_modes(mol, positions: np.ndarray, step: float = 1e-3) -> NormalModes:
+    """Normal modes of a force-field minimum: a cheap stand-in for the DFT Hessian of ``normal_modes``.
+
+    For sets of many molecules an optimisation and analytic Hessian at the level of theory per
+    molecule would cost more than the dataset itself; the MMFF94 (or UFF) Hessian at the force
+    field's own minimum gives the thermal sampling the molecule's soft and stiff directions.
+    The Hessian is from central second differences of the force-field energy; PySCF's
+    ``harmonic_analysis`` (which projects out translations and rotations) does the rest.
+
+    Parameters
+    ----------
+    mol : RDKit molecule with hydrogens (``phisnet.molecules.rdkit_molecule``).
+    positions : (n_atoms, 3) Angstrom, a force-field minimum (``phisnet.molecules.conformers``).
+    step : finite-difference step in Angstrom.
+    """
+    import pyscf
+    from rdkit import Chem
+    from rdkit.Geometry import Point3D
+
+    from phisnet.molecules import force_field
+
+    mol = Chem.Mol(mol)
+    mol.RemoveAllConformers()
+    conf = Chem.Conformer(mol.GetNumAtoms())
+    for i, p in enumerate(np.asarray(positions, dtype=float)):
+        conf.SetAtomPosition(i, Point3D(*p))
+    mol.AddConformer(conf, assignId=True)
+    ff = force_field(mol)
+    ff.Initialize()
+    x0 = np.asarray(positions, dtype=float).reshape(-1)
+    n = x0.size
+
+    def energy(*shifts: tuple[int, float]) -> float:
+        x = x0.copy()
+        for k, s in shifts:
+            x[k] += s
+        return ff.CalcEnergy(x.tolist())
+
+    # Second differences of the energy (RDKit's CalcGrad(pos) disagreed with the energy's own derivative
+    # after a minimisation, so it is not used): n^2 energies of microseconds each.
+    hessian = np.zeros((n, n))
+    e0 = energy()
+    for k in range(n):
+        hessian[k, k] = (energy((k, step)) + energy((k, -step)) - 2 * e0) / step**2
+        for m in range(k):
+            hessian[k, m] = hessian[m, k] = (
+                energy((k, step), (m, step))
+                - energy((k, step), (m, -step))
+                - energy((k, -step), (m, step))
+                + energy((k, -step), (m, -step))
+            ) / (4 * step**2)
+    hessian = 0.5 * (hessian + hessian.T) / _KCAL_PER_HARTREE * BOHR**2  # Hartree / Bohr^2
+    n_atoms = n // 3
+    hessian = hessian.reshape(n_atoms, 3, n_atoms, 3).transpose(0, 2, 1, 3)  # PySCF's (N, N, 3, 3)
+    symbols = [a.GetSymbol() for a in mol.GetAtoms()]
+    pmol = pyscf.M(
+        atom=list(zip(symbols, x0.reshape(-1, 3).tolist(), strict=True)), basis="sto-3g", unit="Angstrom", verbose=0
+    )
+    res = thermo.harmonic_analysis(pmol, hessian, imaginary_freq=False)
+    masses = pmol.atom_mass_list(isotope_avg=True)
+    centred = x0.reshape(-1, 3) - masses @ x0.reshape(-1, 3) / masses.sum()
+    return NormalModes(
+        symbols=symbols,
+        positions=centred,
+        wavenumbers=np.asarray(res["freq_wavenumber"], dtype=float),
+        force_constants=np.asarray(res["force_const_au"], dtype=float),
+        modes=np.asarray(res["norm_mode"], dtype=float),
+    )

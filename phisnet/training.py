@@ -17,6 +17,7 @@ DistributedDataParallel averages the gradients (gloo on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -151,19 +152,40 @@ def _stack(dataset, indices: list[int], dtype) -> dict:
 
 
 def _batches(dataset, indices: list[int], batch_size: int, rng: np.random.Generator | None) -> list[list[int]]:
-    """Mini-batches of structures with the same composition (shuffled when rng is given)."""
-    groups: dict[tuple, list[int]] = {}
-    for i in indices:
-        groups.setdefault(tuple(dataset[i]["atomic_numbers"].tolist()), []).append(i)
-    batches = []
-    for members in groups.values():
-        members = list(members)
-        if rng is not None:
-            rng.shuffle(members)
-        batches.extend(members[k : k + batch_size] for k in range(0, len(members), batch_size))
+    """Mini-batches of structures, shuffled when rng is given; a batch may mix molecules."""
+    members = list(indices)
+    if rng is not None:
+        rng.shuffle(members)
+    batches = [members[k : k + batch_size] for k in range(0, len(members), batch_size)]
     if rng is not None:
         rng.shuffle(batches)
     return batches
+
+
+def _batch_loss(ddp_model, model, dataset, group, dtype, config: TrainConfig, integrals, target: str) -> torch.Tensor:
+    """Training loss of structures of one composition (matrix entries, and energies and forces if asked)."""
+    batch = _stack(dataset, group, dtype)
+    loss = torch.zeros((), dtype=torch.float64)
+    if config.matrix_weight > 0:
+        pred = ddp_model(batch["positions"], batch["atomic_numbers"])
+        lh, ls = loss_terms(pred, batch, model)
+        loss = loss + config.matrix_weight * (lh + config.overlap_weight * ls)
+    if config.energy_weight > 0 or config.force_weight > 0:
+        de, df = energy_terms(
+            ddp_model, dataset, group, batch, integrals, target, forces=config.force_weight > 0, train=True
+        )
+        loss = loss + config.energy_weight * (de**2).mean()
+        if df is not None:
+            loss = loss + config.force_weight * (df**2).mean()
+    return loss
+
+
+def _groups(dataset, chunk: list[int]) -> list[list[int]]:
+    """A mini-batch split into groups of one composition (the network takes one molecule per call)."""
+    groups: dict[tuple, list[int]] = {}
+    for i in chunk:
+        groups.setdefault(tuple(dataset[i]["atomic_numbers"].tolist()), []).append(i)
+    return list(groups.values())
 
 
 def validate(
@@ -182,7 +204,8 @@ def validate(
     with_energy = integrals is not None and (config.energy_weight > 0 or config.force_weight > 0)
     model.eval()
     n, loss, h_abs, s_abs, e_abs, f_abs = 0, 0.0, 0.0, 0.0, 0.0, 0.0
-    for chunk in _batches(dataset, indices, batch_size, None):
+    chunks = [group for chunk in _batches(dataset, indices, batch_size, None) for group in _groups(dataset, chunk)]
+    for chunk in chunks:
         batch = _stack(dataset, chunk, dtype)
         k = len(chunk)
         with torch.no_grad():
@@ -221,7 +244,8 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     dtype = torch.float32
     dataset = HamiltonianDataset(config.data)
     n = len(dataset)
-    n_train, n_val = _count(config.train, n), _count(config.val, n)
+    n_seen = dataset.n_seen()  # held-out molecules of a set are never trained on (test_ood)
+    n_train, n_val = _count(config.train, n_seen), _count(config.val, n_seen)
     if n_train < 1 or n_val < 1:
         raise InputError(f"{config.data} has {n} structures: too few for {config.train} train / {config.val} val.")
     splits = dataset.split_indices(config.seed, n_train, n_val)
@@ -296,9 +320,21 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             "title": dataset.metadata.get("title"),
             "settings": dataset.metadata.get("settings"),
         },
-        "splits": {"seed": config.seed, "train": n_train, "val": n_val, "test": n - n_train - n_val},
+        "splits": {
+            "seed": config.seed,
+            "train": n_train,
+            "val": n_val,
+            "test": n_seen - n_train - n_val,
+            **({"test_ood": n - n_seen} if n > n_seen else {}),
+        },
         "train_config": config.to_json(),
     }
+    names = {s["molecule"]: bool(s["held_out"]) for s in dataset.samples if "molecule" in s}
+    if names:  # a molecule set: which molecules the model has seen, which it must generalise to
+        metadata["molecules"] = {
+            "seen": sorted(m for m, held in names.items() if not held),
+            "held_out": sorted(m for m, held in names.items() if held),
+        }
     if config.init:
         metadata["init"] = str(config.init)
     if with_energy:
@@ -327,21 +363,15 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         for position, chunk in enumerate(batches):
             if position < done_in_epoch:  # already trained on before the resume
                 continue
-            batch = _stack(dataset, chunk, dtype)
-            loss = torch.zeros((), dtype=torch.float64)
-            if config.matrix_weight > 0:
-                pred = ddp_model(batch["positions"], batch["atomic_numbers"])
-                lh, ls = loss_terms(pred, batch, model)
-                loss = loss + config.matrix_weight * (lh + config.overlap_weight * ls)
-            if with_energy:
-                de, df = energy_terms(
-                    ddp_model, dataset, chunk, batch, integrals, target, forces=config.force_weight > 0, train=True
-                )
-                loss = loss + config.energy_weight * (de**2).mean()
-                if df is not None:
-                    loss = loss + config.force_weight * (df**2).mean()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = torch.zeros((), dtype=torch.float64)
+            groups = _groups(dataset, chunk)
+            for g, group in enumerate(groups):  # one backward per molecule; gradients add up
+                sync = g == len(groups) - 1 or world == 1
+                with contextlib.nullcontext() if sync else ddp_model.no_sync():
+                    part = _batch_loss(ddp_model, model, dataset, group, dtype, config, integrals, target)
+                    (part * (len(group) / len(chunk))).backward()
+                loss = loss + part.detach() * (len(group) / len(chunk))
             optimizer.step()
             step += 1
             elapsed = time.perf_counter() - start

@@ -14,7 +14,8 @@ import torch
 
 from phisnet import InputError
 from phisnet.cli import main as cli_main
-from phisnet.data import GenerationSettings, HamiltonianDataset, _record, generate, split_indices
+from phisnet.data import GenerationSettings, HamiltonianDataset, _record, generate, generate_set, split_indices
+from phisnet.molecules import MoleculeEntry
 from phisnet.reference import HARTREE_EV, Reference, build_mol, run_dft
 
 
@@ -195,3 +196,65 @@ def test_a_second_writer_on_the_same_database_is_refused(tmp_path):
         with pytest.raises(InputError, match="Another phisnet command is writing"):
             generate("water", 2, out, progress=False, log=lambda m: None)
     assert not out.exists()
+
+
+SET = [
+    MoleculeEntry("water", "g2:H2O"),
+    MoleculeEntry("ammonia", "g2:NH3"),
+    MoleculeEntry("methanol", "CO"),
+    MoleculeEntry("methane", "g2:CH4", held_out=True),
+]
+SET_LEVEL = dict(xc="hf", basis="sto-3g", progress=False, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def set_db(tmp_path_factory):
+    """A 4-molecule set computed on a 2-worker Dask LocalCluster (loopback)."""
+    path = tmp_path_factory.mktemp("set") / "set.db"
+    generate_set(SET, 2, path, scheduler="local", workers=2, **SET_LEVEL)
+    return path
+
+
+def test_dask_local_cluster_writes_every_molecule(set_db):
+    got = rows(set_db)
+    assert sorted((r.molecule, r.sample_index) for r in got) == sorted((e.name, i) for e in SET for i in range(2))
+    assert {r.molecule for r in got if r.held_out} == {"methane"}
+    md = ase.db.connect(set_db).metadata
+    assert md["format"] == "phisnet-dataset-set-1" and set(md["molecules"]) == {e.name for e in SET}
+    # Each row is a real PySCF calculation at its geometry (checked against one run here).
+    row = next(r for r in got if r.molecule == "methanol")
+    ref = run_dft(row.toatoms(), xc="hf", basis="sto-3g", conv_tol=1e-11)
+    np.testing.assert_allclose(row.data["hamiltonian"], ref.hamiltonian, atol=1e-6)
+    assert row.energy == pytest.approx(ref.energy * HARTREE_EV, abs=1e-5)
+    # Different structures: thermal samples, not copies.
+    water = [r.positions for r in got if r.molecule == "water"]
+    assert not np.allclose(water[0], water[1])
+
+
+def test_set_resumes_extends_and_refuses_changes(set_db, tmp_path):
+    path = tmp_path / "set.db"
+    path.write_bytes(set_db.read_bytes())
+    before = {(r.molecule, r.sample_index): r.positions for r in rows(path)}
+    generate_set(SET, 2, path, **SET_LEVEL)  # nothing to do
+    assert len(rows(path)) == 8
+    generate_set(SET[:2] + [MoleculeEntry("hf", "g2:HF")], 3, path, **SET_LEVEL)  # larger n and a new molecule
+    after = {(r.molecule, r.sample_index): r.positions for r in rows(path)}
+    assert len(after) == 8 + 2 + 3
+    assert {k for k in after if k[0] == "hf"} == {("hf", 0), ("hf", 1), ("hf", 2)}
+    for key, positions in before.items():
+        np.testing.assert_array_equal(after[key], positions)
+    with pytest.raises(InputError, match="methane"):
+        generate_set([MoleculeEntry("methane", "C")], 2, path, **SET_LEVEL)
+    with pytest.raises(InputError, match="temperature"):
+        generate_set(SET, 2, path, temperature=300, **SET_LEVEL)
+
+
+def test_set_dataset_holds_out_whole_molecules(set_db, water_db):
+    ds = HamiltonianDataset(set_db)
+    parts = ds.split_indices(seed=0, train=3, val=1)
+    assert sorted(ds[i]["molecule"] for i in parts["test_ood"]) == ["methane", "methane"]
+    seen = parts["train"] + parts["val"] + parts["test"]
+    assert len(seen) == 6 and not any(ds[i]["held_out"] for i in seen)
+    assert "test_ood" not in HamiltonianDataset(water_db).split_indices()
+    with pytest.raises(InputError, match="single-molecule"):
+        generate_set(SET, 1, water_db, **SET_LEVEL)

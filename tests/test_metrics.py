@@ -83,3 +83,28 @@ def test_indefinite_predicted_overlap_is_orthogonalised_and_counted(water_ref):
     assert np.isfinite(eps) and 0 < psi <= 1
     metrics = Metrics(10, 1.0, 1.0, 1.0, 99.0, n_orthogonalised=3)
     assert "not positive definite for 3 of 10" in format_table([("x", metrics)])
+
+
+def test_overlap_without_room_for_the_occupied_orbitals_is_counted_not_fatal(water_ref):
+    import torch
+
+    from phisnet.metrics import evaluate
+    from phisnet.model import Prediction
+
+    class Collapsed(Oracle):  # S of rank 2 < 5 occupied orbitals of water
+        def predict(self, atoms):
+            v = np.zeros((len(self.ref.overlap), 2))
+            v[0, 0] = v[1, 1] = 1.0
+            return Prediction(self.ref.hamiltonian, v @ v.T, 0.0)
+
+    atoms = read_molecules("water")[0]
+    sample = {
+        "atomic_numbers": torch.as_tensor(atoms.numbers),
+        "positions": torch.as_tensor(atoms.positions),
+        "hamiltonian": torch.as_tensor(water_ref.hamiltonian),
+        "overlap": torch.as_tensor(water_ref.overlap),
+    }
+    exact = evaluate(Oracle(water_ref), [sample])
+    metrics = evaluate(Collapsed(water_ref), [sample, sample])
+    assert metrics.n_unsolvable == 2 and np.isnan(metrics.eps_mae_uha) and metrics.h_mae_uha == exact.h_mae_uha
+    assert "fewer usable functions than occupied orbitals" in format_table([("x", metrics)])

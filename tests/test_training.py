@@ -2,15 +2,30 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from phisnet.cli import main as cli_main
-from phisnet.data import generate
+from phisnet.data import HamiltonianDataset, generate, generate_set
 from phisnet.model import PhiSNetConfig, load
-from phisnet.training import TrainConfig, read_metrics, run
+from phisnet.molecules import MoleculeEntry
+from phisnet.training import TrainConfig, _batches, _groups, read_metrics, run
 
 TINY = PhiSNetConfig(channels=4, n_interactions=1, n_radial=8, radial_hidden=8)
 TINY_ARGS = ["--channels", "4", "--n-interactions", "1", "--n-radial", "8", "--radial-hidden", "8", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def set_db(tmp_path_factory):
+    """Three molecules (methane held out), HF/STO-3G: cheap, and every batch mixes compositions."""
+    path = tmp_path_factory.mktemp("train") / "set.db"
+    entries = [
+        MoleculeEntry("water", "g2:H2O"),
+        MoleculeEntry("ammonia", "g2:NH3"),
+        MoleculeEntry("methane", "g2:CH4", held_out=True),
+    ]
+    generate_set(entries, 4, path, xc="hf", basis="sto-3g", progress=False, log=lambda m: None)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +125,9 @@ def test_train_cli_bad_data(tmp_path, capsys):
     assert "no dataset file" in capsys.readouterr().err
 
 
-def test_torchrun_two_processes(water_db, tmp_path):
-    """DistributedDataParallel with the gloo backend, 2 processes on this machine."""
+def test_torchrun_two_processes(set_db, tmp_path):
+    """DistributedDataParallel with the gloo backend, 2 processes on this machine, mini-batches that mix
+    molecules (each process accumulates its molecules' gradients before the one all-reduce)."""
     import os
     import socket
     import subprocess
@@ -133,15 +149,15 @@ def test_torchrun_two_processes(water_db, tmp_path):
             f"--master_port={port}",
             str(root / "train.py"),
             "--data",
-            str(water_db),
+            str(set_db),
             "--out",
             str(out),
             "--train",
-            "6",
+            "5",
             "--val",
             "2",
             "--batch-size",
-            "1",
+            "3",
             "--max-steps",
             "4",
             "--val-every",
@@ -155,4 +171,28 @@ def test_torchrun_two_processes(water_db, tmp_path):
         capture_output=True,
     )
     assert [m["step"] for m in read_metrics(out)] == [2, 4]
-    assert load(out / "best.pt").metadata["splits"]["train"] == 6
+    splits = load(out / "best.pt").metadata["splits"]
+    assert splits["train"] == 5 and splits["test_ood"] == 4
+
+
+def test_multi_molecule_batches_and_held_out_molecules(set_db, tmp_path, capsys):
+    ds = HamiltonianDataset(set_db)
+    rng = np.random.default_rng(0)
+    batches = _batches(ds, list(range(len(ds))), 4, rng)
+    mixed = [b for b in batches if len(_groups(ds, b)) > 1]
+    assert mixed, "no mini-batch mixes molecules"
+    for b in mixed:
+        groups = _groups(ds, b)
+        assert sorted(i for g in groups for i in g) == sorted(b)
+        assert all(len({tuple(ds[i]["atomic_numbers"].tolist()) for i in g}) == 1 for g in groups)
+
+    out = tmp_path / "set"
+    run(config(set_db, out, train=5, val=2, batch_size=4, max_steps=4, val_every=2), progress=False, log=print)
+    predictor = load(out / "best.pt")
+    assert predictor.metadata["splits"] == {"seed": 0, "train": 5, "val": 2, "test": 1, "test_ood": 4}
+    assert predictor.metadata["elements"] == [1, 6, 7, 8] and predictor.metadata["basis"] == "sto-3g"
+    assert predictor.metadata["molecules"] == {"seen": ["ammonia", "water"], "held_out": ["methane"]}
+    capsys.readouterr()
+    code = cli_main(["evaluate", "--model", str(out / "best.pt"), "--data", str(set_db), "--split", "test_ood"])
+    assert code == 0
+    assert "(test_ood)" in capsys.readouterr().out

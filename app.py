@@ -12,7 +12,7 @@ import streamlit as st
 import app_common as ui
 from phisnet import InputError
 from phisnet.basis import layout
-from phisnet.data import HamiltonianDataset, sample_atoms, split_indices
+from phisnet.data import HamiltonianDataset, sample_atoms
 from phisnet.io import format_for_filename, read_molecules
 from phisnet.molecules import PAPER_MOLECULES
 from phisnet.observables import energy_and_forces, predict_wavefunction
@@ -84,7 +84,7 @@ try:
     else:
         ds = dataset(str(data_path))
         splits = meta.get("splits") or {"seed": 0, "train": 0.8, "val": 0.1}
-        test = split_indices(len(ds), splits["seed"], splits["train"], splits["val"])["test"]
+        test = ds.split_indices(splits["seed"], splits["train"], splits["val"])["test"]
         k = st.number_input(f"Test geometry (of {len(test)}; the model never trained on these)", 0, len(test) - 1, 0)
         atoms = sample_atoms(ds[test[k]])
         atoms.info["charge"] = 0
@@ -93,6 +93,12 @@ try:
         wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
 except InputError as exc:
     st.error(str(exc))
+    others = ui.models_for(atoms, exclude=label) if atoms is not None else []
+    if others and not set(atoms.numbers.tolist()) <= set(predictor.elements):
+        st.info(f"Models that know every element of {atoms.get_chemical_formula()}: {', '.join(others)}.")
+        if st.button(f"Use {others[0]}"):
+            st.session_state[ui.MODEL_KEY] = others[0]
+            st.rerun()
     st.stop()
 
 if atoms is None:

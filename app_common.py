@@ -99,12 +99,39 @@ def model_sidebar():
         st.error(f"Cannot load {label}: {exc}")
         st.stop()
     meta = predictor.metadata
+    molecules = meta.get("molecules")
+    what = (
+        f"structures of {len(molecules['seen'])} molecules ({len(molecules['held_out'])} more held out)"
+        if molecules
+        else f"{trained_molecule(predictor)} structures"
+    )
     st.sidebar.caption(
         f"{meta.get('xc', '?').upper()}/{meta.get('basis', '?')}, trained on "
-        f"{meta.get('data', {}).get('n_structures', '?')} {trained_molecule(predictor)} structures; "
+        f"{meta.get('data', {}).get('n_structures', '?')} {what}; "
         f"elements {', '.join(ase.data.chemical_symbols[z] for z in predictor.elements)}"
     )
     return label, models[label], predictor
+
+
+def models_for(atoms: ase.Atoms, exclude: str = "") -> list[str]:
+    """Labels of the available models that accept every element of ``atoms``, best first: a model trained on
+    this very composition, then models trained on a molecule set (the general model), then the rest."""
+    want = sorted(atoms.get_chemical_symbols())
+    ranked = []
+    for label, path in available_models().items():
+        if label == exclude:
+            continue
+        try:
+            predictor = cached_model(path)
+        except InputError:
+            continue
+        if not set(atoms.numbers.tolist()) <= set(predictor.elements):
+            continue
+        meta = predictor.metadata
+        symbols = (meta.get("data", {}).get("settings") or {}).get("symbols")
+        rank = 0 if symbols and sorted(symbols) == want else 1 if meta.get("molecules") else 2
+        ranked.append((rank, label))
+    return [label for _, label in sorted(ranked)]
 
 
 def trained_molecule(predictor) -> str:

@@ -24,6 +24,7 @@ NOTES = {
     "force_weight": "weight of the end-to-end force MSE in (eV/A)^2 ",
     "energy_target": "ccsd_t, reference or auto (CCSD(T) labels when the data has them) ",
     "init": "start from this checkpoint's weights and configuration ",
+    "device": "cpu, cuda, or auto (cuda when torch sees a GPU; under torchrun one GPU per process, nccl) ",
 }
 
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "force_weight",
         "energy_target",
         "init",
+        "device",
     ):
         default = getattr(train_defaults, name)
         note = NOTES.get(name, "")

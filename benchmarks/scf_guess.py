@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from phisnet.data import HamiltonianDataset, sample_atoms, split_indices
+from phisnet.data import HamiltonianDataset, sample_atoms
 from phisnet.model import load
 from phisnet.scf_guess import DEFAULT_CONV_TOL, PREDICTED, STANDARD_GUESSES, compare
 
@@ -37,7 +37,7 @@ def held_out_structures(predictor, n: int):
     if len(dataset) != data.get("n_structures"):
         raise SystemExit(f"{path} has {len(dataset)} structures, the model was trained on {data.get('n_structures')}.")
     splits = predictor.metadata["splits"]
-    test = split_indices(len(dataset), splits["seed"], splits["train"], splits["val"])["test"][:n]
+    test = dataset.split_indices(splits["seed"], splits["train"], splits["val"])["test"][:n]
     for k in test:
         yield sample_atoms(dataset[k])
 

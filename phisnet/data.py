@@ -554,7 +554,14 @@ class Pool:
                 finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                 for future in finished:
                     key, args = pending.pop(future)
-                    record(key, args, future.result())
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a worker process died or PySCF raised
+                        raise InputError(
+                            f"The calculation of structure {key} failed ({type(exc).__name__}: {str(exc)[:300]}). "
+                            "Every structure finished before it is saved; run the same command to resume."
+                        ) from exc
+                    record(key, args, result)
                 fill()
 
     @contextlib.contextmanager

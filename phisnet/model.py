@@ -329,10 +329,11 @@ class PhiSNet(nn.Module):
         K = self.orbitals.n_orbitals
 
         # Ordered pairs i != j within each molecule, flattened over the batch.
-        ii, jj = torch.meshgrid(torch.arange(N), torch.arange(N), indexing="ij")
+        device = positions.device
+        ii, jj = torch.meshgrid(torch.arange(N, device=device), torch.arange(N, device=device), indexing="ij")
         off = ii != jj
         pi, pj = ii[off], jj[off]  # [P]
-        offsets = (torch.arange(B) * N)[:, None]
+        offsets = (torch.arange(B, device=device) * N)[:, None]
         src = (offsets + pj).reshape(-1)  # [B P] sender j
         dst = (offsets + pi).reshape(-1)  # [B P] receiver i
         flat_pos = positions.reshape(B * N, 3)
@@ -364,7 +365,7 @@ class PhiSNet(nn.Module):
             blocks_off = self.heads[f"{prefix}_offdiagonal"](pair, Q)  # [B P, K, K]
             full = torch.zeros(B, N, N, K, K, dtype=dtype, device=positions.device)
             full[:, pi, pj] = blocks_off.reshape(B, -1, K, K) * scale
-            idx = torch.arange(N)
+            idx = torch.arange(N, device=device)
             full[:, idx, idx] = blocks_diag.reshape(B, N, K, K) * scale + reference[elements].to(dtype)
             full = full.permute(0, 1, 3, 2, 4).reshape(B, N * K, N * K)
             keep = self.element_mask[elements].reshape(-1)  # [N K]

@@ -60,6 +60,7 @@ class TrainConfig:
     force_weight: float = 0.0  # weight of the end-to-end force MSE ((eV/A)^2)
     energy_target: str = "auto"  # ccsd_t, reference, or auto (ccsd_t when the data has CCSD(T) labels)
     init: str = ""  # checkpoint whose weights (and model configuration) training starts from
+    device: str = "auto"  # cpu, cuda, or auto (cuda when torch sees a GPU); under torchrun one GPU per process
     resume: bool = False
     model: PhiSNetConfig = field(default_factory=PhiSNetConfig)
 
@@ -141,13 +142,13 @@ def energy_terms(model, dataset, chunk, batch, integrals: IntegralCache, target:
     return de, df
 
 
-def _stack(dataset, indices: list[int], dtype) -> dict:
+def _stack(dataset, indices: list[int], dtype, device: torch.device | None = None) -> dict:
     samples = [dataset[i] for i in indices]
     return {
-        "positions": torch.stack([s["positions"] for s in samples]).to(dtype),
-        "atomic_numbers": samples[0]["atomic_numbers"],
-        "hamiltonian": torch.stack([s["hamiltonian"] for s in samples]).to(dtype),
-        "overlap": torch.stack([s["overlap"] for s in samples]).to(dtype),
+        "positions": torch.stack([s["positions"] for s in samples]).to(device=device, dtype=dtype),
+        "atomic_numbers": samples[0]["atomic_numbers"].to(device),
+        "hamiltonian": torch.stack([s["hamiltonian"] for s in samples]).to(device=device, dtype=dtype),
+        "overlap": torch.stack([s["overlap"] for s in samples]).to(device=device, dtype=dtype),
     }
 
 
@@ -164,7 +165,7 @@ def _batches(dataset, indices: list[int], batch_size: int, rng: np.random.Genera
 
 def _batch_loss(ddp_model, model, dataset, group, dtype, config: TrainConfig, integrals, target: str) -> torch.Tensor:
     """Training loss of structures of one composition (matrix entries, and energies and forces if asked)."""
-    batch = _stack(dataset, group, dtype)
+    batch = _stack(dataset, group, dtype, next(model.parameters()).device)
     loss = torch.zeros((), dtype=torch.float64)
     if config.matrix_weight > 0:
         pred = ddp_model(batch["positions"], batch["atomic_numbers"])
@@ -206,7 +207,7 @@ def validate(
     n, loss, h_abs, s_abs, e_abs, f_abs = 0, 0.0, 0.0, 0.0, 0.0, 0.0
     chunks = [group for chunk in _batches(dataset, indices, batch_size, None) for group in _groups(dataset, chunk)]
     for chunk in chunks:
-        batch = _stack(dataset, chunk, dtype)
+        batch = _stack(dataset, chunk, dtype, next(model.parameters()).device)
         k = len(chunk)
         with torch.no_grad():
             pred = model(batch["positions"], batch["atomic_numbers"])
@@ -229,17 +230,36 @@ def validate(
     return metrics
 
 
-def _distributed() -> tuple[int, int]:
+def _device(name: str) -> torch.device:
+    """The training device: ``cuda`` (this process's GPU, LOCAL_RANK under torchrun), ``cpu``, or ``auto``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise InputError(f"device must be cpu, cuda or auto, got {name!r}.")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("device cuda was asked for, but torch sees no GPU; use --device cpu.")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """Join the process group under torchrun: nccl between GPUs, gloo between CPU processes."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     rank = torch.distributed.get_rank() if world > 1 else 0
     return rank, world
 
 
 def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     """Train (or resume) a model; returns the path of the best checkpoint."""
-    rank, world = _distributed()
+    device = _device(config.device)
+    if device.type != "cpu" and (config.energy_weight > 0 or config.force_weight > 0):
+        raise InputError("Energy and force training runs on the CPU (its integrals are PySCF's); use --device cpu.")
+    rank, world = _distributed(device)
     out = Path(config.out)
     dtype = torch.float32
     dataset = HamiltonianDataset(config.data)
@@ -296,7 +316,12 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         model = PhiSNet(config.model).to(dtype)
         model.fit_references([dataset[i] for i in splits["train"]])
         state = None
-    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    model = model.to(device)
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=config.lr_factor, patience=config.patience, min_lr=config.lr_min

@@ -165,3 +165,15 @@ def test_models_page_shows_the_transfer_learning_table():
     transfer = [methods for methods in tables if "water-ccsdt.pt" in methods]
     assert transfer, f"no transfer-learning table among {tables}"
     assert "HF (PySCF" in transfer[0] and "water-hf.pt" in transfer[0]
+
+
+def test_a_refused_molecule_offers_a_model_that_knows_its_elements():
+    at = home("SMILES")
+    at.text_input[0].set_value("CCO").run()
+    assert "not trained on C" in errors(at)
+    offer = " ".join(i.value for i in at.info)
+    assert "Models that know every element of C2H6O: ethanol" in offer  # trained on C2H6O: first
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert at.session_state[app_common.MODEL_KEY] == "ethanol"
+    assert "C2H6O" in at.subheader[0].value

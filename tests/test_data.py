@@ -258,3 +258,17 @@ def test_set_dataset_holds_out_whole_molecules(set_db, water_db):
     assert "test_ood" not in HamiltonianDataset(water_db).split_indices()
     with pytest.raises(InputError, match="single-molecule"):
         generate_set(SET, 1, water_db, **SET_LEVEL)
+
+
+def test_single_molecule_generation_on_dask(tmp_path):
+    path = tmp_path / "water-dask.db"
+    generate("water", 3, path, scheduler="local", workers=2, xc="hf", basis="sto-3g", progress=False, log=print)
+    got = rows(path)
+    assert sorted(r.sample_index for r in got) == [0, 1, 2]
+    # The same structures as a local run: where a calculation runs changes nothing.
+    local = tmp_path / "water-local.db"
+    generate("water", 3, local, xc="hf", basis="sto-3g", progress=False, log=lambda m: None)
+    by_index = sorted(got, key=lambda r: r.sample_index)
+    for a, b in zip(by_index, sorted(rows(local), key=lambda r: r.sample_index), strict=True):
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-6)
+        np.testing.assert_allclose(a.data["hamiltonian"], b.data["hamiltonian"], atol=1e-6)

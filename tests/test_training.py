@@ -196,3 +196,13 @@ def test_multi_molecule_batches_and_held_out_molecules(set_db, tmp_path, capsys)
     code = cli_main(["evaluate", "--model", str(out / "best.pt"), "--data", str(set_db), "--split", "test_ood"])
     assert code == 0
     assert "(test_ood)" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(water_db, tmp_path):
+    from phisnet.errors import InputError
+
+    with pytest.raises(InputError, match="sees no GPU"):
+        run(config(water_db, tmp_path / "gpu", device="cuda"), progress=False, log=lambda m: None)
+    with pytest.raises(InputError, match="cpu, cuda or auto"):
+        run(config(water_db, tmp_path / "gpu", device="tpu"), progress=False, log=lambda m: None)

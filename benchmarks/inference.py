@@ -53,20 +53,38 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    shipped = None
     for path in args.models:
         rss0 = peak_rss_mb()
         predictor = load(path)
-        name = (predictor.metadata.get("data", {}).get("settings") or {}).get("molecule", "water")
-        measure(path, predictor, read_molecules(name)[0], args.repeat, rss0)
+        shipped = shipped or predictor.model.config
+        measure(path, predictor, benchmark_molecule(predictor), args.repeat, rss0)
+    shipped = shipped or PhiSNetConfig()
     for name in args.untrained:
         rss0 = peak_rss_mb()
         atoms = read_molecules(name)[0]
-        config = PhiSNetConfig(elements=sorted(set(atoms.numbers.tolist())), channels=16, n_interactions=2)
+        config = PhiSNetConfig(**{**shipped.to_json(), "elements": sorted(set(atoms.numbers.tolist()))})
         predictor = Predictor(PhiSNet(config).eval(), {"xc": "pbe", "basis": config.basis})
         measure(f"{name} (untrained)", predictor, atoms, args.repeat, rss0)
     print("MB: growth of the process's peak resident memory (ru_maxrss) during that step.")
     if args.untrained:
-        print("untrained: random weights in the shipped configuration (channels 16, 2 interactions); time only.")
+        print(
+            f"untrained: random weights in the configuration of the first model (channels {shipped.channels}, "
+            f"{shipped.n_interactions} interactions); time only."
+        )
+    print("A model trained on a molecule set is timed on the largest molecule of the set it has seen.")
+
+
+def benchmark_molecule(predictor):
+    """The model's own molecule; for a model of a molecule set, the largest seen molecule of the built-in set."""
+    seen = (predictor.metadata.get("molecules") or {}).get("seen")
+    if not seen:
+        name = (predictor.metadata.get("data", {}).get("settings") or {}).get("molecule", "water")
+        return read_molecules(name)[0]
+    from phisnet.molecules import builtin_molecule_set, conformers
+
+    candidates = [conformers(e, n=1)[0] for e in builtin_molecule_set() if e.name in set(seen)]
+    return max(candidates, key=len)
 
 
 def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:

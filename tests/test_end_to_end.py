@@ -88,7 +88,7 @@ def _model():
 def _energy(model, atoms):
     ints = stack_integrals([geometry_integrals(atoms, derivatives=False)])
     energy, _ = end_to_end(model, torch.tensor(atoms.positions)[None], torch.tensor(atoms.numbers), ints, forces=False)
-    return float(energy[0])
+    return float(energy[0].detach())
 
 
 def finite_difference_forces(model, atoms, step=1e-4):

@@ -169,41 +169,25 @@ def generate_command(args: argparse.Namespace) -> int:
 
     if (args.molecule is None) == (args.molecules is None):
         raise InputError("Give either one MOLECULE or --molecules FILE (or --molecules builtin), not both or neither.")
-    where = dict(workers=args.workers, scheduler=args.scheduler, threads=args.threads)
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}.")
-    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    common = dict(
+        temperature=args.temperature,
+        seed=args.seed,
+        xc=args.xc,
+        basis=args.basis,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        threads=args.threads,
+        progress=not args.quiet,
+        log=lambda message: print(message, file=sys.stderr),
+    )
     if args.molecules is not None:
         if args.charge or args.spin:
             raise InputError("A molecule set is neutral and closed shell; --charge and --spin apply to one MOLECULE.")
-        out = generate_set(
-            args.molecules,
-            args.n,
-            args.out,
-            conformers=args.conformers,
-            temperature=args.temperature,
-            seed=args.seed,
-            xc=args.xc,
-            basis=args.basis,
-            progress=not args.quiet,
-            log=log,
-            **where,
-        )
+        out = generate_set(args.molecules, args.n, args.out, conformers=args.conformers, **common)
     else:
-        out = generate(
-            args.molecule,
-            args.n,
-            args.out,
-            temperature=args.temperature,
-            seed=args.seed,
-            xc=args.xc,
-            basis=args.basis,
-            charge=args.charge,
-            spin=args.spin,
-            progress=not args.quiet,
-            log=log,
-            **where,
-        )
+        out = generate(args.molecule, args.n, args.out, charge=args.charge, spin=args.spin, **common)
     print(f"Wrote {out}; list it with: ase db {out}")
     return 0
 

@@ -194,12 +194,7 @@ def generate(
     -------
     The path of the database, holding exactly ``n`` rows.
     """
-    if n < 1:
-        raise InputError(f"--n must be at least 1, got {n}.")
-    out = Path(out)
-    if out.suffix != ".db":
-        raise InputError(f"The output must be an ASE SQLite database ending in .db, got {out.name}.")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _output_database(out, n)
     first = read_molecules(molecule, charge=charge, spin=spin, basis=basis)[0]
     if len(first) < 2:
         raise InputError(
@@ -220,6 +215,17 @@ def generate(
     pool = Pool(workers, scheduler, threads, log)
     with _writer_lock(out):
         return _generate_locked(out, molecule, n, settings, pool, progress, log)
+
+
+def _output_database(out: str | os.PathLike, n: int) -> Path:
+    """Check the row count and the output name of a generation run; create the output's folder."""
+    if n < 1:
+        raise InputError(f"--n must be at least 1, got {n}.")
+    out = Path(out)
+    if out.suffix != ".db":
+        raise InputError(f"The output must be an ASE SQLite database ending in .db, got {out.name}.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 @contextlib.contextmanager
@@ -358,14 +364,9 @@ def generate_set(
     n : structures per molecule.
     workers, scheduler, threads : where the calculations run, see :class:`Pool`.
     """
-    if n < 1:
-        raise InputError(f"--n must be at least 1, got {n}.")
     if conformers < 1:
         raise InputError(f"--conformers must be at least 1, got {conformers}.")
-    out = Path(out)
-    if out.suffix != ".db":
-        raise InputError(f"The output must be an ASE SQLite database ending in .db, got {out.name}.")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _output_database(out, n)
     entries = resolve_molecule_set(molecules)
     settings = SetSettings(
         xc=xc, basis=basis, temperature=float(temperature), seed=seed, conformers=conformers, conv_tol=conv_tol

@@ -12,7 +12,12 @@ Fock matrix (``phisnet.observables.end_to_end``) against the dataset's CCSD(T) l
 (``phisnet ccsdt``) or its own reference energies; ``init`` starts from the weights of
 another checkpoint (transfer learning, e.g. HF -> CCSD(T)). Under ``torchrun``
 (``WORLD_SIZE`` > 1) each process takes its share of every step's batches and
-DistributedDataParallel averages the gradients (gloo on CPU).
+DistributedDataParallel averages the gradients (gloo on CPU, nccl on GPUs).
+
+A dataset of many molecules (``phisnet generate --molecules``) gives mini-batches that mix
+molecules: the network takes one composition per call, so a step runs one forward and
+backward per composition in its batch and the gradients add up (weighted by size) before
+the optimiser step. Structures of held-out molecules are never trained on.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ try:
         k = st.number_input(f"Test geometry (of {len(test)}; the model never trained on these)", 0, len(test) - 1, 0)
         atoms = sample_atoms(ds[test[k]])
         atoms.info["charge"] = 0
-        name = f"{trained} test geometry {k}"
+        name = f"{ds[test[k]].get('molecule', trained)} test geometry {k}"
     if atoms is not None:  # predict_wavefunction refuses elements the model does not know
         wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
 except InputError as exc:

@@ -7,7 +7,7 @@ side in one run: the model's prediction time (median of --repeat calls after 5 w
 the growth of the process's peak resident memory from loading the model and predicting,
 and PySCF's SCF time (default guess and tolerance) and peak-memory growth for the same
 geometry, with the time ratio. ``--untrained`` molecules (default: uracil, the paper's
-largest) are timed with random weights in the shipped configuration: the time of a
+largest) are timed with random weights in the configuration of the largest model given: the time of a
 prediction does not depend on the weights, so this measures the speed-up a trained model
 will have.
 """
@@ -48,7 +48,7 @@ def main() -> None:
         raise SystemExit("no models found in pretrained/")
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), PySCF with {lib.num_threads()} threads")
     header = (
-        f"{'model':<24}{'atoms':>6}{'predict / s':>13}{'MB':>6}{'PySCF SCF / s':>15}{'iter':>6}{'MB':>6}"
+        f"{'model':<28}{'atoms':>6}{'predict / s':>13}{'MB':>6}{'PySCF SCF / s':>15}{'iter':>6}{'MB':>6}"
         f"{'speed-up':>10}"
     )
     print(header)
@@ -57,9 +57,11 @@ def main() -> None:
     for path in args.models:
         rss0 = peak_rss_mb()
         predictor = load(path)
-        shipped = shipped or predictor.model.config
+        size = sum(p.numel() for p in predictor.model.parameters())
+        if shipped is None or size > shipped[0]:
+            shipped = (size, predictor.model.config)
         measure(path, predictor, benchmark_molecule(predictor), args.repeat, rss0)
-    shipped = shipped or PhiSNetConfig()
+    shipped = shipped[1] if shipped else PhiSNetConfig()
     for name in args.untrained:
         rss0 = peak_rss_mb()
         atoms = read_molecules(name)[0]
@@ -69,7 +71,7 @@ def main() -> None:
     print("MB: growth of the process's peak resident memory (ru_maxrss) during that step.")
     if args.untrained:
         print(
-            f"untrained: random weights in the configuration of the first model (channels {shipped.channels}, "
+            f"untrained: random weights in the configuration of the largest model (channels {shipped.channels}, "
             f"{shipped.n_interactions} interactions); time only."
         )
     print("A model trained on a molecule set is timed on the largest molecule of the set it has seen.")
@@ -109,7 +111,7 @@ def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
     pyscf_mb = peak_rss_mb() - rss1
     t = statistics.median(times)
     print(
-        f"{label:<24}{len(atoms):>6}{t:>13.4f}{model_mb:>6.0f}{ref.seconds:>15.2f}{ref.n_iterations:>6}"
+        f"{label:<28}{len(atoms):>6}{t:>13.4f}{model_mb:>6.0f}{ref.seconds:>15.2f}{ref.n_iterations:>6}"
         f"{pyscf_mb:>6.0f}{ref.seconds / t:>9.0f}x"
     )
 

@@ -86,12 +86,17 @@ def normal_modes(
     if not mf.converged:
         raise InputError(f"The SCF at the optimised structure did not converge ({xc}/{basis}).")
     hessian = mf.Hessian().kernel()
+    return _harmonic_modes(mol, hessian, atoms.get_chemical_symbols())
+
+
+def _harmonic_modes(mol, hessian: np.ndarray, symbols: list[str]) -> NormalModes:
+    """PySCF's harmonic analysis of a (N, N, 3, 3) Hessian in Hartree/Bohr^2 at ``mol``'s geometry."""
     res = thermo.harmonic_analysis(mol, hessian, imaginary_freq=False)
     masses = mol.atom_mass_list(isotope_avg=True)
     positions = mol.atom_coords(unit="Angstrom")
     positions = positions - masses @ positions / masses.sum()
     return NormalModes(
-        symbols=atoms.get_chemical_symbols(),
+        symbols=list(symbols),
         positions=positions,
         wavenumbers=np.asarray(res["freq_wavenumber"], dtype=float),
         force_constants=np.asarray(res["force_const_au"], dtype=float),
@@ -184,13 +189,4 @@ def force_field_modes(mol, positions: np.ndarray, step: float = 1e-3) -> NormalM
     pmol = pyscf.M(
         atom=list(zip(symbols, x0.reshape(-1, 3).tolist(), strict=True)), basis="sto-3g", unit="Angstrom", verbose=0
     )
-    res = thermo.harmonic_analysis(pmol, hessian, imaginary_freq=False)
-    masses = pmol.atom_mass_list(isotope_avg=True)
-    centred = x0.reshape(-1, 3) - masses @ x0.reshape(-1, 3) / masses.sum()
-    return NormalModes(
-        symbols=symbols,
-        positions=centred,
-        wavenumbers=np.asarray(res["freq_wavenumber"], dtype=float),
-        force_constants=np.asarray(res["force_const_au"], dtype=float),
-        modes=np.asarray(res["norm_mode"], dtype=float),
-    )
+    return _harmonic_modes(pmol, hessian, symbols)

@@ -19,6 +19,8 @@ from phisnet.observables import energy_and_forces, predict_wavefunction
 from phisnet.reference import HARTREE_EV
 from phisnet.viz import FORCE_ARROW_ANGSTROM, view_html
 
+#: A one-time message after the app switched a user's molecule to the general model.
+SWITCH_NOTE_KEY = "phisnet_switch_note"
 ui.page_setup("phisnet")
 st.caption(
     "SE(3)-equivariant prediction of Kohn-Sham Hamiltonians (PhiSNet, Unke et al. 2021) with PySCF as the "
@@ -89,6 +91,17 @@ try:
         atoms = sample_atoms(ds[test[k]])
         atoms.info["charge"] = 0
         name = f"{ds[test[k]].get('molecule', trained)} test geometry {k}"
+    if atoms is not None and source_kind in ("SMILES", "Upload a file"):
+        better = ui.default_model_for(atoms, label, predictor)
+        if better is not None:  # a user's own molecule goes to a model that knows it, unless they chose otherwise
+            ui.use_model(better, pinned=False)
+            general = ui.cached_model(ui.available_models()[better]).metadata.get("molecules")
+            st.session_state[SWITCH_NOTE_KEY] = (
+                f"{atoms.get_chemical_formula()} is not the molecule {label} was trained on "
+                f"({ui.trained_molecule(predictor)}), so {'the general model ' if general else ''}{better} predicts "
+                "it. Choose another model in the sidebar to override."
+            )
+            st.rerun()
     if atoms is not None:  # predict_wavefunction refuses elements the model does not know
         wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
 except InputError as exc:
@@ -97,10 +110,12 @@ except InputError as exc:
     if others and not set(atoms.numbers.tolist()) <= set(predictor.elements):
         st.info(f"Models that know every element of {atoms.get_chemical_formula()}: {', '.join(others)}.")
         if st.button(f"Use {others[0]}"):
-            st.session_state[ui.MODEL_KEY] = others[0]
+            ui.use_model(others[0], pinned=True)
             st.rerun()
     st.stop()
 
+if SWITCH_NOTE_KEY in st.session_state:
+    st.info(st.session_state.pop(SWITCH_NOTE_KEY))
 if atoms is None:
     st.info("Choose a molecule to begin.")
     st.stop()

@@ -21,12 +21,14 @@ import torch
 from phisnet import InputError
 from phisnet.jobs import DEFAULT_ROOT, list_jobs
 from phisnet.model import list_pretrained, load
-from phisnet.molecules import PAPER_MOLECULES
+from phisnet.molecules import PAPER_MOLECULES, paper_molecule, same_molecule
 from phisnet.reference import run_dft
 
 ROOT = Path(__file__).resolve().parent
 JOBS_ROOT = Path(os.environ.get("PHISNET_JOBS_DIR", ROOT / DEFAULT_ROOT))
 MODEL_KEY, MOLECULE_KEY, REFERENCE_KEY = "phisnet_model", "phisnet_molecule", "phisnet_reference"
+#: True once the user chose a model themselves (sidebar or a "Use" button): the app then never switches it.
+PINNED_KEY = "phisnet_model_pinned"
 #: Largest molecule file the app reads (the checkpoint limit is Streamlit's maxUploadSize).
 MAX_MOLECULE_BYTES = 2_000_000
 #: Molecules above this many atoms get their PySCF reference only on request.
@@ -92,6 +94,8 @@ def model_sidebar():
     current = st.session_state.get(MODEL_KEY)
     index = labels.index(current) if current in labels else 0
     label = st.sidebar.selectbox("Model", labels, index=index)
+    if current in labels and label != current:  # the user picked this model: no automatic switching after this
+        st.session_state[PINNED_KEY] = True
     st.session_state[MODEL_KEY] = label
     try:
         predictor = cached_model(models[label])
@@ -132,6 +136,35 @@ def models_for(atoms: ase.Atoms, exclude: str = "") -> list[str]:
         rank = 0 if symbols and sorted(symbols) == want else 1 if meta.get("molecules") else 2
         ranked.append((rank, label))
     return [label for _, label in sorted(ranked)]
+
+
+def use_model(label: str, pinned: bool) -> None:
+    """Make ``label`` the current model on the next run (``pinned``: the user's own choice)."""
+    st.session_state[MODEL_KEY] = label
+    if pinned:
+        st.session_state[PINNED_KEY] = True
+
+
+def default_model_for(atoms: ase.Atoms, label: str, predictor) -> str | None:
+    """The model the app switches to for a user's own molecule, or None to keep ``label``.
+
+    Nothing changes when the user picked the current model themselves, when it is a general model
+    (trained on a molecule set), or when it was trained on this very molecule. Otherwise the molecule
+    goes to a per-molecule model trained on it (the paper's molecules), else to a general model.
+    """
+    if st.session_state.get(PINNED_KEY) or predictor.metadata.get("molecules") or is_own_molecule(atoms, predictor):
+        return None
+    paths = available_models()
+    candidates = [(m, cached_model(paths[m])) for m in models_for(atoms, exclude=label)]
+    own = [m for m, p in candidates if not p.metadata.get("molecules") and is_own_molecule(atoms, p)]
+    general = [m for m, p in candidates if p.metadata.get("molecules")]
+    return (own + general + [None])[0]
+
+
+def is_own_molecule(atoms: ase.Atoms, predictor) -> bool:
+    """Whether a per-molecule model was trained on this molecule (same formula and bonds)."""
+    own = trained_molecule(predictor)
+    return own in PAPER_MOLECULES and same_molecule(atoms, paper_molecule(own))
 
 
 def trained_molecule(predictor) -> str:

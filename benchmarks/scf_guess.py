@@ -1,9 +1,11 @@
 """SCF iterations and wall time from the predicted guess against PySCF's standard guesses.
 
     python benchmarks/scf_guess.py [--models pretrained/*.pt] [--n 20] [--conv-tol 1e-9]
+        [--split test|test_ood] [--guesses minao atom huckel 1e]
 
 For every model, on the first --n structures of the test split recorded in its
-checkpoint (geometries it never trained on), run PySCF at the model's level of theory
+checkpoint (geometries it never trained on; with --split test_ood, the molecules a set
+model never saw, taken one molecule after another), run PySCF at the model's level of theory
 from the predicted density matrix and from each standard guess, all to the same
 tolerance (``phisnet.scf_guess.compare``). Prints the mean iterations and wall time per
 guess with ratios to minao (wall time of the predicted guess includes the prediction),
@@ -27,8 +29,8 @@ from phisnet.model import load
 from phisnet.scf_guess import DEFAULT_CONV_TOL, PREDICTED, STANDARD_GUESSES, compare
 
 
-def held_out_structures(predictor, n: int):
-    """The first n test-split geometries of the model's own dataset."""
+def held_out_structures(predictor, n: int, split: str = "test"):
+    """The first n geometries of a held-out split (test, or test_ood for a set model) of the model's own dataset."""
     data = predictor.metadata.get("data", {})
     path = Path(data.get("path", ""))
     if not path.is_file():
@@ -37,9 +39,28 @@ def held_out_structures(predictor, n: int):
     if len(dataset) != data.get("n_structures"):
         raise SystemExit(f"{path} has {len(dataset)} structures, the model was trained on {data.get('n_structures')}.")
     splits = predictor.metadata["splits"]
-    test = dataset.split_indices(splits["seed"], splits["train"], splits["val"])["test"][:n]
-    for k in test:
-        yield sample_atoms(dataset[k])
+    parts = dataset.split_indices(splits["seed"], splits["train"], splits["val"])
+    if split not in parts:
+        raise SystemExit(f"{path} has no {split} split (held-out molecules exist only in molecule sets).")
+    for k in _spread(dataset, parts[split], n):
+        atoms = sample_atoms(dataset[k])
+        atoms.info["name"] = dataset[k].get("molecule", "")
+        yield atoms
+
+
+def _spread(dataset, indices: list[int], n: int) -> list[int]:
+    """n of the indices, one molecule after another (round-robin over molecules) so that a set's held-out
+    geometries cover as many molecules as possible; the first n for a single-molecule dataset."""
+    by_molecule: dict[str, list[int]] = {}
+    for k in indices:
+        by_molecule.setdefault(dataset[k].get("molecule", ""), []).append(k)
+    queues = list(by_molecule.values())
+    chosen: list[int] = []
+    while len(chosen) < min(n, len(indices)):
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(queue.pop(0))
+    return chosen
 
 
 def main() -> None:
@@ -47,8 +68,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=sorted(glob.glob("pretrained/*.pt")))
     parser.add_argument("--n", type=int, default=20, help="held-out geometries per model")
     parser.add_argument("--conv-tol", type=float, default=DEFAULT_CONV_TOL, help="SCF energy tolerance, Hartree")
+    parser.add_argument(
+        "--split", default="test", choices=("test", "test_ood"), help="test_ood: molecules a set model never saw"
+    )
+    parser.add_argument("--guesses", nargs="+", default=list(STANDARD_GUESSES), choices=STANDARD_GUESSES)
     args = parser.parse_args()
-    guesses = (PREDICTED, *STANDARD_GUESSES)
+    if "minao" not in args.guesses:
+        parser.error("--guesses must include minao (the ratios are to minao)")
+    guesses = (PREDICTED, *args.guesses)
     header = (
         f"{'model':<22}{'guess':<11}{'n':>4}{'iterations':>12}{'seconds':>10}{'iter/minao':>12}{'time/minao':>12}"
         f"{'max |dE| / Ha':>15}"
@@ -58,9 +85,9 @@ def main() -> None:
         predictor = load(path)
         predictor.warm_up()
         runs = []
-        structures = list(held_out_structures(predictor, args.n))
+        structures = list(held_out_structures(predictor, args.n, args.split))
         for atoms in tqdm(structures, desc=Path(path).stem, unit="geometry", file=sys.stderr):
-            runs.append(compare(atoms, predictor, STANDARD_GUESSES, conv_tol=args.conv_tol))
+            runs.append(compare(atoms, predictor, tuple(args.guesses), conv_tol=args.conv_tol))
         spread = max(c.max_energy_spread for c in runs)
         iterations = {g: np.mean([c.result(g).n_iterations for c in runs]) for g in guesses}
         seconds = {g: np.mean([c.result(g).seconds for c in runs]) for g in guesses}

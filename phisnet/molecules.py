@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ase
+import numpy as np
 from ase.build import molecule
 from ase.collections import g2, s22
 
@@ -68,6 +69,40 @@ def named_molecule(name: str) -> ase.Atoms:
     atoms = ase.Atoms(atoms.numbers, positions=atoms.positions)
     atoms.info["name"] = name.strip()
     return atoms
+
+
+def bond_signature(atoms: ase.Atoms) -> tuple[tuple, tuple]:
+    """The molecule's skeleton: its heavy-atom bonds as sorted (Z, Z) pairs, and each heavy atom as
+    (Z, number of hydrogens on it), sorted.
+
+    Two geometries with the same signature are, for the app's purposes, the same molecule (ethanol
+    and dimethyl ether share a formula, not a signature). Heavy atoms are bonded below 1.2 times the
+    sum of ASE's covalent radii; each hydrogen belongs to its nearest heavy atom, which survives the
+    stretched X-H bonds of 500 K normal-mode samples (whose rectilinear torsions lengthen them).
+    """
+    from ase.neighborlist import natural_cutoffs, neighbor_list
+
+    numbers = atoms.numbers
+    heavy = np.flatnonzero(numbers > 1)
+    if len(heavy) == 0:
+        return (), ()
+    skeleton = atoms[heavy]
+    first, second = neighbor_list("ij", skeleton, natural_cutoffs(skeleton, mult=1.2))
+    bonds = [
+        tuple(sorted((int(skeleton.numbers[i]), int(skeleton.numbers[j]))))
+        for i, j in zip(first, second, strict=True)
+        if i < j
+    ]
+    hydrogens = np.flatnonzero(numbers == 1)
+    distances = np.linalg.norm(atoms.positions[hydrogens, None] - atoms.positions[None, heavy], axis=-1)
+    owner = np.bincount(distances.argmin(axis=1), minlength=len(heavy)) if len(hydrogens) else np.zeros(len(heavy), int)
+    attached = [(int(z), int(h)) for z, h in zip(skeleton.numbers, owner, strict=True)]
+    return tuple(sorted(bonds)), tuple(sorted(attached))
+
+
+def same_molecule(a: ase.Atoms, b: ase.Atoms) -> bool:
+    """Whether two geometries have the same formula and the same bonds (see :func:`bond_signature`)."""
+    return a.get_chemical_formula() == b.get_chemical_formula() and bond_signature(a) == bond_signature(b)
 
 
 # ----------------------------------------------------------------------------- the general molecule set

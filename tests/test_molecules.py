@@ -1,5 +1,6 @@
 """phisnet.molecules: the paper's molecules and the general molecule set; force-field normal modes."""
 
+import ase
 import numpy as np
 import pytest
 from rdkit import Chem
@@ -9,12 +10,15 @@ from phisnet.molecules import (
     SET_ELEMENTS,
     SET_MAX_HEAVY_ATOMS,
     MoleculeEntry,
+    bond_signature,
     builtin_molecule_set,
     check_entry,
     conformers,
     g2_molecule_set,
+    paper_molecule,
     rdkit_molecule,
     read_molecule_list,
+    same_molecule,
     write_molecule_list,
 )
 from phisnet.sampling import force_field_modes, thermal_sample
@@ -104,3 +108,20 @@ def test_molecules_cli_lists_and_writes_the_set(tmp_path, capsys):
     assert main(["generate", "--n", "1", "--out", str(tmp_path / "x.db")]) == 2
     assert "either one MOLECULE or --molecules" in capsys.readouterr().err
     assert main(["generate", "water", "--molecules", str(out), "--n", "1", "--out", str(tmp_path / "x.db")]) == 2
+
+
+def test_same_molecule_tells_isomers_apart_and_survives_thermal_motion():
+    from phisnet.io import read_molecules
+
+    ethanol = paper_molecule("ethanol")
+    assert bond_signature(ethanol) == (((6, 6), (6, 8)), ((6, 2), (6, 3), (8, 1)))
+    assert same_molecule(ethanol, read_molecules("CCO", format="smiles")[0])
+    assert not same_molecule(ethanol, read_molecules("COC", format="smiles")[0])  # dimethyl ether, same formula
+    assert not same_molecule(paper_molecule("water"), ethanol)
+    entry = MoleculeEntry("ethanol", "CCO")
+    (start,) = conformers(entry, n=1)
+    modes = force_field_modes(rdkit_molecule(entry), start.positions)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        hot = ase.Atoms(start.numbers, positions=thermal_sample(modes, 500.0, rng))
+        assert same_molecule(ethanol, hot)

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from phisnet.data import HamiltonianDataset, sample_atoms
+from phisnet.metrics import model_split
 from phisnet.model import load
 from phisnet.scf_guess import DEFAULT_CONV_TOL, PREDICTED, STANDARD_GUESSES, compare
 
@@ -38,11 +39,7 @@ def held_out_structures(predictor, n: int, split: str = "test"):
     dataset = HamiltonianDataset(path)
     if len(dataset) != data.get("n_structures"):
         raise SystemExit(f"{path} has {len(dataset)} structures, the model was trained on {data.get('n_structures')}.")
-    splits = predictor.metadata["splits"]
-    parts = dataset.split_indices(splits["seed"], splits["train"], splits["val"])
-    if split not in parts:
-        raise SystemExit(f"{path} has no {split} split (held-out molecules exist only in molecule sets).")
-    for k in _spread(dataset, parts[split], n):
+    for k in _spread(dataset, model_split(predictor, dataset, split), n):
         atoms = sample_atoms(dataset[k])
         atoms.info["name"] = dataset[k].get("molecule", "")
         yield atoms

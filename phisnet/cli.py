@@ -224,6 +224,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         evaluate,
         format_energy_table,
         format_table,
+        model_split,
         reference_errors,
     )
     from phisnet.model import load
@@ -234,19 +235,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.split != "all":
         chosen = None
         for path, predictor in zip(args.model, predictors, strict=True):
-            splits = predictor.metadata.get("splits")
-            trained = predictor.metadata.get("data", {})
-            trained_on = trained.get("n_structures")
-            same_data = trained_on == len(dataset) and trained.get("settings") == dataset.metadata.get("settings")
-            if not (splits and same_data):
-                raise InputError(
-                    f"{args.data} is not the dataset {path} was trained on ({trained_on} structures, "
-                    f"{trained.get('title')}); its splits do not apply, use --split all."
-                )
-            parts = dataset.split_indices(splits["seed"], splits["train"], splits["val"])
-            if args.split not in parts:
-                raise InputError(f"{args.data} has no held-out molecules, so no {args.split} split.")
-            these = parts[args.split]
+            these = model_split(predictor, dataset, args.split, path)
             if chosen is not None and these != chosen:
                 raise InputError(
                     f"{path} has another {args.split} split than {args.model[0]}; compare them with --split all."

@@ -14,6 +14,8 @@ import numpy as np
 import scipy.linalg
 from tqdm.auto import tqdm
 
+from phisnet.errors import InputError
+
 MICRO = 1e6
 
 
@@ -64,6 +66,27 @@ def orbital_errors(H_pred, S_pred, H_ref, S_ref, n_occupied: int) -> tuple[float
     a, b = C_p[:, occ], C_r[:, occ]
     cos = np.abs((a * b).sum(0)) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
     return eps_mae, float(cos.mean())
+
+
+def model_split(predictor, dataset, split: str = "test", path: str = "the model") -> list[int]:
+    """Positions in ``dataset`` of one split (train, val, test, test_ood) recorded in a model's checkpoint.
+
+    Raises InputError when ``dataset`` is not the one the model was trained on (another size or
+    other generation settings): its splits would then mix training and test structures.
+    """
+    splits = predictor.metadata.get("splits")
+    trained = predictor.metadata.get("data", {})
+    trained_on = trained.get("n_structures")
+    same_data = trained_on == len(dataset) and trained.get("settings") == dataset.metadata.get("settings")
+    if not (splits and same_data):
+        raise InputError(
+            f"{dataset.path} is not the dataset {path} was trained on ({trained_on} structures, "
+            f"{trained.get('title')}); its splits do not apply, use --split all."
+        )
+    parts = dataset.split_indices(splits["seed"], splits["train"], splits["val"])
+    if split not in parts:
+        raise InputError(f"{dataset.path} has no held-out molecules, so no {split} split.")
+    return parts[split]
 
 
 def evaluate(predictor, dataset, indices=None, progress: bool = False, energies: bool = False) -> Metrics:

@@ -1,7 +1,9 @@
 """phisnet.training and train.py: a tiny real run, resume, determinism, evaluation."""
 
 import json
+import shutil
 
+import ase.db
 import numpy as np
 import pytest
 
@@ -116,6 +118,15 @@ def test_train_cli_and_evaluate_cli(water_db, tmp_path, capsys):
     assert "H [uHa]" in table and "eps [uHa]" in table and "psi [%]" in table and "E [meV]" in table
     saved = json.loads((tmp_path / "m.json").read_text())["models"][0]
     assert saved["n_structures"] == 1 and saved["H_MAE_uHa"] > 0 and saved["energy_MAE_meV"] > 0
+    evaluate = ["evaluate", "--model", str(out / "best.pt"), "--quiet", "--no-energy", "--data"]
+    assert cli_main([*evaluate, str(water_db), "--split", "test_ood"]) == 2  # one molecule: nothing held out
+    assert "no held-out molecules, so no test_ood split" in capsys.readouterr().err
+    other = tmp_path / "other.db"
+    shutil.copy(water_db, other)
+    with ase.db.connect(other) as db:
+        db.delete([1])
+    assert cli_main([*evaluate, str(other)]) == 2  # another dataset: the checkpoint's split would not apply
+    assert "is not the dataset" in capsys.readouterr().err
 
 
 def test_train_cli_bad_data(tmp_path, capsys):

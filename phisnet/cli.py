@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--json", help="also write the metrics to this JSON file")
     ev.add_argument(
+        "--by-molecule",
+        action="store_true",
+        help="for a molecule set: also one row per molecule (H, eps, psi, S; after the table of all structures)",
+    )
+    ev.add_argument(
         "--no-energy",
         action="store_true",
         help="skip the energy and forces of the predicted density (PySCF, about 1 s per small molecule)",
@@ -256,6 +261,17 @@ def evaluate_command(args: argparse.Namespace) -> int:
         )
     )
     print(format_table(rows))
+    if args.by_molecule:
+        by_molecule = _by_molecule(dataset, list(range(len(dataset))) if indices is None else list(indices))
+        if by_molecule is None:
+            raise InputError(
+                f"{args.data} holds one molecule; --by-molecule is for a set (phisnet generate --molecules)."
+            )
+        for path, predictor, entry in zip(args.model, predictors, report["models"], strict=True):
+            molecule_rows = [(name, evaluate(predictor, dataset, group)) for name, group in by_molecule.items()]
+            print(f"\nper molecule, model {path}:")
+            print(format_table(molecule_rows))
+            entry["by_molecule"] = {name: m.to_json() for name, m in molecule_rows}
     if args.end_to_end:
         chosen = list(range(len(dataset))) if indices is None else list(indices)
         labelled = [k for k in chosen if "ccsd_t_energy" in dataset[k]]
@@ -290,6 +306,17 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
         write_text_atomic(args.json, json.dumps(report, indent=2))
     return 0
+
+
+def _by_molecule(dataset, indices: list[int]) -> dict[str, list[int]] | None:
+    """Dataset positions grouped by molecule name (sorted by name), or None for a single-molecule dataset."""
+    groups: dict[str, list[int]] = {}
+    for k in indices:
+        name = dataset[k].get("molecule")
+        if name is None:
+            return None
+        groups.setdefault(name, []).append(k)
+    return dict(sorted(groups.items()))
 
 
 def predict_command(args: argparse.Namespace) -> int:

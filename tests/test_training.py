@@ -204,9 +204,13 @@ def test_multi_molecule_batches_and_held_out_molecules(set_db, tmp_path, capsys)
     assert predictor.metadata["elements"] == [1, 6, 7, 8] and predictor.metadata["basis"] == "sto-3g"
     assert predictor.metadata["molecules"] == {"seen": ["ammonia", "water"], "held_out": ["methane"]}
     capsys.readouterr()
-    code = cli_main(["evaluate", "--model", str(out / "best.pt"), "--data", str(set_db), "--split", "test_ood"])
+    code = cli_main(
+        ["evaluate", "--model", str(out / "best.pt"), "--data", str(set_db), "--split", "test_ood", "--by-molecule"]
+    )
     assert code == 0
-    assert "(test_ood)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(test_ood)" in printed and "per molecule" in printed
+    assert [line.split()[1] for line in printed.splitlines() if line.startswith("methane ")] == ["4"]
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")

@@ -13,8 +13,13 @@ PAGES = sorted(str(p) for p in (ROOT / "pages").glob("*.py"))
 TIMEOUT = 300
 
 
-def home(molecule_source="Named molecule"):
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+def home(molecule_source="Named molecule", pinned=True):
+    """The home page on a molecule source; ``pinned``: the user chose the default model (water) themselves,
+    so the app keeps it whatever the molecule (see test_a_users_molecule_goes_to_a_model_that_knows_it)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if pinned:
+        at.session_state[app_common.PINNED_KEY] = True
+    at.run()
     at.radio(key="molecule_source").set_value(molecule_source).run()
     return at
 
@@ -167,8 +172,36 @@ def test_models_page_shows_the_transfer_learning_table():
     assert "HF (PySCF" in transfer[0] and "water-hf.pt" in transfer[0]
 
 
+def general_model() -> str:
+    """Label of the shipped model trained on a molecule set."""
+    from phisnet.model import list_pretrained, load
+
+    return next(p.stem for p in list_pretrained(ROOT / "pretrained") if load(p).metadata.get("molecules"))
+
+
+def test_a_users_molecule_goes_to_a_model_that_knows_it():
+    at = home("SMILES", pinned=False)
+    at.text_input[0].set_value("O").run()  # water: the water model's own molecule stays with it
+    assert not at.exception and not at.error, errors(at)
+    assert at.session_state[app_common.MODEL_KEY] == "water"
+    at.text_input[0].set_value("OCC").run()  # ethanol: to the model trained on ethanol
+    assert at.session_state[app_common.MODEL_KEY] == "ethanol" and "C2H6O" in at.subheader[0].value
+
+    at = home("SMILES", pinned=False)
+    at.text_input[0].set_value("CC(N)=O").run()  # acetamide: no model of its own, so the general model
+    assert not at.exception and not at.error, errors(at)
+    assert at.session_state[app_common.MODEL_KEY] == general_model()
+    assert "the general model" in " ".join(i.value for i in at.info)
+    assert "C2H5NO" in at.subheader[0].value
+    at.text_input[0].set_value("CCO").run()  # the general model is kept once chosen
+    assert at.session_state[app_common.MODEL_KEY] == general_model()
+    at.selectbox[0].set_value("water").run()  # and so is the user's own choice (H2O2 has water's elements)
+    at.text_input[0].set_value("OO").run()
+    assert at.session_state[app_common.MODEL_KEY] == "water" and "H2O2" in at.subheader[0].value
+
+
 def test_a_refused_molecule_offers_a_model_that_knows_its_elements():
-    at = home("SMILES")
+    at = home("SMILES")  # the user chose water: no switch to another model
     at.text_input[0].set_value("CCO").run()
     assert "not trained on C" in errors(at)
     offer = " ".join(i.value for i in at.info)

@@ -24,6 +24,8 @@ NOTES = {
     "force_weight": "weight of the end-to-end force MSE in (eV/A)^2 ",
     "energy_target": "ccsd_t, reference or auto (CCSD(T) labels when the data has them) ",
     "init": "start from this checkpoint's weights and configuration ",
+    "schedule": "plateau (halve after PATIENCE validations without improvement) or cosine (to LR_MIN at MAX_STEPS) ",
+    "ema": "decay of the moving average of the weights that is validated and kept as best.pt, e.g. 0.999; 0 is off ",
     "device": "cpu, cuda, or auto (cuda when torch sees a GPU; under torchrun one GPU per process, nccl) ",
 }
 
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         "weight_decay",
         "lr_factor",
         "patience",
+        "schedule",
+        "ema",
         "val_every",
         "max_steps",
         "max_minutes",

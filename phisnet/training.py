@@ -10,7 +10,9 @@ alike, times ``matrix_weight``. With ``energy_weight`` or ``force_weight`` above
 loss adds the MSE of the end-to-end energy (eV) and forces (eV/Angstrom) of the predicted
 Fock matrix (``phisnet.observables.end_to_end``) against the dataset's CCSD(T) labels
 (``phisnet ccsdt``) or its own reference energies; ``init`` starts from the weights of
-another checkpoint (transfer learning, e.g. HF -> CCSD(T)). Under ``torchrun``
+another checkpoint (transfer learning, e.g. HF -> CCSD(T)). The learning rate decays on a
+validation plateau or along a cosine to ``lr_min`` at ``max_steps``; with ``ema`` > 0 an
+exponential moving average of the weights is validated and saved as ``best.pt``. Under ``torchrun``
 (``WORLD_SIZE`` > 1) each process takes its share of every step's batches and
 DistributedDataParallel averages the gradients (gloo on CPU, nccl on GPUs).
 
@@ -56,6 +58,8 @@ class TrainConfig:
     weight_decay: float = 1e-6
     lr_factor: float = 0.5
     patience: int = 10  # validations without improvement before the learning rate decays
+    schedule: str = "plateau"  # plateau (decay by lr_factor after patience) or cosine (lr -> lr_min at max_steps)
+    ema: float = 0.0  # decay of a moving average of the weights that is validated and saved as best.pt (0: off)
     val_every: int = 50  # steps
     max_steps: int = 100_000
     max_minutes: float = 60.0
@@ -262,6 +266,10 @@ def _distributed(device: torch.device) -> tuple[int, int]:
 def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     """Train (or resume) a model; returns the path of the best checkpoint."""
     device = _device(config.device)
+    if config.schedule not in ("plateau", "cosine"):
+        raise InputError(f"schedule must be plateau or cosine, got {config.schedule!r}.")
+    if not 0.0 <= config.ema < 1.0:
+        raise InputError(f"ema is a decay per step in [0, 1), e.g. 0.999; got {config.ema}.")
     if device.type != "cpu" and (config.energy_weight > 0 or config.force_weight > 0):
         raise InputError("Energy and force training runs on the CPU (its integrals are PySCF's); use --device cpu.")
     rank, world = _distributed(device)
@@ -328,9 +336,29 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.lr_factor, patience=config.patience, min_lr=config.lr_min
-    )
+    if config.schedule == "cosine":  # stepped every training step
+        # Closed form in the step (not torch's recursive CosineAnnealingLR), so that a resume with a larger
+        # --max-steps continues on the curve of the new length.
+        def cosine(s: int) -> float:
+            progress = min(s, config.max_steps) / max(config.max_steps, 1)
+            return (config.lr_min + (config.lr - config.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))) / config.lr
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    else:  # stepped with the validation loss
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=config.lr_factor, patience=config.patience, min_lr=config.lr_min
+        )
+    # The moving average of the weights is what gets validated and saved as best.pt: it smooths the step-to-step
+    # noise that the learning rate leaves in the weights. Not torch's AveragedModel: it deep-copies the module, and
+    # a deep copy of e3nn's compiled tensor products carries extra buffers that break its pairing of tensors and
+    # this project's checkpoint format; a second network of the same configuration has exactly the same keys, and
+    # torch's own EMA update does the averaging.
+    ema = None
+    if config.ema > 0:
+        ema = build_from_checkpoint({"config": model.config.to_json(), "state_dict": model.state_dict()}, dtype)
+        ema = ema.to(device).train()
+        ema_update = torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema)
+    evaluated = ema if ema is not None else model
     step, epoch, done_in_epoch, best, elapsed = 0, 0, 0, math.inf, 0.0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -338,6 +366,8 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         step, epoch, best, elapsed = state["step"], state["epoch"], state["best"], state["elapsed"]
         done_in_epoch = state["batches_done_in_epoch"]
         torch.set_rng_state(state["torch_rng"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
         log(f"Resuming {out} at step {step} (best {best_key} {best:.4g}).")
 
     metadata = {
@@ -377,9 +407,9 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         (out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
         _truncate_log(out / "metrics.jsonl", step)
 
-    def checkpoint(path: Path, extra: dict | None = None) -> None:
+    def checkpoint(path: Path, weights: PhiSNet, extra: dict | None = None) -> None:
         save_checkpoint(
-            path, model, {**metadata, "training": {"step": step, f"best_{best_key}": best, "seconds": elapsed}}, extra
+            path, weights, {**metadata, "training": {"step": step, f"best_{best_key}": best, "seconds": elapsed}}, extra
         )
 
     start = time.perf_counter() - elapsed
@@ -403,6 +433,10 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                     (part * (len(group) / len(chunk))).backward()
                 loss = loss + part.detach() * (len(group) / len(chunk))
             optimizer.step()
+            if ema is not None:
+                ema_update(list(ema.parameters()), list(model.parameters()), step)
+            if config.schedule == "cosine":
+                scheduler.step()
             step += 1
             elapsed = time.perf_counter() - start
             bar.update(1)
@@ -418,9 +452,10 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 out_of_time = bool(flag.item())
             if step % config.val_every == 0 or out_of_time:
                 metrics = validate(
-                    model, dataset, splits["val"], config.batch_size * 2, dtype, config, integrals, target
+                    evaluated, dataset, splits["val"], config.batch_size * 2, dtype, config, integrals, target
                 )
-                scheduler.step(metrics["val_loss"])
+                if config.schedule == "plateau":
+                    scheduler.step(metrics["val_loss"])
                 improved = metrics[best_key] < best
                 best = min(best, metrics[best_key])
                 if rank == 0:
@@ -434,9 +469,10 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                     }
                     _append_json_line(out / "metrics.jsonl", record)
                     if improved:
-                        checkpoint(best_path)
+                        checkpoint(best_path, evaluated)
                     checkpoint(
                         last_path,
+                        model,
                         {
                             "training": {
                                 "optimizer": optimizer.state_dict(),
@@ -447,6 +483,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                                 "best": best,
                                 "elapsed": elapsed,
                                 "torch_rng": torch.get_rng_state(),
+                                **({"ema": ema.state_dict()} if ema is not None else {}),
                             }
                         },
                     )

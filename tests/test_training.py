@@ -9,6 +9,7 @@ import pytest
 
 from phisnet.cli import main as cli_main
 from phisnet.data import HamiltonianDataset, generate, generate_set
+from phisnet.errors import InputError
 from phisnet.model import PhiSNetConfig, load
 from phisnet.molecules import MoleculeEntry
 from phisnet.training import TrainConfig, _batches, _groups, read_metrics, run
@@ -215,9 +216,42 @@ def test_multi_molecule_batches_and_held_out_molecules(set_db, tmp_path, capsys)
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_is_a_clear_error(water_db, tmp_path):
-    from phisnet.errors import InputError
 
     with pytest.raises(InputError, match="sees no GPU"):
         run(config(water_db, tmp_path / "gpu", device="cuda"), progress=False, log=lambda m: None)
     with pytest.raises(InputError, match="cpu, cuda or auto"):
         run(config(water_db, tmp_path / "gpu", device="tpu"), progress=False, log=lambda m: None)
+
+
+def test_moving_average_and_cosine_schedule(water_db, tmp_path):
+    from phisnet.model import build_from_checkpoint, read_checkpoint
+    from phisnet.training import validate
+
+    quiet = dict(progress=False, log=lambda m: None)
+    best = run(config(water_db, tmp_path / "c", schedule="cosine", lr=1e-2, lr_min=1e-4, ema=0.9), **quiet)
+    metrics = read_metrics(tmp_path / "c")
+    # Halfway the learning rate is the mean of start and end; at max_steps it is lr_min.
+    assert [m["lr"] for m in metrics] == pytest.approx([(1e-2 + 1e-4) / 2, 1e-4])
+
+    # best.pt holds the averaged weights that were validated, last.pt the raw ones (and the average, to resume).
+    dataset = HamiltonianDataset(water_db)
+    val = dataset.split_indices(0, 5, 2)["val"]
+    model = build_from_checkpoint(read_checkpoint(best))
+    again = validate(model, dataset, val, 4, next(model.parameters()).dtype)["val_H_MAE_uHa"]
+    assert again == pytest.approx(min(m["val_H_MAE_uHa"] for m in metrics), rel=1e-6)
+    last = read_checkpoint(tmp_path / "c" / "last.pt")
+    assert "ema" in last["training"]
+    raw = build_from_checkpoint(last)
+    assert validate(raw, dataset, val, 4, next(raw.parameters()).dtype)["val_H_MAE_uHa"] != pytest.approx(again)
+
+    # A resume restores the average: 8 + 4 steps validate exactly like 12 steps in one go.
+    run(config(water_db, tmp_path / "d", ema=0.9), **quiet)
+    run(config(water_db, tmp_path / "d", ema=0.9, max_steps=12, resume=True), **quiet)
+    run(config(water_db, tmp_path / "e", ema=0.9, max_steps=12), **quiet)
+    resumed, straight = read_metrics(tmp_path / "d"), read_metrics(tmp_path / "e")
+    assert [m["val_H_MAE_uHa"] for m in resumed] == pytest.approx([m["val_H_MAE_uHa"] for m in straight], rel=1e-5)
+
+    with pytest.raises(InputError, match="ema"):
+        run(config(water_db, tmp_path / "f", ema=1.5), **quiet)
+    with pytest.raises(InputError, match="schedule"):
+        run(config(water_db, tmp_path / "f", schedule="step"), **quiet)

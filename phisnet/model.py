@@ -209,8 +209,8 @@ class Interaction(nn.Module):
         self.update = GatedLinear(irreps_x, config.channels, config.lmax)
         self.irreps_out = self.update.irreps_out
 
-    def forward(self, x, sh, rbf, src, dst, n_nodes: int, norm: float):
-        # x [nodes, irreps_x]; sh [edges, irreps_sh]; rbf [edges, n_radial]
+    def forward(self, x, sh, rbf, src, dst, n_nodes: int, norm: torch.Tensor):
+        # x [nodes, irreps_x]; sh [edges, irreps_sh]; rbf [edges, n_radial]; norm [nodes, 1]
         messages = self.tp(x[src], sh, self.radial(rbf))  # [edges, tp.irreps_out]
         agg = torch.zeros(n_nodes, messages.shape[1], dtype=messages.dtype, device=messages.device)
         agg.index_add_(0, dst, messages)  # [nodes, tp.irreps_out]
@@ -307,71 +307,88 @@ class PhiSNet(nn.Module):
         envelope = 0.5 * (torch.cos(math.pi * r / cutoff) + 1.0) * (r < cutoff)
         return torch.exp(-(((r[:, None] - self.centers) / self.width) ** 2)) * envelope[:, None]
 
-    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, positions, atomic_numbers):
         """Predict H and S.
 
         Parameters
         ----------
-        positions : tensor of shape (B, N, 3) or (N, 3), Angstrom.
-        atomic_numbers : tensor of shape (N,), the same molecule for the whole batch.
+        positions : tensor of shape (B, N, 3) or (N, 3), Angstrom; or a list of such tensors, one per
+            composition, to predict molecules of different sizes in one pass through the network.
+        atomic_numbers : tensor of shape (N,), the same molecule for the whole batch; or a list of them,
+            one per tensor of positions.
 
         Returns
         -------
-        dict with ``hamiltonian`` and ``overlap`` of shape (B, nao, nao) (or (nao, nao)
-        for unbatched input), Hartree, PySCF AO order.
+        dict with ``hamiltonian`` and ``overlap`` of shape (B, nao, nao) (or (nao, nao) for
+        unbatched input), Hartree, PySCF AO order; for lists, a list of such dicts.
         """
+        if isinstance(positions, (list, tuple)):
+            if not isinstance(atomic_numbers, (list, tuple)) or len(atomic_numbers) != len(positions):
+                raise ValueError("A list of positions needs a list of atomic numbers of the same length.")
+            return self._forward_many([p if p.dim() == 3 else p[None] for p in positions], list(atomic_numbers))
         single = positions.dim() == 2
-        if single:
-            positions = positions[None]
-        B, N, _ = positions.shape
-        dtype = positions.dtype
-        elements = self.element_indices(atomic_numbers)  # [N]
-        K = self.orbitals.n_orbitals
+        out = self._forward_many([positions[None] if single else positions], [atomic_numbers])[0]
+        return {key: value[0] for key, value in out.items()} if single else out
 
-        # Ordered pairs i != j within each molecule, flattened over the batch.
-        device = positions.device
-        ii, jj = torch.meshgrid(torch.arange(N, device=device), torch.arange(N, device=device), indexing="ij")
-        off = ii != jj
-        pi, pj = ii[off], jj[off]  # [P]
-        offsets = (torch.arange(B, device=device) * N)[:, None]
-        src = (offsets + pj).reshape(-1)  # [B P] sender j
-        dst = (offsets + pi).reshape(-1)  # [B P] receiver i
-        flat_pos = positions.reshape(B * N, 3)
-        vec = flat_pos[src] - flat_pos[dst]  # [B P, 3] from i to j
-        r = vec.norm(dim=-1)  # [B P]
+    def _forward_many(self, positions: list[torch.Tensor], atomic_numbers: list[torch.Tensor]) -> list[dict]:
+        """One graph over every structure of every composition: positions[g] is (B_g, N_g, 3)."""
+        device, dtype = positions[0].device, positions[0].dtype
+        K = self.orbitals.n_orbitals
+        groups, src, dst, flat_pos, flat_elements, norms = [], [], [], [], [], []
+        n_nodes = n_edges = 0
+        for pos, numbers in zip(positions, atomic_numbers, strict=True):
+            B, N, _ = pos.shape
+            elements = self.element_indices(numbers)  # [N]
+            # Ordered pairs i != j within each molecule, flattened over the batch.
+            ii, jj = torch.meshgrid(torch.arange(N, device=device), torch.arange(N, device=device), indexing="ij")
+            off = ii != jj
+            pi, pj = ii[off], jj[off]  # [P]
+            offsets = n_nodes + (torch.arange(B, device=device) * N)[:, None]
+            src.append((offsets + pj).reshape(-1))  # [B P] sender j
+            dst.append((offsets + pi).reshape(-1))  # [B P] receiver i
+            flat_pos.append(pos.reshape(B * N, 3))
+            flat_elements.append(elements.repeat(B))
+            norms.append(torch.full((B * N, 1), 1.0 / math.sqrt(max(N - 1, 1)), dtype=dtype, device=device))
+            groups.append((B, N, elements, pi, pj, n_nodes, n_edges))
+            n_nodes, n_edges = n_nodes + B * N, n_edges + B * len(pi)
+        src, dst, flat_pos = torch.cat(src), torch.cat(dst), torch.cat(flat_pos)
+        norm = torch.cat(norms)  # [nodes, 1]: messages summed over a molecule's N - 1 neighbours
+        vec = flat_pos[src] - flat_pos[dst]  # [edges, 3] from i to j
+        r = vec.norm(dim=-1)  # [edges]
         sh = o3.spherical_harmonics(
             self.irreps_sh, to_e3nn_coordinates(vec), normalize=True, normalization="component"
-        )  # [B P, irreps_sh]
-        rbf = self.radial_basis(r)  # [B P, n_radial]
+        )  # [edges, irreps_sh]
+        rbf = self.radial_basis(r)  # [edges, n_radial]
 
-        x = self.embed_linear(self.embedding(elements).repeat(B, 1).to(dtype))  # [B N, irreps_x]
-        norm = 1.0 / math.sqrt(max(N - 1, 1))
+        x = self.embed_linear(self.embedding(torch.cat(flat_elements)).to(dtype))  # [nodes, irreps_x]
         for layer in self.interactions:
-            x = layer(x, sh, rbf, src, dst, B * N, norm)
+            x = layer(x, sh, rbf, src, dst, n_nodes, norm)
 
         pair = self.pair_linear_a(self.pair_product(x[dst], x[src])) + self.pair_linear_b(
             self.pair_edge(x[src], sh, self.pair_radial(rbf))
         )
-        pair = self.pair_gate(pair)  # [B P, irreps_x]
-        diag = x + self.self_linear(self.self_product(x, x))  # [B N, irreps_x]
+        pair = self.pair_gate(pair)  # [edges, irreps_x]
+        diag = x + self.self_linear(self.self_product(x, x))  # [nodes, irreps_x]
 
         Q = self.Q.to(dtype)
-        outputs = {}
+        outputs = [{} for _ in groups]
         for name, prefix, reference, scale in (
             ("hamiltonian", "h", self.h_reference, self.h_scale),
             ("overlap", "s", self.s_reference, self.s_scale),
         ):
-            blocks_diag = self.heads[f"{prefix}_diagonal"](diag, Q)  # [B N, K, K]
-            blocks_off = self.heads[f"{prefix}_offdiagonal"](pair, Q)  # [B P, K, K]
-            full = torch.zeros(B, N, N, K, K, dtype=dtype, device=positions.device)
-            full[:, pi, pj] = blocks_off.reshape(B, -1, K, K) * scale
-            idx = torch.arange(N, device=device)
-            full[:, idx, idx] = blocks_diag.reshape(B, N, K, K) * scale + reference[elements].to(dtype)
-            full = full.permute(0, 1, 3, 2, 4).reshape(B, N * K, N * K)
-            keep = self.element_mask[elements].reshape(-1)  # [N K]
-            matrix = full[:, keep][:, :, keep]  # [B, nao, nao]
-            matrix = 0.5 * (matrix + matrix.transpose(1, 2))
-            outputs[name] = matrix[0] if single else matrix
+            all_diag = self.heads[f"{prefix}_diagonal"](diag, Q)  # [nodes, K, K]
+            all_off = self.heads[f"{prefix}_offdiagonal"](pair, Q)  # [edges, K, K]
+            for out, (B, N, elements, pi, pj, node0, edge0) in zip(outputs, groups, strict=True):
+                blocks_diag = all_diag[node0 : node0 + B * N]
+                blocks_off = all_off[edge0 : edge0 + B * len(pi)]
+                full = torch.zeros(B, N, N, K, K, dtype=dtype, device=device)
+                full[:, pi, pj] = blocks_off.reshape(B, -1, K, K) * scale
+                idx = torch.arange(N, device=device)
+                full[:, idx, idx] = blocks_diag.reshape(B, N, K, K) * scale + reference[elements].to(dtype)
+                full = full.permute(0, 1, 3, 2, 4).reshape(B, N * K, N * K)
+                keep = self.element_mask[elements].reshape(-1)  # [N K]
+                matrix = full[:, keep][:, :, keep]  # [B, nao, nao]
+                out[name] = 0.5 * (matrix + matrix.transpose(1, 2))
         return outputs
 
     # ------------------------------------------------------------------------- data-derived constants

@@ -17,9 +17,10 @@ exponential moving average of the weights is validated and saved as ``best.pt``.
 DistributedDataParallel averages the gradients (gloo on CPU, nccl on GPUs).
 
 A dataset of many molecules (``phisnet generate --molecules``) gives mini-batches that mix
-molecules: the network takes one composition per call, so a step runs one forward and
-backward per composition in its batch and the gradients add up (weighted by size) before
-the optimiser step. Structures of held-out molecules are never trained on.
+molecules, each composition's loss weighted by its share of the batch. A step takes all of
+them through the network in one call (one graph over every structure); energy and force
+training runs one forward and backward per composition, the gradients adding up. Structures
+of held-out molecules are never trained on.
 """
 
 from __future__ import annotations
@@ -172,21 +173,29 @@ def _batches(dataset, indices: list[int], batch_size: int, rng: np.random.Genera
     return batches
 
 
-def _batch_loss(ddp_model, model, dataset, group, dtype, config: TrainConfig, integrals, target: str) -> torch.Tensor:
-    """Training loss of structures of one composition (matrix entries, and energies and forces if asked)."""
-    batch = _stack(dataset, group, dtype, next(model.parameters()).device)
+def _batch_loss(ddp_model, model, dataset, groups, dtype, config: TrainConfig, integrals, target: str) -> torch.Tensor:
+    """Training loss of a mini-batch given as groups of one composition, each weighted by its size.
+
+    The matrix loss takes every group through the network in one call (one graph over all molecules);
+    energies and forces go group by group.
+    """
+    device = next(model.parameters()).device
+    batches = [_stack(dataset, group, dtype, device) for group in groups]
+    weights = [len(group) / sum(len(g) for g in groups) for group in groups]
     loss = torch.zeros((), dtype=torch.float64)
     if config.matrix_weight > 0:
-        pred = ddp_model(batch["positions"], batch["atomic_numbers"])
-        lh, ls = loss_terms(pred, batch, model)
-        loss = loss + config.matrix_weight * (lh + config.overlap_weight * ls)
+        preds = ddp_model([b["positions"] for b in batches], [b["atomic_numbers"] for b in batches])
+        for pred, batch, weight in zip(preds, batches, weights, strict=True):
+            lh, ls = loss_terms(pred, batch, model)
+            loss = loss + weight * config.matrix_weight * (lh + config.overlap_weight * ls)
     if config.energy_weight > 0 or config.force_weight > 0:
-        de, df = energy_terms(
-            ddp_model, dataset, group, batch, integrals, target, forces=config.force_weight > 0, train=True
-        )
-        loss = loss + config.energy_weight * (de**2).mean()
-        if df is not None:
-            loss = loss + config.force_weight * (df**2).mean()
+        for group, batch, weight in zip(groups, batches, weights, strict=True):
+            de, df = energy_terms(
+                ddp_model, dataset, group, batch, integrals, target, forces=config.force_weight > 0, train=True
+            )
+            loss = loss + weight * config.energy_weight * (de**2).mean()
+            if df is not None:
+                loss = loss + weight * config.force_weight * (df**2).mean()
     return loss
 
 
@@ -412,6 +421,11 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             path, weights, {**metadata, "training": {"step": step, f"best_{best_key}": best, "seconds": elapsed}}, extra
         )
 
+    # A mini-batch of several compositions goes through the network in one call: on this project's 2-core CPU a
+    # step of the general model took 1/1.11 of the time of one call per composition (benchmarks/training_step.py;
+    # the work is mostly arithmetic here, so the gain is small; on a GPU per-call overhead weighs more). Energy
+    # and force training goes one composition at a time (DistributedDataParallel pairs a forward with a backward).
+    one_call = not with_energy
     start = time.perf_counter() - elapsed
     bar = tqdm(total=config.max_steps, initial=step, unit="step", disable=not progress or rank != 0)
     stop = False
@@ -424,14 +438,19 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             if position < done_in_epoch:  # already trained on before the resume
                 continue
             optimizer.zero_grad(set_to_none=True)
-            loss = torch.zeros((), dtype=torch.float64)
             groups = _groups(dataset, chunk)
-            for g, group in enumerate(groups):  # one backward per molecule; gradients add up
-                sync = g == len(groups) - 1 or world == 1
+            if one_call:  # every composition in one pass through the network
+                calls = [groups]
+            else:  # one forward and backward per composition
+                calls = [[group] for group in groups]
+            loss = torch.zeros((), dtype=torch.float64)
+            for c, call in enumerate(calls):  # gradients add up over the calls
+                share = sum(len(group) for group in call) / len(chunk)
+                sync = c == len(calls) - 1 or world == 1
                 with contextlib.nullcontext() if sync else ddp_model.no_sync():
-                    part = _batch_loss(ddp_model, model, dataset, group, dtype, config, integrals, target)
-                    (part * (len(group) / len(chunk))).backward()
-                loss = loss + part.detach() * (len(group) / len(chunk))
+                    part = _batch_loss(ddp_model, model, dataset, call, dtype, config, integrals, target) * share
+                    part.backward()
+                loss = loss + part.detach()
             optimizer.step()
             if ema is not None:
                 ema_update(list(ema.parameters()), list(model.parameters()), step)

@@ -94,6 +94,25 @@ def test_exact_symmetry_and_batching(invariant_model):
     assert torch.allclose(single, H[0], atol=1e-12)
 
 
+def test_molecules_of_different_sizes_in_one_call(invariant_model):
+    """A list of compositions goes through one graph and gives what separate calls give."""
+    water, ethanol, uracil = (read_molecules(name)[0] for name in ("water", "ethanol", "uracil"))
+    two_waters = torch.stack([torch.tensor(water.positions), torch.tensor(water.positions[::-1].copy())])
+    numbers = [torch.tensor(water.numbers), torch.tensor(ethanol.numbers), torch.tensor(uracil.numbers)]
+    many = invariant_model([two_waters, torch.tensor(ethanol.positions), torch.tensor(uracil.positions)], numbers)
+    alone = [
+        invariant_model(two_waters, numbers[0]),
+        invariant_model(torch.tensor(ethanol.positions)[None], numbers[1]),
+        invariant_model(torch.tensor(uracil.positions)[None], numbers[2]),
+    ]
+    assert [out["hamiltonian"].shape for out in many] == [(2, 24, 24), (1, 72, 72), (1, 132, 132)]
+    for together, separately in zip(many, alone, strict=True):
+        for key in ("hamiltonian", "overlap"):
+            assert torch.allclose(together[key], separately[key], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="list of atomic numbers"):
+        invariant_model([two_waters], numbers[0])
+
+
 def test_gradients_reach_every_parameter():
     model = PhiSNet(PhiSNetConfig(elements=[1, 8], **TINY))
     (atoms,) = read_molecules("water")

@@ -92,10 +92,10 @@ try:
         atoms.info["charge"] = 0
         name = f"{ds[test[k]].get('molecule', trained)} test geometry {k}"
     if atoms is not None and source_kind in ("SMILES", "Upload a file"):
-        better = ui.default_model_for(atoms, label, predictor)
-        if better is not None:  # a user's own molecule goes to a model that knows it, unless they chose otherwise
+        switch = ui.default_model_for(atoms, label, predictor)
+        if switch is not None:  # a user's own molecule goes to a model that knows it, unless they chose otherwise
+            better, general = switch
             ui.use_model(better, pinned=False)
-            general = ui.cached_model(ui.available_models()[better]).metadata.get("molecules")
             st.session_state[SWITCH_NOTE_KEY] = (
                 f"{atoms.get_chemical_formula()} is not the molecule {label} was trained on "
                 f"({ui.trained_molecule(predictor)}), so {'the general model ' if general else ''}{better} predicts "

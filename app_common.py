@@ -145,8 +145,9 @@ def use_model(label: str, pinned: bool) -> None:
         st.session_state[PINNED_KEY] = True
 
 
-def default_model_for(atoms: ase.Atoms, label: str, predictor) -> str | None:
-    """The model the app switches to for a user's own molecule, or None to keep ``label``.
+def default_model_for(atoms: ase.Atoms, label: str, predictor) -> tuple[str, bool] | None:
+    """The model the app switches to for a user's own molecule and whether it is a general model, or None
+    to keep ``label``.
 
     Nothing changes when the user picked the current model themselves, when it is a general model
     (trained on a molecule set), or when it was trained on this very molecule. Otherwise the molecule
@@ -156,8 +157,8 @@ def default_model_for(atoms: ase.Atoms, label: str, predictor) -> str | None:
         return None
     paths = available_models()
     candidates = [(m, cached_model(paths[m])) for m in models_for(atoms, exclude=label)]
-    own = [m for m, p in candidates if not p.metadata.get("molecules") and is_own_molecule(atoms, p)]
-    general = [m for m, p in candidates if p.metadata.get("molecules")]
+    own = [(m, False) for m, p in candidates if not p.metadata.get("molecules") and is_own_molecule(atoms, p)]
+    general = [(m, True) for m, p in candidates if p.metadata.get("molecules")]
     return (own + general + [None])[0]
 
 

@@ -159,17 +159,26 @@ def format_table(rows: list[tuple[str, Metrics]]) -> str:
         if m.energy_mae_mev is not None:
             line += f"{m.energy_mae_mev:>10.2f}{m.force_mae_mev_a:>11.2f}"
         lines.append(line)
-    for name, m in rows:
-        if m.n_orthogonalised:
-            lines.append(
-                f"{name}: the predicted S was not positive definite for {m.n_orthogonalised} of {m.n_structures} "
-                "structures; eps and psi come from the canonically orthogonalised problem there."
-            )
-        if m.n_unsolvable:
-            lines.append(
-                f"{name}: the predicted S of {m.n_unsolvable} of {m.n_structures} structures has fewer usable "
-                "functions than occupied orbitals; eps and psi average over the other structures."
-            )
+    notes = (
+        (
+            "n_orthogonalised",
+            "the predicted S was not positive definite for {k} of {n} structures; eps and psi come "
+            "from the canonically orthogonalised problem there.",
+        ),
+        (
+            "n_unsolvable",
+            "the predicted S of {k} of {n} structures has fewer usable functions than occupied "
+            "orbitals; eps and psi average over the other structures.",
+        ),
+    )
+    for field_name, text in notes:
+        flagged = [(name, m) for name, m in rows if getattr(m, field_name)]
+        if len(flagged) > 3:  # a table of many molecules: one line for all of them
+            k = sum(getattr(m, field_name) for _, m in flagged)
+            n = sum(m.n_structures for _, m in rows)
+            lines.append(f"{len(flagged)} of {len(rows)} rows: " + text.format(k=k, n=n))
+        else:
+            lines.extend(f"{name}: " + text.format(k=getattr(m, field_name), n=m.n_structures) for name, m in flagged)
     if with_energy:
         lines.append(
             "E, F: energy and forces of the predicted density in PySCF's functional (no SCF) against the data's "

@@ -82,7 +82,11 @@ def test_indefinite_predicted_overlap_is_orthogonalised_and_counted(water_ref):
         eps, psi = orbital_errors(H, bad_S, H, S, 5)
     assert np.isfinite(eps) and 0 < psi <= 1
     metrics = Metrics(10, 1.0, 1.0, 1.0, 99.0, n_orthogonalised=3)
-    assert "not positive definite for 3 of 10" in format_table([("x", metrics)])
+    assert "x: the predicted S was not positive definite for 3 of 10" in format_table([("x", metrics)])
+    # A table of many molecules says it once.
+    table = format_table([(f"m{k}", metrics) for k in range(5)])
+    assert table.count("positive definite") == 1 and "5 of 5 rows: the predicted S was not" in table
+    assert "for 15 of 50 structures" in table
 
 
 def test_overlap_without_room_for_the_occupied_orbitals_is_counted_not_fatal(water_ref):

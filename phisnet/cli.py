@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -464,8 +466,16 @@ def format_prediction(result: dict, model: str) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (kill, pkill) stops a run like Ctrl-C: the worker processes of `generate` are shut down with it
+    # instead of computing on as orphans, and what was saved stays saved.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         return run(args)
     except InputError as exc:
@@ -474,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("phisnet: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import ase.db
 import numpy as np
@@ -283,3 +284,42 @@ def test_single_molecule_generation_on_dask(tmp_path):
         np.testing.assert_allclose(row.positions, sample_positions(modes, settings, row.sample_index), atol=1e-10)
     ref = run_dft(got[1].toatoms(), xc="hf", basis="sto-3g", conv_tol=1e-11)
     np.testing.assert_allclose(got[1].data["hamiltonian"], ref.hamiltonian, atol=1e-6)
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status  # a zombie has finished
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc")
+def test_sigterm_stops_the_workers_too_and_resume_completes(tmp_path):
+    path = tmp_path / "terminated.db"
+    command = [sys.executable, "-m", "phisnet.cli", "generate", "water", "--n", "8", "--out", str(path), "--quiet"]
+    command += ["--workers", "2", "--threads", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, count = time.time() + 240, 0
+    while time.time() < deadline and proc.poll() is None and count < 1:
+        try:
+            count = sqlite3.connect(path).execute("SELECT COUNT(*) FROM systems").fetchone()[0]
+        except sqlite3.OperationalError:
+            count = 0
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be stopped"
+    children = [
+        int(pid) for task in Path(f"/proc/{proc.pid}/task").iterdir() for pid in (task / "children").read_text().split()
+    ]
+    assert len(children) >= 2  # the pool's worker processes
+    os.kill(proc.pid, signal.SIGTERM)  # the parent only, as kill or pkill would
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130 and "run the same command again to resume" in err
+    deadline = time.time() + 10  # a moment for the pool's processes to see the shutdown
+    while time.time() < deadline and any(_running(pid) for pid in children):
+        time.sleep(0.1)
+    alive = [Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:200] for pid in children if _running(pid)]
+    assert not alive, f"processes outlived the run: {alive}"
+    assert 1 <= len(rows(path)) < 8
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    assert sorted(r.sample_index for r in rows(path)) == list(range(8))

@@ -97,9 +97,9 @@ try:
             better, general = switch
             ui.use_model(better, pinned=False)
             st.session_state[SWITCH_NOTE_KEY] = (
-                f"{atoms.get_chemical_formula()} is not the molecule {label} was trained on "
-                f"({ui.trained_molecule(predictor)}), so {'the general model ' if general else ''}{better} predicts "
-                "it. Choose another model in the sidebar to override."
+                f"{atoms.get_chemical_formula()} is not {ui.trained_molecule(predictor)}, the molecule of the model "
+                f"{label}, so {'the general model, ' if general else 'the model '}{better}, predicts it. Choose "
+                "another model in the sidebar to override."
             )
             st.rerun()
     if atoms is not None:  # predict_wavefunction refuses elements the model does not know

@@ -109,10 +109,12 @@ def model_sidebar():
         if molecules
         else f"{trained_molecule(predictor)} structures"
     )
+    validation = (meta.get("training") or {}).get("best_val_H_MAE_uHa")
+    accuracy = f"; validation H MAE {validation:.0f} uHa" if validation is not None else ""
     st.sidebar.caption(
         f"{meta.get('xc', '?').upper()}/{meta.get('basis', '?')}, trained on "
         f"{meta.get('data', {}).get('n_structures', '?')} {what}; "
-        f"elements {', '.join(ase.data.chemical_symbols[z] for z in predictor.elements)}"
+        f"elements {', '.join(ase.data.chemical_symbols[z] for z in predictor.elements)}{accuracy}"
     )
     return label, models[label], predictor
 
@@ -173,10 +175,16 @@ def trained_molecule(predictor) -> str:
 
 
 def want_reference(atoms: ase.Atoms) -> bool:
-    """Sidebar switch for PySCF references (kept across pages); on by default for small molecules."""
+    """Sidebar switch for PySCF references: on by default for molecules of up to AUTO_REFERENCE_ATOMS atoms;
+    once the user flips it, their choice holds for every molecule and page."""
     default = st.session_state.get(REFERENCE_KEY, len(atoms) <= AUTO_REFERENCE_ATOMS)
-    value = st.sidebar.toggle("PySCF reference", value=default, help="Run the DFT calculation (cached) to compare.")
-    st.session_state[REFERENCE_KEY] = value
+    value = st.sidebar.toggle(
+        "PySCF reference",
+        value=default,
+        help=f"Run the DFT calculation (cached) to compare. On by default up to {AUTO_REFERENCE_ATOMS} atoms.",
+    )
+    if value != default:  # the user's own choice (the default alone is never stored)
+        st.session_state[REFERENCE_KEY] = value
     return value
 
 

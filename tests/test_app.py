@@ -200,6 +200,19 @@ def test_a_users_molecule_goes_to_a_model_that_knows_it():
     assert at.session_state[app_common.MODEL_KEY] == "water" and "H2O2" in at.subheader[0].value
 
 
+def test_reference_is_on_for_small_molecules_until_the_user_chooses():
+    at = home("SMILES", pinned=False)
+    at.text_input[0].set_value("CCCCCC").run()  # hexane, 20 atoms: no DFT run unless asked for
+    assert not at.exception and not at.error, errors(at)
+    assert at.toggle[0].value is False
+    at.text_input[0].set_value("O").run()  # water, 3 atoms: the reference runs by default
+    assert at.toggle[0].value is True
+    at.toggle[0].set_value(False).run()
+    at.text_input[0].set_value("C").run()  # methane, 5 atoms: the user's choice holds
+    assert at.toggle[0].value is False and not at.exception
+    assert "validation H MAE" in " ".join(c.value for c in at.sidebar.caption)
+
+
 def test_a_refused_molecule_offers_a_model_that_knows_its_elements():
     at = home("SMILES")  # the user chose water: no switch to another model
     at.text_input[0].set_value("CCO").run()

@@ -10,7 +10,7 @@ import app_common as ui
 from phisnet.jobs import list_jobs
 from phisnet.model import list_pretrained, read_checkpoint
 from phisnet.training import read_metrics
-from phisnet.viz import learning_curve_figure
+from phisnet.viz import learning_curve_figure, per_molecule_figure
 
 ui.page_setup("Models")
 
@@ -53,8 +53,32 @@ for name, path, card, log in entries:
             metrics = read_metrics(log)
             right.plotly_chart(learning_curve_figure(metrics), width="stretch", key=f"curve-{name}")
         evaluation = Path(path).with_suffix(".evaluation.json")
-        if evaluation.is_file():  # written by phisnet evaluate --end-to-end --json (command in the card)
+        if evaluation.is_file():  # written by phisnet evaluate --json (command in the card)
             report = json.loads(evaluation.read_text())
+            for entry in report.get("models", [])[:1]:
+                right.markdown(
+                    f"**`phisnet evaluate` on the {report.get('split', '?')} split of {report.get('data')}**"
+                )
+                right.dataframe(
+                    pd.DataFrame(
+                        [
+                            {
+                                "n": entry.get("n_structures"),
+                                "H MAE / uHa": entry.get("H_MAE_uHa"),
+                                "eps MAE / uHa": entry.get("eps_MAE_uHa"),
+                                "psi / %": entry.get("psi_percent"),
+                                "S MAE / 1e-6": entry.get("S_MAE_1e-6"),
+                            }
+                        ]
+                    ),
+                    hide_index=True,
+                )
+                if entry.get("by_molecule"):
+                    right.plotly_chart(
+                        per_molecule_figure(entry["by_molecule"], f"H MAE per molecule ({report.get('split')})"),
+                        width="stretch",
+                        key=f"molecules-{name}",
+                    )
             if "end_to_end" in report:
                 right.markdown(f"**End-to-end energies and forces against {report['end_to_end']['target_name']}**")
                 right.dataframe(

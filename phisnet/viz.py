@@ -311,3 +311,26 @@ def rotation_errors_figure(errors: dict[str, np.ndarray]):
     fig.update_xaxes(title="random rotation")
     fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="Equivariance error")
     return fig
+
+
+def per_molecule_figure(by_molecule: dict[str, dict], title: str = "H MAE per molecule"):
+    """Bar chart of the H MAE (uHa) of each molecule of a set, from ``phisnet evaluate --by-molecule --json``."""
+    import plotly.graph_objects as go
+
+    ranked = sorted(by_molecule.items(), key=lambda item: item[1]["H_MAE_uHa"])
+    fig = go.Figure(
+        go.Bar(
+            x=[name for name, _ in ranked],
+            y=[m["H_MAE_uHa"] for _, m in ranked],
+            text=[f"n={m['n_structures']}" for _, m in ranked],
+            hovertemplate="%{x}: %{y:.1f} uHa (%{text})<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=360,
+        yaxis={"title": "H MAE / uHa", "type": "log"},
+        xaxis={"tickangle": -45},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return fig

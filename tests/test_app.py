@@ -1,5 +1,6 @@
 """The Streamlit app through Streamlit's AppTest: every page with its defaults, and every bad input."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,10 @@ def test_models_page_shows_the_transfer_learning_table():
     transfer = [methods for methods in tables if "water-ccsdt.pt" in methods]
     assert transfer, f"no transfer-learning table among {tables}"
     assert "HF (PySCF" in transfer[0] and "water-hf.pt" in transfer[0]
+    # The paper's metrics of each model that ships an evaluation report, as `phisnet evaluate --json` wrote them.
+    report = json.loads((ROOT / "pretrained" / "water.evaluation.json").read_text())
+    shown = [d.value["H MAE / uHa"].iloc[0] for d in at.dataframe if "H MAE / uHa" in d.value.columns]
+    assert report["models"][0]["H_MAE_uHa"] in shown
 
 
 def general_model() -> str:

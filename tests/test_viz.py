@@ -102,3 +102,14 @@ def test_force_arrows_share_one_scale():
     assert len(lengths) == 6  # one arrow per atom and panel
     assert max(lengths) == pytest.approx(FORCE_ARROW_ANGSTROM)
     assert sorted(lengths)[-2] == pytest.approx(FORCE_ARROW_ANGSTROM / 4)  # the smaller panel, same scale
+
+
+def test_per_molecule_figure_ranks_molecules_by_error():
+    from phisnet.viz import per_molecule_figure
+
+    by_molecule = {
+        "anisole": {"H_MAE_uHa": 300.0, "n_structures": 2},
+        "pyrazole": {"H_MAE_uHa": 90.0, "n_structures": 2},
+    }
+    bar = per_molecule_figure(by_molecule).data[0]
+    assert list(bar.x) == ["pyrazole", "anisole"] and list(bar.y) == [90.0, 300.0]

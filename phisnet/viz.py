@@ -323,6 +323,7 @@ def per_molecule_figure(by_molecule: dict[str, dict], title: str = "H MAE per mo
             x=[name for name, _ in ranked],
             y=[m["H_MAE_uHa"] for _, m in ranked],
             text=[f"n={m['n_structures']}" for _, m in ranked],
+            textposition="none",  # the structure count shows on hover
             hovertemplate="%{x}: %{y:.1f} uHa (%{text})<extra></extra>",
         )
     )

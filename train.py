@@ -67,11 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=f"{note}(default {'none' if default == '' else default})",
         )
-    for name in ("channels", "lmax", "n_interactions", "n_radial", "cutoff", "radial_hidden"):
+    for name in ("channels", "lmax", "n_interactions", "n_radial", "cutoff", "radial_hidden", "pair_layers"):
         default = getattr(model_defaults, name)
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=type(default), default=None, help=f"model: (default {default})"
         )
+    parser.add_argument(
+        "--pair-mixing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"model: own linear maps on each side of the pair products (default {model_defaults.pair_mixing})",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -21,19 +21,14 @@ import torch
 from phisnet.data import HamiltonianDataset
 from phisnet.metrics import model_split
 from phisnet.model import load
-from phisnet.training import TrainConfig, _batch_loss, _batches, _groups
+from phisnet.training import TrainConfig, _batches, _groups, batch_backward
 
 
 def step(model, dataset, chunk, per_composition: bool) -> tuple[float, list[torch.Tensor]]:
     """Seconds of forward + backward of one mini-batch, and its gradients."""
     model.zero_grad(set_to_none=True)
-    groups = _groups(dataset, chunk)
-    calls = [[group] for group in groups] if per_composition else [groups]
     start = time.perf_counter()
-    for call in calls:
-        share = sum(len(group) for group in call) / len(chunk)
-        loss = _batch_loss(model, model, dataset, call, torch.float32, TrainConfig(), None, "reference")
-        (loss * share).backward()
+    batch_backward(model, model, dataset, chunk, torch.float32, TrainConfig(), None, "reference", not per_composition)
     return time.perf_counter() - start, [p.grad.clone() for p in model.parameters()]
 
 

@@ -56,6 +56,11 @@ class PhiSNetConfig:
     cutoff : radial cutoff in Angstrom (all atom pairs get a Hamiltonian block; pairs
         beyond the cutoff exchange no messages).
     radial_hidden : width of the MLPs that turn distances into tensor-product weights.
+    pair_mixing : give each side of the channel-wise products (x_i (x) x_j for pairs, x_i (x) x_i
+        for diagonal blocks) its own linear map first, so every channel of one atom can meet every
+        channel of the other (checkpoints from before the option load with False).
+    pair_layers : equivariant layers of the pair stage; each after the first adds
+        gate(linear(p_ij (x) Y(r_ij))) with its own radial weights to the pair features p_ij.
     """
 
     elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
@@ -67,6 +72,8 @@ class PhiSNetConfig:
     n_radial: int = 16
     cutoff: float = 8.0
     radial_hidden: int = 32
+    pair_mixing: bool = True
+    pair_layers: int = 1
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -218,6 +225,25 @@ class Interaction(nn.Module):
         return x + self.update(h)
 
 
+class PairUpdate(nn.Module):
+    """One more pair layer: p_ij + gate(linear(p_ij (x) Y(r_ij)) + linear(p_ij)), radial weights per pair."""
+
+    def __init__(self, irreps_x: o3.Irreps, irreps_sh: o3.Irreps, config: PhiSNetConfig):
+        super().__init__()
+        self.tp = tensor_product_uvu(irreps_x, irreps_sh, config.lmax)
+        self.radial = FullyConnectedNet(
+            [config.n_radial, config.radial_hidden, self.tp.weight_numel], nn.functional.silu
+        )
+        self.tp_linear = o3.Linear(self.tp.irreps_out.simplify(), irreps_x)
+        self.self_linear = o3.Linear(irreps_x, irreps_x)
+        self.update = GatedLinear(irreps_x, config.channels, config.lmax)
+
+    def forward(self, pair, sh, rbf):
+        # pair [edges, irreps_x]; sh [edges, irreps_sh]; rbf [edges, n_radial]
+        h = self.tp_linear(self.tp(pair, sh, self.radial(rbf))) + self.self_linear(pair)
+        return pair + self.update(h)
+
+
 class MatrixHead(nn.Module):
     """Features -> padded K x K blocks, through the Clebsch-Gordan basis Q."""
 
@@ -279,6 +305,11 @@ class PhiSNet(nn.Module):
         self.pair_linear_a = o3.Linear(self.pair_product.irreps_out.simplify(), irreps_x)
         self.pair_linear_b = o3.Linear(self.pair_edge.irreps_out.simplify(), irreps_x)
         self.pair_gate = GatedLinear(irreps_x, config.channels, config.lmax)
+        if config.pair_mixing:  # own linear maps for the receiver, sender and second factor of x_i (x) x_i
+            self.mix = nn.ModuleDict({name: o3.Linear(irreps_x, irreps_x) for name in ("receiver", "sender", "self")})
+        self.pair_updates = nn.ModuleList(
+            [PairUpdate(irreps_x, self.irreps_sh, config) for _ in range(config.pair_layers - 1)]
+        )
         # Diagonal stage: x_i plus x_i (x) x_i.
         self.self_product = tensor_product_uuu(irreps_x, config.lmax)
         self.self_linear = o3.Linear(self.self_product.irreps_out.simplify(), irreps_x)
@@ -364,11 +395,17 @@ class PhiSNet(nn.Module):
         for layer in self.interactions:
             x = layer(x, sh, rbf, src, dst, n_nodes, norm)
 
-        pair = self.pair_linear_a(self.pair_product(x[dst], x[src])) + self.pair_linear_b(
-            self.pair_edge(x[src], sh, self.pair_radial(rbf))
+        if self.config.pair_mixing:
+            receiver, sender, second = (self.mix[name](x) for name in ("receiver", "sender", "self"))
+        else:
+            receiver = sender = second = x
+        pair = self.pair_linear_a(self.pair_product(receiver[dst], sender[src])) + self.pair_linear_b(
+            self.pair_edge(sender[src], sh, self.pair_radial(rbf))
         )
         pair = self.pair_gate(pair)  # [edges, irreps_x]
-        diag = x + self.self_linear(self.self_product(x, x))  # [nodes, irreps_x]
+        for layer in self.pair_updates:
+            pair = layer(pair, sh, rbf)
+        diag = x + self.self_linear(self.self_product(x, second))  # [nodes, irreps_x]
 
         Q = self.Q.to(dtype)
         outputs = [{} for _ in groups]
@@ -506,7 +543,8 @@ def build_from_checkpoint(payload: dict, dtype: torch.dtype = torch.float32) -> 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        model = PhiSNet(PhiSNetConfig.from_json(payload["config"]))
+        # Checkpoints written before pair_mixing existed were built without it.
+        model = PhiSNet(PhiSNetConfig.from_json({"pair_mixing": False, **payload["config"]}))
     finally:
         torch.set_default_dtype(previous)
     try:

@@ -199,6 +199,29 @@ def _batch_loss(ddp_model, model, dataset, groups, dtype, config: TrainConfig, i
     return loss
 
 
+def batch_backward(
+    ddp_model, model, dataset, chunk: list[int], dtype, config: TrainConfig, integrals, target: str, one_call: bool
+) -> torch.Tensor:
+    """Forward and backward of one mini-batch, gradients added to the parameters' ``grad``; the loss.
+
+    ``one_call``: every composition of the mini-batch in one pass through the network; otherwise
+    one forward and backward per composition, each weighted by its share of the mini-batch, the
+    gradients adding up (under DistributedDataParallel they are averaged across processes once,
+    at the last call).
+    """
+    groups = _groups(dataset, chunk)
+    calls = [groups] if one_call else [[group] for group in groups]
+    loss = torch.zeros((), dtype=torch.float64)
+    for c, call in enumerate(calls):
+        share = sum(len(group) for group in call) / len(chunk)
+        sync = c == len(calls) - 1 or ddp_model is model
+        with contextlib.nullcontext() if sync else ddp_model.no_sync():
+            part = _batch_loss(ddp_model, model, dataset, call, dtype, config, integrals, target) * share
+            part.backward()
+        loss = loss + part.detach()
+    return loss
+
+
 def _groups(dataset, chunk: list[int]) -> list[list[int]]:
     """A mini-batch split into groups of one composition (the network takes one molecule per call)."""
     groups: dict[tuple, list[int]] = {}
@@ -438,19 +461,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             if position < done_in_epoch:  # already trained on before the resume
                 continue
             optimizer.zero_grad(set_to_none=True)
-            groups = _groups(dataset, chunk)
-            if one_call:  # every composition in one pass through the network
-                calls = [groups]
-            else:  # one forward and backward per composition
-                calls = [[group] for group in groups]
-            loss = torch.zeros((), dtype=torch.float64)
-            for c, call in enumerate(calls):  # gradients add up over the calls
-                share = sum(len(group) for group in call) / len(chunk)
-                sync = c == len(calls) - 1 or world == 1
-                with contextlib.nullcontext() if sync else ddp_model.no_sync():
-                    part = _batch_loss(ddp_model, model, dataset, call, dtype, config, integrals, target) * share
-                    part.backward()
-                loss = loss + part.detach()
+            loss = batch_backward(ddp_model, model, dataset, chunk, dtype, config, integrals, target, one_call)
             optimizer.step()
             if ema is not None:
                 ema_update(list(ema.parameters()), list(model.parameters()), step)

@@ -21,7 +21,7 @@ def model64():
     torch.set_default_dtype(torch.float64)
     try:
         torch.manual_seed(0)
-        model = PhiSNet(PhiSNetConfig(elements=[1, 6, 7, 8], **TINY)).eval()
+        model = PhiSNet(PhiSNetConfig(elements=[1, 6, 7, 8], pair_layers=2, **TINY)).eval()
     finally:
         torch.set_default_dtype(previous)
     return model
@@ -114,7 +114,7 @@ def test_molecules_of_different_sizes_in_one_call(invariant_model):
 
 
 def test_gradients_reach_every_parameter():
-    model = PhiSNet(PhiSNetConfig(elements=[1, 8], **TINY))
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], pair_layers=2, **TINY))
     (atoms,) = read_molecules("water")
     out = model(torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
     (out["hamiltonian"].square().sum() + out["overlap"].square().sum()).backward()
@@ -144,6 +144,23 @@ def test_save_load_reproduces_outputs_exactly(tmp_path):
     np.testing.assert_array_equal(pred.hamiltonian, expected["hamiltonian"].double().numpy())
     np.testing.assert_array_equal(pred.overlap, expected["overlap"].double().numpy())
     assert predictor.metadata == {"note": "test"}
+
+
+def test_checkpoints_from_before_pair_mixing_load_without_it(tmp_path):
+    """A checkpoint whose configuration lacks pair_mixing was built without the mixing maps."""
+    torch.manual_seed(4)
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], pair_mixing=False, **TINY)).eval()
+    save_checkpoint(tmp_path / "m.pt", model, {})
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    del payload["config"]["pair_mixing"], payload["config"]["pair_layers"]
+    torch.save(payload, tmp_path / "old.pt")
+    predictor = load(tmp_path / "old.pt")
+    assert not predictor.model.config.pair_mixing and predictor.model.config.pair_layers == 1
+    (atoms,) = read_molecules("water")
+    with torch.no_grad():
+        expected = model(torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
+    np.testing.assert_array_equal(predictor.predict(atoms).hamiltonian, expected["hamiltonian"].double().numpy())
+    assert PhiSNetConfig().pair_mixing  # new models mix
 
 
 @pytest.mark.parametrize(

@@ -262,24 +262,19 @@ def test_one_call_for_a_mixed_batch_gives_the_same_loss_and_gradients(set_db):
     import torch
 
     from phisnet.model import PhiSNet
-    from phisnet.training import _batch_loss
+    from phisnet.training import batch_backward
 
     dataset = HamiltonianDataset(set_db)
     torch.manual_seed(0)
     model = PhiSNet(PhiSNetConfig(**TINY.to_json() | {"elements": [1, 6, 7, 8], "basis": "sto-3g"}))
     model.fit_references([dataset[i] for i in range(len(dataset))])
-    groups = _groups(dataset, list(range(len(dataset))))
-    assert len(groups) == 3
+    chunk = list(range(len(dataset)))
+    assert len(_groups(dataset, chunk)) == 3
     results = []
-    for calls in ([groups], [[group] for group in groups]):
+    for one_call in (True, False):
         model.zero_grad()
-        total = 0.0
-        for call in calls:
-            share = sum(len(g) for g in call) / len(dataset)
-            part = _batch_loss(model, model, dataset, call, torch.float32, TrainConfig(), None, "reference") * share
-            part.backward()
-            total += float(part.detach())
-        results.append((total, [p.grad.clone() for p in model.parameters()]))
+        loss = batch_backward(model, model, dataset, chunk, torch.float32, TrainConfig(), None, "reference", one_call)
+        results.append((float(loss), [p.grad.clone() for p in model.parameters()]))
     (one, grads_one), (each, grads_each) = results
     assert one == pytest.approx(each, rel=1e-5)
     for a, b in zip(grads_one, grads_each, strict=True):

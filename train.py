@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"model: own linear maps on each side of the pair products (default {model_defaults.pair_mixing})",
     )
+    parser.add_argument(
+        "--add-pair-mixing",
+        action="store_true",
+        default=None,
+        help="with --init: give a checkpoint without pair mixing its maps, starting as the identity",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

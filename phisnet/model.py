@@ -496,6 +496,28 @@ class PhiSNet(nn.Module):
 # ----------------------------------------------------------------------------- checkpoints and prediction
 
 
+def with_pair_mixing(model: PhiSNet) -> PhiSNet:
+    """The same function with pair-mixing maps added, each starting as the identity (for fine-tuning an older model)."""
+    if model.config.pair_mixing:
+        return model
+    dtype = next(model.parameters()).dtype
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        mixed = PhiSNet(PhiSNetConfig.from_json({**model.config.to_json(), "pair_mixing": True}))
+    finally:
+        torch.set_default_dtype(previous)
+    missing, unexpected = mixed.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(key.startswith("mix.") for key in missing), (missing, unexpected)
+    with torch.no_grad():
+        for linear in mixed.mix.values():
+            weights = []
+            for ins in linear.instructions:  # e3nn scales each path by path_weight: the identity is I / path_weight
+                weights.append(torch.eye(ins.path_shape[0], dtype=dtype).reshape(-1) / ins.path_weight)
+            linear.weight.copy_(torch.cat(weights))
+    return mixed.to(next(model.parameters()).device).train(model.training)
+
+
 def save_checkpoint(path: str | Path, model: PhiSNet, metadata: dict, extra: dict | None = None) -> None:
     """Write a checkpoint atomically (temporary file, then rename).
 

@@ -41,7 +41,14 @@ from phisnet.data import HamiltonianDataset
 from phisnet.errors import InputError
 from phisnet.files import write_text_atomic
 from phisnet.metrics import MICRO
-from phisnet.model import PhiSNet, PhiSNetConfig, build_from_checkpoint, read_checkpoint, save_checkpoint
+from phisnet.model import (
+    PhiSNet,
+    PhiSNetConfig,
+    build_from_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    with_pair_mixing,
+)
 
 
 @dataclass
@@ -70,6 +77,7 @@ class TrainConfig:
     force_weight: float = 0.0  # weight of the end-to-end force MSE ((eV/A)^2)
     energy_target: str = "auto"  # ccsd_t, reference, or auto (ccsd_t when the data has CCSD(T) labels)
     init: str = ""  # checkpoint whose weights (and model configuration) training starts from
+    add_pair_mixing: bool = False  # with init: add pair-mixing maps, starting as the identity, if it has none
     device: str = "auto"  # cpu, cuda, or auto (cuda when torch sees a GPU); under torchrun one GPU per process
     resume: bool = False
     model: PhiSNetConfig = field(default_factory=PhiSNetConfig)
@@ -246,24 +254,26 @@ def validate(
     with_energy = integrals is not None and (config.energy_weight > 0 or config.force_weight > 0)
     model.eval()
     n, loss, h_abs, s_abs, e_abs, f_abs = 0, 0.0, 0.0, 0.0, 0.0, 0.0
-    chunks = [group for chunk in _batches(dataset, indices, batch_size, None) for group in _groups(dataset, chunk)]
-    for chunk in chunks:
-        batch = _stack(dataset, chunk, dtype, next(model.parameters()).device)
-        k = len(chunk)
-        with torch.no_grad():
-            pred = model(batch["positions"], batch["atomic_numbers"])
+    device = next(model.parameters()).device
+    for mini_batch in _batches(dataset, indices, batch_size, None):
+        groups = _groups(dataset, mini_batch)
+        batches = [_stack(dataset, group, dtype, device) for group in groups]
+        with torch.no_grad():  # every composition of the mini-batch in one call
+            preds = model([b["positions"] for b in batches], [b["atomic_numbers"] for b in batches])
+        for chunk, batch, pred in zip(groups, batches, preds, strict=True):
+            k = len(chunk)
             lh, ls = loss_terms(pred, batch, model)
-        batch_loss = config.matrix_weight * float(lh + config.overlap_weight * ls)
-        h_abs += float((pred["hamiltonian"] - batch["hamiltonian"]).abs().mean()) * k
-        s_abs += float((pred["overlap"] - batch["overlap"]).abs().mean()) * k
-        if with_energy:
-            de, df = energy_terms(model, dataset, chunk, batch, integrals, target, forces=True, train=False)
-            de, df = de.detach(), df.detach()
-            batch_loss += config.energy_weight * float((de**2).mean()) + config.force_weight * float((df**2).mean())
-            e_abs += float(de.abs().sum())
-            f_abs += float(df.abs().mean()) * k
-        loss += batch_loss * k
-        n += k
+            batch_loss = config.matrix_weight * float(lh + config.overlap_weight * ls)
+            h_abs += float((pred["hamiltonian"] - batch["hamiltonian"]).abs().mean()) * k
+            s_abs += float((pred["overlap"] - batch["overlap"]).abs().mean()) * k
+            if with_energy:
+                de, df = energy_terms(model, dataset, chunk, batch, integrals, target, forces=True, train=False)
+                de, df = de.detach(), df.detach()
+                batch_loss += config.energy_weight * float((de**2).mean()) + config.force_weight * float((df**2).mean())
+                e_abs += float(de.abs().sum())
+                f_abs += float(df.abs().mean()) * k
+            loss += batch_loss * k
+            n += k
     model.train()
     metrics = {"val_loss": loss / n, "val_H_MAE_uHa": h_abs / n * MICRO, "val_S_MAE_1e-6": s_abs / n * MICRO}
     if with_energy:
@@ -354,6 +364,9 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 f"{config.data} needs {elements} in {basis}."
             )
         model = build_from_checkpoint(payload, dtype).train()
+        if config.add_pair_mixing and not model.config.pair_mixing:
+            model = with_pair_mixing(model)
+            log("Added pair-mixing maps (starting as the identity: the same function as the checkpoint).")
         config.model = model.config
         state = None
         log(f"Starting from the weights of {config.init}.")

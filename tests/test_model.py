@@ -242,3 +242,19 @@ def test_median_seconds_is_a_positive_time():
 
     predictor = load("pretrained/water.pt")
     assert 0 < predictor.median_seconds(read_molecules("water")[0], repeat=3) < 60
+
+
+def test_pair_mixing_added_to_an_older_model_starts_as_the_same_function():
+    from phisnet.model import with_pair_mixing
+
+    torch.manual_seed(5)
+    old = PhiSNet(PhiSNetConfig(elements=[1, 6, 8], pair_mixing=False, **TINY)).eval()
+    mixed = with_pair_mixing(old)
+    assert mixed.config.pair_mixing and not old.config.pair_mixing
+    (atoms,) = read_molecules("ethanol")
+    args = (torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
+    with torch.no_grad():
+        before, after = old(*args), mixed(*args)
+    for key in ("hamiltonian", "overlap"):
+        assert torch.allclose(after[key], before[key], rtol=0, atol=1e-6 * float(before[key].abs().max()))
+    assert any(name.startswith("mix.") for name, _ in mixed.named_parameters())

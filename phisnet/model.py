@@ -351,7 +351,8 @@ class PhiSNet(nn.Module):
         Returns
         -------
         dict with ``hamiltonian`` and ``overlap`` of shape (B, nao, nao) (or (nao, nao) for
-        unbatched input), Hartree, PySCF AO order; for lists, a list of such dicts.
+        unbatched input), Hartree, PySCF AO order; for lists, a list of such dicts, one per composition,
+        always batched: a (N, 3) tensor in the list gives (1, nao, nao).
         """
         if isinstance(positions, (list, tuple)):
             if not isinstance(atomic_numbers, (list, tuple)) or len(atomic_numbers) != len(positions):

@@ -291,7 +291,7 @@ def learning_curve_figure(metrics: list[dict], title: str = "Learning curve"):
         height=360,
         xaxis={"title": "step"},
         yaxis={"title": "validation H MAE / uHa", "type": "log"},
-        yaxis2={"title": "training loss", "type": "log", "overlaying": "y", "side": "right"},
+        yaxis2={"title": "training loss", "type": "log", "overlaying": "y", "side": "right", "tickformat": ".1g"},
         legend={"orientation": "h", "y": -0.25},
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )

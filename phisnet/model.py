@@ -497,17 +497,22 @@ class PhiSNet(nn.Module):
 # ----------------------------------------------------------------------------- checkpoints and prediction
 
 
+def _new_model(config: PhiSNetConfig, dtype: torch.dtype) -> PhiSNet:
+    """A freshly initialised PhiSNet built under ``dtype`` as default (e3nn stores its coefficients then)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return PhiSNet(config)
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def with_pair_mixing(model: PhiSNet) -> PhiSNet:
     """The same function with pair-mixing maps added, each starting as the identity (for fine-tuning an older model)."""
     if model.config.pair_mixing:
         return model
     dtype = next(model.parameters()).dtype
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        mixed = PhiSNet(PhiSNetConfig.from_json({**model.config.to_json(), "pair_mixing": True}))
-    finally:
-        torch.set_default_dtype(previous)
+    mixed = _new_model(PhiSNetConfig.from_json({**model.config.to_json(), "pair_mixing": True}), dtype)
     missing, unexpected = mixed.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and all(key.startswith("mix.") for key in missing), (missing, unexpected)
     with torch.no_grad():
@@ -563,13 +568,8 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def build_from_checkpoint(payload: dict, dtype: torch.dtype = torch.float32) -> PhiSNet:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        # Checkpoints written before pair_mixing existed were built without it.
-        model = PhiSNet(PhiSNetConfig.from_json({"pair_mixing": False, **payload["config"]}))
-    finally:
-        torch.set_default_dtype(previous)
+    # Checkpoints written before pair_mixing existed were built without it.
+    model = _new_model(PhiSNetConfig.from_json({"pair_mixing": False, **payload["config"]}), dtype)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

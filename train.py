@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --init: give a checkpoint without pair mixing its maps, starting as the identity",
     )
+    parser.add_argument(
+        "--extra-train",
+        nargs="+",
+        default=None,
+        metavar="DB",
+        help="more databases (same basis and level of theory; another --seed of phisnet generate) whose structures "
+        "all join the training split; DATA keeps its own validation and test splits (default none)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

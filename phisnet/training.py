@@ -76,6 +76,7 @@ class TrainConfig:
     energy_weight: float = 0.0  # weight of the end-to-end energy MSE (eV^2)
     force_weight: float = 0.0  # weight of the end-to-end force MSE ((eV/A)^2)
     energy_target: str = "auto"  # ccsd_t, reference, or auto (ccsd_t when the data has CCSD(T) labels)
+    extra_train: list[str] = field(default_factory=list)  # more databases whose structures all join the training split
     init: str = ""  # checkpoint whose weights (and model configuration) training starts from
     add_pair_mixing: bool = False  # with init: add pair-mixing maps, starting as the identity, if it has none
     device: str = "auto"  # cpu, cuda, or auto (cuda when torch sees a GPU); under torchrun one GPU per process
@@ -97,6 +98,56 @@ class TrainConfig:
 
 def _count(value: float, n: int) -> int:
     return int(round(value * n)) if value < 1 else int(value)
+
+
+def _geometry_key(sample: dict) -> bytes:
+    """Elements and positions (rounded to 1e-6 Angstrom) of a structure, to find repeats across databases."""
+    positions = np.round(sample["positions"].numpy(), 6) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return sample["atomic_numbers"].numpy().tobytes() + positions.tobytes()
+
+
+def add_training_data(dataset: HamiltonianDataset, splits: dict, paths: list[str]) -> list[dict]:
+    """Append every structure of the databases ``paths`` to ``dataset`` and to its training split.
+
+    The main dataset keeps its own train/val/test split (so its test structures stay unseen); the
+    extra structures are training data only. Refused: another basis, level of theory or charge (the
+    targets would differ), a structure that repeats one of the main dataset (e.g. the same molecule
+    sampled with the same seed: it may be a test structure), and molecules the main dataset holds
+    out. Returns what the checkpoint records about each extra database.
+    """
+    settings = dataset.metadata.get("settings") or {}
+    main_keys = {_geometry_key(s): k for k, s in enumerate(dataset.samples)}
+    held_out = {s["molecule"] for s in dataset.samples if s.get("held_out")}
+    records = []
+    for path in paths:
+        extra = HamiltonianDataset(path)
+        other = extra.metadata.get("settings") or {}
+        for key, name in (("basis", "basis"), ("level_of_theory", "level of theory")):
+            mine, theirs = dataset.metadata.get(key), extra.metadata.get(key)
+            if mine != theirs:
+                raise InputError(f"{path} is at {name} {theirs}, {dataset.path} at {mine}: they cannot train together.")
+        if other.get("charge", 0) != settings.get("charge", 0):
+            raise InputError(f"{path} has charge {other.get('charge', 0)}, {dataset.path} {settings.get('charge', 0)}.")
+        added = 0
+        for row, sample in enumerate(extra.samples):
+            if sample.get("held_out"):
+                continue
+            if sample.get("molecule") in held_out:
+                raise InputError(
+                    f"{path} has structures of {sample['molecule']}, a molecule {dataset.path} holds out "
+                    "(test_ood): training on it would spoil that test."
+                )
+            repeat = main_keys.get(_geometry_key(sample))
+            if repeat is not None:
+                raise InputError(
+                    f"Structure {row} of {path} (sample {sample['sample_index']}) repeats structure {repeat} of "
+                    f"{dataset.path}; was it generated with the same --seed? Use another seed for extra data."
+                )
+            splits["train"].append(len(dataset.samples))
+            dataset.samples.append(sample)
+            added += 1
+        records.append({"path": str(path), "n_structures": added, "settings": other})
+    return records
 
 
 def loss_terms(pred: dict, batch: dict, model: PhiSNet) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,6 +375,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     if n_train < 1 or n_val < 1:
         raise InputError(f"{config.data} has {n} structures: too few for {config.train} train / {config.val} val.")
     splits = dataset.split_indices(config.seed, n_train, n_val)
+    extra_data = add_training_data(dataset, splits, config.extra_train)
     basis = dataset.metadata.get("basis", config.model.basis)
     xc = dataset.metadata.get("level_of_theory", config.model.xc)
     elements = sorted({z for s in dataset.samples for z in s["atomic_numbers"].tolist()})
@@ -434,6 +486,8 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         },
         "train_config": config.to_json(),
     }
+    if extra_data:  # training-only structures beyond the main dataset's training split
+        metadata["extra_train"] = extra_data
     names = {s["molecule"]: bool(s["held_out"]) for s in dataset.samples if "molecule" in s}
     if names:  # a molecule set: which molecules the model has seen, which it must generalise to
         metadata["molecules"] = {

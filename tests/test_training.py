@@ -6,6 +6,7 @@ import shutil
 import ase.db
 import numpy as np
 import pytest
+import torch
 
 from phisnet.cli import main as cli_main
 from phisnet.data import HamiltonianDataset, generate, generate_set
@@ -279,3 +280,32 @@ def test_one_call_for_a_mixed_batch_gives_the_same_loss_and_gradients(set_db):
     assert one == pytest.approx(each, rel=1e-5)
     for a, b in zip(grads_one, grads_each, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_extra_training_data_joins_the_training_split_only(water_db, set_db, tmp_path):
+    from phisnet.metrics import model_split
+    from phisnet.training import add_training_data
+
+    extra = tmp_path / "water-seed1.db"
+    generate("water", 3, extra, seed=1, progress=False, log=lambda m: None)
+    dataset = HamiltonianDataset(water_db)
+    splits = dataset.split_indices(0, 5, 2)
+    own = {name: list(members) for name, members in splits.items()}
+    records = add_training_data(dataset, splits, [str(extra)])
+    assert records[0]["n_structures"] == 3 and records[0]["settings"]["seed"] == 1
+    assert splits["train"] == own["train"] + [8, 9, 10] and splits["val"] == own["val"]
+    assert splits["test"] == own["test"] and len(dataset) == 11
+    assert torch.equal(dataset[10]["hamiltonian"], HamiltonianDataset(extra)[2]["hamiltonian"])
+
+    quiet = dict(progress=False, log=lambda m: None)
+    best = run(config(water_db, tmp_path / "x", extra_train=[str(extra)]), **quiet)
+    predictor = load(best)
+    assert predictor.metadata["splits"] == {"seed": 0, "train": 5, "val": 2, "test": 1}
+    assert predictor.metadata["extra_train"][0]["n_structures"] == 3
+    # The main dataset's test split is still the one the checkpoint names, and still unseen.
+    assert model_split(predictor, HamiltonianDataset(water_db)) == own["test"]
+
+    with pytest.raises(InputError, match="repeats structure"):  # the same seed: the same structures, test included
+        run(config(water_db, tmp_path / "y", extra_train=[str(water_db)]), **quiet)
+    with pytest.raises(InputError, match="cannot train together"):  # HF/STO-3G beside PBE/def2-SVP
+        run(config(water_db, tmp_path / "y", extra_train=[str(set_db)]), **quiet)

@@ -405,6 +405,12 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     torch.manual_seed(config.seed)
     if resumed:
         payload = read_checkpoint(last_path)
+        before = (payload["metadata"].get("train_config") or {}).get("schedule", config.schedule)
+        if before != config.schedule:  # the saved scheduler state belongs to the other kind of schedule
+            raise InputError(
+                f"{last_path} was trained with the {before} schedule; resume it with --schedule {before}, "
+                f"or start a new run with --init {last_path} --schedule {config.schedule}."
+            )
         model = build_from_checkpoint(payload, dtype).train()
         state = payload["training"]
     elif config.init:

@@ -252,6 +252,8 @@ def test_moving_average_and_cosine_schedule(water_db, tmp_path):
     resumed, straight = read_metrics(tmp_path / "d"), read_metrics(tmp_path / "e")
     assert [m["val_H_MAE_uHa"] for m in resumed] == pytest.approx([m["val_H_MAE_uHa"] for m in straight], rel=1e-5)
 
+    with pytest.raises(InputError, match="resume it with --schedule plateau"):
+        run(config(water_db, tmp_path / "d", schedule="cosine", max_steps=16, resume=True), **quiet)
     with pytest.raises(InputError, match="ema"):
         run(config(water_db, tmp_path / "f", ema=1.5), **quiet)
     with pytest.raises(InputError, match="schedule"):

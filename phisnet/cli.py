@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="for a molecule set: also one row per molecule (H, eps, psi, S; after the table of all structures)",
     )
     ev.add_argument(
+        "--blocks",
+        action="store_true",
+        help="also the H MAE per kind of atom-pair block (on-site O, O-H, H-H, ...): where the error sits",
+    )
+    ev.add_argument(
         "--no-energy",
         action="store_true",
         help="skip the energy and forces of the predicted density (PySCF, about 1 s per small molecule)",
@@ -229,6 +234,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from phisnet.metrics import (
         end_to_end_errors,
         evaluate,
+        format_block_table,
         format_energy_table,
         format_table,
         model_split,
@@ -263,6 +269,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         )
     )
     print(format_table(rows))
+    if args.blocks:
+        print()
+        print(format_block_table(rows))
     if args.by_molecule:
         by_molecule = _by_molecule(dataset, list(range(len(dataset))) if indices is None else list(indices))
         if by_molecule is None:

@@ -8,7 +8,7 @@ coefficients in percent.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
@@ -32,6 +32,7 @@ class Metrics:
     force_mae_mev_a: float | None = None
     n_orthogonalised: int = 0  # structures whose predicted S needed canonical orthogonalisation
     n_unsolvable: int = 0  # structures whose predicted S keeps fewer functions than occupied orbitals
+    h_mae_by_block: dict[str, float] = field(default_factory=dict)  # uHa, see block_errors
 
     def to_json(self) -> dict:
         out = {
@@ -46,7 +47,44 @@ class Metrics:
         if self.energy_mae_mev is not None:
             out["energy_MAE_meV"] = self.energy_mae_mev
             out["force_MAE_meV_per_A"] = self.force_mae_mev_a
+        if self.h_mae_by_block:
+            out["H_MAE_uHa_by_block"] = self.h_mae_by_block
         return out
+
+
+def block_errors(error: np.ndarray, numbers, ao_slices) -> dict[str, tuple[float, int]]:
+    """Sum and count of |error| entries of H per kind of atom-pair block, to see where a model's error sits.
+
+    Kinds: ``"O"`` is the on-site block of an oxygen (atom with itself), ``"O-H"`` every block between an
+    oxygen and a hydrogen atom, ``"H-H"`` the blocks between two different hydrogen atoms; element pairs are
+    named heavier element first. ``ao_slices[i]`` is atom i's AO range (``mol.aoslice_by_atom()[i, 2:]``).
+    """
+    from ase.data import chemical_symbols
+
+    totals: dict[str, tuple[float, int]] = {}
+    for i, (zi, (a0, a1)) in enumerate(zip(numbers, ao_slices, strict=True)):
+        for j, (zj, (b0, b1)) in enumerate(zip(numbers, ao_slices, strict=True)):
+            heavy, light = (zi, zj) if zi >= zj else (zj, zi)
+            kind = chemical_symbols[zi] if i == j else f"{chemical_symbols[heavy]}-{chemical_symbols[light]}"
+            block = np.abs(error[a0:a1, b0:b1])
+            total, count = totals.get(kind, (0.0, 0))
+            totals[kind] = (total + float(block.sum()), count + block.size)
+    return totals
+
+
+def format_block_table(rows: list[tuple[str, Metrics]]) -> str:
+    """H MAE (uHa) per kind of atom-pair block (columns), one row per model or dataset."""
+    kinds = sorted({k for _, m in rows for k in m.h_mae_by_block}, key=lambda k: ("-" in k, k))
+    header = f"{'H MAE [uHa] by block':<24}" + "".join(f"{k:>9}" for k in kinds)
+    lines = [header, "-" * len(header)]
+    for name, m in rows:
+        cells = (f"{m.h_mae_by_block[k]:>9.1f}" if k in m.h_mae_by_block else f"{'':>9}" for k in kinds)
+        lines.append(f"{name:<24}" + "".join(cells))
+    lines.append(
+        "X: on-site blocks of element X (an atom with itself); X-Y: blocks between two different atoms of "
+        "elements X and Y; mean |error| over their entries."
+    )
+    return "\n".join(lines)
 
 
 def orbital_errors(H_pred, S_pred, H_ref, S_ref, n_occupied: int) -> tuple[float, float]:
@@ -105,6 +143,10 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
     if not indices:
         raise ValueError("no structures to evaluate")
     h_err, s_err, eps_err, psi, e_err, f_err = [], [], [], [], [], []
+    by_block: dict[str, tuple[float, int]] = {}
+    basis = predictor.metadata.get("basis", "def2-svp")
+    settings = getattr(dataset, "metadata", {}).get("settings") or {}
+    charge, spin = int(settings.get("charge", 0)), int(settings.get("spin", 0))
     n_orthogonalised = n_unsolvable = 0
     for k in tqdm(indices, desc="evaluating", unit="structure", disable=not progress):
         sample = dataset[k]
@@ -113,8 +155,14 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
         H_ref = sample["hamiltonian"].numpy()
         S_ref = sample["overlap"].numpy()
         h_err.append(np.abs(pred.hamiltonian - H_ref).mean())
+        mol = build_mol(atoms, basis=basis, charge=charge, spin=spin)
+        for kind, (total, count) in block_errors(
+            pred.hamiltonian - H_ref, atoms.numbers, mol.aoslice_by_atom()[:, 2:]
+        ).items():
+            before = by_block.get(kind, (0.0, 0))
+            by_block[kind] = (before[0] + total, before[1] + count)
         s_err.append(np.abs(pred.overlap - S_ref).mean())
-        n_occupied = int(atoms.numbers.sum()) // 2
+        n_occupied = mol.nelectron // 2
         if int((np.linalg.eigvalsh(pred.overlap) > LINDEP_THRESHOLD).sum()) < n_occupied:
             n_unsolvable += 1  # no orbitals to compare: left out of eps and psi, and counted
         else:
@@ -125,8 +173,7 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
             eps_err.append(e)
             psi.append(c)
         if energies:
-            mol = build_mol(atoms, basis=predictor.metadata.get("basis", "def2-svp"))
-            orbitals = solve(pred.hamiltonian, mol.intor("int1e_ovlp"), int(atoms.numbers.sum()))
+            orbitals = solve(pred.hamiltonian, mol.intor("int1e_ovlp"), mol.nelectron)
             energy, forces = energy_and_forces(mol, orbitals, predictor.metadata.get("xc", "pbe"))
             e_err.append(abs(energy - float(sample["energy"])))
             f_err.append(np.abs(forces - sample["forces"].numpy()).mean())
@@ -141,6 +188,7 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
         force_mae_mev_a=float(np.mean(f_err)) * milli_ev if energies else None,
         n_orthogonalised=n_orthogonalised,
         n_unsolvable=n_unsolvable,
+        h_mae_by_block={kind: total / count * MICRO for kind, (total, count) in by_block.items()},
     )
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from phisnet.io import read_molecules
-from phisnet.metrics import Metrics, format_table, orbital_errors
+from phisnet.metrics import Metrics, block_errors, format_block_table, format_table, orbital_errors
 from phisnet.reference import run_dft
 
 
@@ -32,6 +32,27 @@ def test_shifted_hamiltonian_shifts_orbital_energies(water_ref):
 def test_table_layout():
     table = format_table([("water (test)", Metrics(100, 17.6, 0.9, 85.5, 100.0))])
     assert "H [uHa]" in table.splitlines()[0] and "17.6" in table and "85.5" in table
+
+
+def test_block_errors_say_where_the_error_sits():
+    # Water in def2-SVP: O has 14 functions, each H 5. An error only between O and the first H, and a
+    # smaller one on the H-H blocks, shows up under those kinds and nowhere else.
+    slices = [(0, 14), (14, 19), (19, 24)]
+    error = np.zeros((24, 24))
+    error[0:14, 14:19] = error[14:19, 0:14] = 2e-4
+    error[14:19, 19:24] = error[19:24, 14:19] = -1e-4
+    totals = block_errors(error, [8, 1, 1], slices)
+    assert set(totals) == {"O", "H", "O-H", "H-H"}
+    mae = {kind: total / count for kind, (total, count) in totals.items()}
+    # O-H: 4 blocks of 14 x 5 entries, half of them (the first H's) at 2e-4.
+    assert mae["O-H"] == pytest.approx(1e-4) and mae["H-H"] == pytest.approx(1e-4)
+    assert mae["O"] == 0 and mae["H"] == 0
+    assert sum(count for _, count in totals.values()) == 24 * 24
+    table = format_block_table(
+        [("water (test)", Metrics(1, 0.0, 0.0, 0.0, 100.0, h_mae_by_block={"O": 5, "O-H": 100}))]
+    )
+    header = table.splitlines()[0]
+    assert header.index(" O") < header.index("O-H") and "100.0" in table
 
 
 class Oracle:
@@ -65,6 +86,7 @@ def test_exact_prediction_gives_dft_energy_and_forces(water_ref):
     }
     metrics = evaluate(Oracle(ref), [sample], energies=True)
     assert metrics.h_mae_uha == 0 and metrics.eps_mae_uha < 1e-6
+    assert metrics.h_mae_by_block == {"O": 0, "H": 0, "O-H": 0, "H-H": 0}
     assert metrics.energy_mae_mev < 1e-5 and metrics.force_mae_mev_a < 1e-3
     # A wrong energy in the data shows up as exactly that error.
     sample["energy"] = torch.tensor(ref.energy + 1e-3, dtype=torch.float64)

@@ -112,13 +112,16 @@ def test_train_cli_and_evaluate_cli(water_db, tmp_path, capsys):
                 "--quiet",
                 "--json",
                 str(tmp_path / "m.json"),
+                "--blocks",
             ]
         )
         == 0
     )
     table = capsys.readouterr().out
     assert "H [uHa]" in table and "eps [uHa]" in table and "psi [%]" in table and "E [meV]" in table
+    assert "H MAE [uHa] by block" in table and "O-H" in table
     saved = json.loads((tmp_path / "m.json").read_text())["models"][0]
+    assert set(saved["H_MAE_uHa_by_block"]) == {"O", "H", "O-H", "H-H"}
     assert saved["n_structures"] == 1 and saved["H_MAE_uHa"] > 0 and saved["energy_MAE_meV"] > 0
     evaluate = ["evaluate", "--model", str(out / "best.pt"), "--quiet", "--no-energy", "--data"]
     assert cli_main([*evaluate, str(water_db), "--split", "test_ood"]) == 2  # one molecule: nothing held out

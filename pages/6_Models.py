@@ -74,6 +74,12 @@ for name, path, card, log in entries:
                     ),
                     hide_index=True,
                 )
+                if entry.get("H_MAE_uHa_by_block"):  # phisnet evaluate --blocks: where the error sits
+                    right.caption(
+                        "H MAE / uHa per kind of atom-pair block (X: on-site blocks of element X; X-Y: between two "
+                        "atoms of elements X and Y)"
+                    )
+                    right.dataframe(pd.DataFrame([entry["H_MAE_uHa_by_block"]]).round(1), hide_index=True)
                 if entry.get("by_molecule"):
                     right.plotly_chart(
                         per_molecule_figure(entry["by_molecule"], f"H MAE per molecule ({report.get('split')})"),

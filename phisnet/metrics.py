@@ -73,13 +73,14 @@ def block_errors(error: np.ndarray, numbers, ao_slices) -> dict[str, tuple[float
 
 
 def format_block_table(rows: list[tuple[str, Metrics]]) -> str:
-    """H MAE (uHa) per kind of atom-pair block (columns), one row per model or dataset."""
+    """H MAE (uHa) per kind of atom-pair block: one row per kind, one column per model or dataset."""
     kinds = sorted({k for _, m in rows for k in m.h_mae_by_block}, key=lambda k: ("-" in k, k))
-    header = f"{'H MAE [uHa] by block':<24}" + "".join(f"{k:>9}" for k in kinds)
+    width = max(12, *(len(name) + 2 for name, _ in rows))
+    header = f"{'H MAE [uHa] by block':<22}" + "".join(f"{name:>{width}}" for name, _ in rows)
     lines = [header, "-" * len(header)]
-    for name, m in rows:
-        cells = (f"{m.h_mae_by_block[k]:>9.1f}" if k in m.h_mae_by_block else f"{'':>9}" for k in kinds)
-        lines.append(f"{name:<24}" + "".join(cells))
+    for kind in kinds:
+        cells = (f"{m.h_mae_by_block[kind]:>{width}.1f}" if kind in m.h_mae_by_block else " " * width for _, m in rows)
+        lines.append(f"{kind:<22}" + "".join(cells))
     lines.append(
         "X: on-site blocks of element X (an atom with itself); X-Y: blocks between two different atoms of "
         "elements X and Y; mean |error| over their entries."

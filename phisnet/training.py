@@ -113,7 +113,8 @@ def add_training_data(dataset: HamiltonianDataset, splits: dict, paths: list[str
     extra structures are training data only. Refused: another basis, level of theory or charge (the
     targets would differ), a structure that repeats one of the main dataset (e.g. the same molecule
     sampled with the same seed: it may be a test structure), and molecules the main dataset holds
-    out. Returns what the checkpoint records about each extra database.
+    out; an extra set's own held-out molecules are skipped. Pass the same databases again with
+    ``resume``. Returns what the checkpoint records about each extra database.
     """
     settings = dataset.metadata.get("settings") or {}
     main_keys = {_geometry_key(s): k for k, s in enumerate(dataset.samples)}

@@ -52,16 +52,17 @@ class Metrics:
         return out
 
 
-def block_errors(error: np.ndarray, numbers, ao_slices) -> dict[str, tuple[float, int]]:
+def block_errors(error: np.ndarray, numbers, ao_slices, totals: dict | None = None) -> dict[str, tuple[float, int]]:
     """Sum and count of |error| entries of H per kind of atom-pair block, to see where a model's error sits.
 
     Kinds: ``"O"`` is the on-site block of an oxygen (atom with itself), ``"O-H"`` every block between an
     oxygen and a hydrogen atom, ``"H-H"`` the blocks between two different hydrogen atoms; element pairs are
     named heavier element first. ``ao_slices[i]`` is atom i's AO range (``mol.aoslice_by_atom()[i, 2:]``).
+    Adds to ``totals`` (sums over many structures) when given, and returns it.
     """
     from ase.data import chemical_symbols
 
-    totals: dict[str, tuple[float, int]] = {}
+    totals = {} if totals is None else totals
     for i, (zi, (a0, a1)) in enumerate(zip(numbers, ao_slices, strict=True)):
         for j, (zj, (b0, b1)) in enumerate(zip(numbers, ao_slices, strict=True)):
             heavy, light = (zi, zj) if zi >= zj else (zj, zi)
@@ -157,11 +158,7 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
         S_ref = sample["overlap"].numpy()
         h_err.append(np.abs(pred.hamiltonian - H_ref).mean())
         mol = build_mol(atoms, basis=basis, charge=charge, spin=spin)
-        for kind, (total, count) in block_errors(
-            pred.hamiltonian - H_ref, atoms.numbers, mol.aoslice_by_atom()[:, 2:]
-        ).items():
-            before = by_block.get(kind, (0.0, 0))
-            by_block[kind] = (before[0] + total, before[1] + count)
+        block_errors(pred.hamiltonian - H_ref, atoms.numbers, mol.aoslice_by_atom()[:, 2:], by_block)
         s_err.append(np.abs(pred.overlap - S_ref).mean())
         n_occupied = mol.nelectron // 2
         if int((np.linalg.eigvalsh(pred.overlap) > LINDEP_THRESHOLD).sum()) < n_occupied:

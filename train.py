@@ -1,7 +1,8 @@
 r"""Train PhiSNet on a dataset from `phisnet generate`.
 
 python train.py --data data/water.db --out runs/water [--max-minutes 60 ...]
-python train.py --out runs/water --resume          # continue after an interruption
+python train.py --out runs/water --resume          # continue after an interruption (settings from
+                                                    # runs/water/config.json; flags given win)
 python train.py --init pretrained/water-hf.pt --data data/water-hf.db --out runs/water-ccsdt \
     --matrix-weight 0 --energy-weight 1 --force-weight 10   # fine-tune to CCSD(T) (phisnet ccsdt)
 torchrun --nproc_per_node=2 train.py --data ...    # DistributedDataParallel (gloo)
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from phisnet.errors import InputError
 from phisnet.model import PhiSNetConfig
@@ -85,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --init: give a checkpoint without pair mixing its maps, starting as the identity",
     )
     parser.add_argument(
+        "--pair-radial-scalars",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="model: radial weights of the pair stage from the distance and both atoms' scalar features "
+        f"(default {model_defaults.pair_radial_scalars})",
+    )
+    parser.add_argument(
+        "--add-pair-radial-scalars",
+        action="store_true",
+        default=None,
+        help="with --init: give a checkpoint without --pair-radial-scalars that MLP, starting at zero",
+    )
+    parser.add_argument(
         "--extra-train",
         nargs="+",
         default=None,
@@ -92,19 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="more databases (same basis and level of theory; another --seed of phisnet generate) whose structures "
         "all join the training split; DATA keeps its own validation and test splits (default none)",
     )
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last.pt with the settings in OUT/config.json (flags given now win)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """--config (or, for --resume, the run's own OUT/config.json), then every flag given on the command line."""
     base = {}
-    if args.config:
+    source = args.config
+    if not source and args.resume:  # continue the run as it was started; flags given now still win
+        saved = Path(args.out or TrainConfig().out) / "config.json"
+        source = str(saved) if saved.is_file() else ""
+    if source:
         try:
-            with open(args.config) as f:
+            with open(source) as f:
                 base = json.load(f)
         except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"Cannot read the config file {args.config}: {exc}") from None
+            raise InputError(f"Cannot read the config file {source}: {exc}") from None
     config = TrainConfig.from_json(base)
     for name in TrainConfig.__dataclass_fields__:
         value = getattr(args, name, None)

@@ -61,6 +61,10 @@ class PhiSNetConfig:
         channel of the other (checkpoints from before the option load with False).
     pair_layers : equivariant layers of the pair stage; each after the first adds
         gate(linear(p_ij (x) Y(r_ij))) with its own radial weights to the pair features p_ij.
+    pair_radial_scalars : the radial weights of the pair stage's x_j (x) Y(r_ij) also depend on the
+        invariant (L = 0) features of both atoms, so each pair of elements (and environments) gets its own
+        radial functions; without it they depend on the distance alone (checkpoints from before the option
+        load with False).
     """
 
     elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
@@ -74,6 +78,7 @@ class PhiSNetConfig:
     radial_hidden: int = 32
     pair_mixing: bool = True
     pair_layers: int = 1
+    pair_radial_scalars: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -302,6 +307,11 @@ class PhiSNet(nn.Module):
         self.pair_radial = FullyConnectedNet(
             [config.n_radial, config.radial_hidden, self.pair_edge.weight_numel], nn.functional.silu
         )
+        if config.pair_radial_scalars:  # radial weights from distance and both atoms' scalar features
+            self.pair_radial_scalars = FullyConnectedNet(
+                [config.n_radial + 2 * config.channels, config.radial_hidden, self.pair_edge.weight_numel],
+                nn.functional.silu,
+            )
         self.pair_linear_a = o3.Linear(self.pair_product.irreps_out.simplify(), irreps_x)
         self.pair_linear_b = o3.Linear(self.pair_edge.irreps_out.simplify(), irreps_x)
         self.pair_gate = GatedLinear(irreps_x, config.channels, config.lmax)
@@ -332,11 +342,14 @@ class PhiSNet(nn.Module):
             raise InputError(f"This model was not trained on {names}; it knows {known}.")
         return e
 
-    def radial_basis(self, r: torch.Tensor) -> torch.Tensor:
-        """Gaussians times a smooth cosine cutoff: [edges] -> [edges, n_radial]."""
+    def envelope(self, r: torch.Tensor) -> torch.Tensor:
+        """Smooth cosine cutoff: 1 at r = 0, 0 with zero slope at the cutoff and beyond; [edges] -> [edges]."""
         cutoff = self.config.cutoff
-        envelope = 0.5 * (torch.cos(math.pi * r / cutoff) + 1.0) * (r < cutoff)
-        return torch.exp(-(((r[:, None] - self.centers) / self.width) ** 2)) * envelope[:, None]
+        return 0.5 * (torch.cos(math.pi * r / cutoff) + 1.0) * (r < cutoff)
+
+    def radial_basis(self, r: torch.Tensor) -> torch.Tensor:
+        """Gaussians times the smooth cutoff: [edges] -> [edges, n_radial]."""
+        return torch.exp(-(((r[:, None] - self.centers) / self.width) ** 2)) * self.envelope(r)[:, None]
 
     def forward(self, positions, atomic_numbers):
         """Predict H and S.
@@ -400,8 +413,13 @@ class PhiSNet(nn.Module):
             receiver, sender, second = (self.mix[name](x) for name in ("receiver", "sender", "self"))
         else:
             receiver = sender = second = x
+        weights = self.pair_radial(rbf)  # [edges, pair_edge.weight_numel]
+        if self.config.pair_radial_scalars:  # the scalars lead x's irreps: channels x 0e come first
+            scalars = x[:, : self.config.channels]
+            both = torch.cat([rbf, scalars[dst], scalars[src]], dim=-1)
+            weights = weights + self.pair_radial_scalars(both) * self.envelope(r)[:, None]
         pair = self.pair_linear_a(self.pair_product(receiver[dst], sender[src])) + self.pair_linear_b(
-            self.pair_edge(sender[src], sh, self.pair_radial(rbf))
+            self.pair_edge(sender[src], sh, weights)
         )
         pair = self.pair_gate(pair)  # [edges, irreps_x]
         for layer in self.pair_updates:
@@ -507,21 +525,38 @@ def _new_model(config: PhiSNetConfig, dtype: torch.dtype) -> PhiSNet:
         torch.set_default_dtype(previous)
 
 
-def with_pair_mixing(model: PhiSNet) -> PhiSNet:
-    """The same function with pair-mixing maps added, each starting as the identity (for fine-tuning an older model)."""
-    if model.config.pair_mixing:
+def with_options(model: PhiSNet, pair_mixing: bool = False, pair_radial_scalars: bool = False) -> PhiSNet:
+    """The same function with the named parts added where the model lacks them (for fine-tuning an older model).
+
+    Pair-mixing maps start as the identity; the scalar-dependent pair radial MLP starts with a zero output
+    layer, so it adds nothing until training moves it.
+    """
+    add = {
+        "pair_mixing": pair_mixing and not model.config.pair_mixing,
+        "pair_radial_scalars": pair_radial_scalars and not model.config.pair_radial_scalars,
+    }
+    if not any(add.values()):
         return model
     dtype = next(model.parameters()).dtype
-    mixed = _new_model(PhiSNetConfig.from_json({**model.config.to_json(), "pair_mixing": True}), dtype)
-    missing, unexpected = mixed.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and all(key.startswith("mix.") for key in missing), (missing, unexpected)
+    options = {name: True for name, wanted in add.items() if wanted}
+    upgraded = _new_model(PhiSNetConfig.from_json({**model.config.to_json(), **options}), dtype)
+    missing, unexpected = upgraded.load_state_dict(model.state_dict(), strict=False)
+    new_prefixes = tuple(
+        prefix
+        for name, prefix in (("pair_mixing", "mix."), ("pair_radial_scalars", "pair_radial_scalars."))
+        if add[name]
+    )
+    assert not unexpected and all(key.startswith(new_prefixes) for key in missing), (missing, unexpected)
     with torch.no_grad():
-        for linear in mixed.mix.values():
-            weights = []
-            for ins in linear.instructions:  # e3nn scales each path by path_weight: the identity is I / path_weight
-                weights.append(torch.eye(ins.path_shape[0], dtype=dtype).reshape(-1) / ins.path_weight)
-            linear.weight.copy_(torch.cat(weights))
-    return mixed.to(next(model.parameters()).device).train(model.training)
+        if add["pair_mixing"]:
+            for linear in upgraded.mix.values():
+                weights = []
+                for ins in linear.instructions:  # e3nn scales each path by path_weight: the identity is I / path_weight
+                    weights.append(torch.eye(ins.path_shape[0], dtype=dtype).reshape(-1) / ins.path_weight)
+                linear.weight.copy_(torch.cat(weights))
+        if add["pair_radial_scalars"]:
+            list(upgraded.pair_radial_scalars.children())[-1].weight.zero_()
+    return upgraded.to(next(model.parameters()).device).train(model.training)
 
 
 def save_checkpoint(path: str | Path, model: PhiSNet, metadata: dict, extra: dict | None = None) -> None:
@@ -568,8 +603,9 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def build_from_checkpoint(payload: dict, dtype: torch.dtype = torch.float32) -> PhiSNet:
-    # Checkpoints written before pair_mixing existed were built without it.
-    model = _new_model(PhiSNetConfig.from_json({"pair_mixing": False, **payload["config"]}), dtype)
+    # Checkpoints written before pair_mixing or pair_radial_scalars existed were built without them.
+    defaults = {"pair_mixing": False, "pair_radial_scalars": False}
+    model = _new_model(PhiSNetConfig.from_json({**defaults, **payload["config"]}), dtype)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

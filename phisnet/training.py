@@ -47,7 +47,7 @@ from phisnet.model import (
     build_from_checkpoint,
     read_checkpoint,
     save_checkpoint,
-    with_pair_mixing,
+    with_options,
 )
 
 
@@ -79,6 +79,7 @@ class TrainConfig:
     extra_train: list[str] = field(default_factory=list)  # more databases whose structures all join the training split
     init: str = ""  # checkpoint whose weights (and model configuration) training starts from
     add_pair_mixing: bool = False  # with init: add pair-mixing maps, starting as the identity, if it has none
+    add_pair_radial_scalars: bool = False  # with init: add the scalar-dependent pair radial MLP, starting at zero
     device: str = "auto"  # cpu, cuda, or auto (cuda when torch sees a GPU); under torchrun one GPU per process
     resume: bool = False
     model: PhiSNetConfig = field(default_factory=PhiSNetConfig)
@@ -424,8 +425,11 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             )
         model = build_from_checkpoint(payload, dtype).train()
         if config.add_pair_mixing and not model.config.pair_mixing:
-            model = with_pair_mixing(model)
+            model = with_options(model, pair_mixing=True)
             log("Added pair-mixing maps (starting as the identity: the same function as the checkpoint).")
+        if config.add_pair_radial_scalars and not model.config.pair_radial_scalars:
+            model = with_options(model, pair_radial_scalars=True)
+            log("Added the pair radial MLP of atom scalars (starting at zero: the same function as the checkpoint).")
         config.model = model.config
         state = None
         log(f"Starting from the weights of {config.init}.")

@@ -244,17 +244,25 @@ def test_median_seconds_is_a_positive_time():
     assert 0 < predictor.median_seconds(read_molecules("water")[0], repeat=3) < 60
 
 
-def test_pair_mixing_added_to_an_older_model_starts_as_the_same_function():
-    from phisnet.model import with_pair_mixing
+@pytest.mark.parametrize("option", ["pair_mixing", "pair_radial_scalars"])
+def test_a_part_added_to_an_older_model_starts_as_the_same_function(option):
+    from phisnet.model import with_options
 
     torch.manual_seed(5)
-    old = PhiSNet(PhiSNetConfig(elements=[1, 6, 8], pair_mixing=False, **TINY)).eval()
-    mixed = with_pair_mixing(old)
-    assert mixed.config.pair_mixing and not old.config.pair_mixing
+    old = PhiSNet(PhiSNetConfig(elements=[1, 6, 8], **{**TINY, "pair_mixing": False, "pair_radial_scalars": False}))
+    old = old.eval()
+    upgraded = with_options(old, **{option: True})
+    assert getattr(upgraded.config, option) and not getattr(old.config, option)
     (atoms,) = read_molecules("ethanol")
     args = (torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
     with torch.no_grad():
-        before, after = old(*args), mixed(*args)
+        before, after = old(*args), upgraded(*args)
     for key in ("hamiltonian", "overlap"):
         assert torch.allclose(after[key], before[key], rtol=0, atol=1e-6 * float(before[key].abs().max()))
-    assert any(name.startswith("mix.") for name, _ in mixed.named_parameters())
+    prefix = {"pair_mixing": "mix.", "pair_radial_scalars": "pair_radial_scalars."}[option]
+    added = [p for name, p in upgraded.named_parameters() if name.startswith(prefix)]
+    assert added
+    # The added part is trainable: one gradient step changes the output.
+    loss = upgraded(*args)["hamiltonian"].square().sum()
+    loss.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in added)

@@ -134,6 +134,23 @@ def test_train_cli_and_evaluate_cli(water_db, tmp_path, capsys):
     assert "is not the dataset" in capsys.readouterr().err
 
 
+def test_train_cli_resume_takes_the_runs_own_settings(water_db, tmp_path):
+    import train
+    from phisnet.model import read_checkpoint
+
+    out = tmp_path / "run"
+    first = ["--data", str(water_db), "--out", str(out), "--train", "5", "--val", "2", "--batch-size", "2"]
+    assert train.main([*first, "--max-steps", "4", "--val-every", "2", *TINY_ARGS]) == 0
+    # Only --out, --resume and a longer run: data, splits and the tiny model come from out/config.json.
+    assert train.main(["--out", str(out), "--resume", "--max-steps", "6", "--quiet"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["data"] == str(water_db) and saved["max_steps"] == 6 and saved["model"]["channels"] == 4
+    last = read_checkpoint(out / "last.pt")
+    assert last["metadata"]["training"]["step"] == 6 and last["config"]["channels"] == 4
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
+
+
 def test_train_cli_bad_data(tmp_path, capsys):
     import train
 

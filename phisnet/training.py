@@ -424,11 +424,11 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 f"{config.data} needs {elements} in {basis}."
             )
         model = build_from_checkpoint(payload, dtype).train()
-        if config.add_pair_mixing and not model.config.pair_mixing:
-            model = with_options(model, pair_mixing=True)
+        before = model.config
+        model = with_options(model, config.add_pair_mixing, config.add_pair_radial_scalars)
+        if model.config.pair_mixing and not before.pair_mixing:
             log("Added pair-mixing maps (starting as the identity: the same function as the checkpoint).")
-        if config.add_pair_radial_scalars and not model.config.pair_radial_scalars:
-            model = with_options(model, pair_radial_scalars=True)
+        if model.config.pair_radial_scalars and not before.pair_radial_scalars:
             log("Added the pair radial MLP of atom scalars (starting at zero: the same function as the checkpoint).")
         config.model = model.config
         state = None

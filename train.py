@@ -69,10 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=f"{note}(default {'none' if default == '' else default})",
         )
-    for name in ("channels", "lmax", "n_interactions", "n_radial", "cutoff", "radial_hidden", "pair_layers"):
+    model_notes = {
+        "fine_radial": "narrow Gaussians over bonding distances for the pair stage's radial weights, 0 = none ",
+        "fine_radial_min": "Angstrom ",
+        "fine_radial_max": "Angstrom ",
+    }
+    for name in (
+        "channels",
+        "lmax",
+        "n_interactions",
+        "n_radial",
+        "cutoff",
+        "radial_hidden",
+        "pair_layers",
+        "fine_radial",
+        "fine_radial_min",
+        "fine_radial_max",
+    ):
         default = getattr(model_defaults, name)
         parser.add_argument(
-            f"--{name.replace('_', '-')}", type=type(default), default=None, help=f"model: (default {default})"
+            f"--{name.replace('_', '-')}",
+            type=type(default),
+            default=None,
+            help=f"model: {model_notes.get(name, '')}(default {default})",
         )
     parser.add_argument(
         "--pair-mixing",
@@ -98,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="with --init: give a checkpoint without --pair-radial-scalars that MLP, starting at zero",
+    )
+    parser.add_argument(
+        "--add-fine-radial",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --init: give a checkpoint without --fine-radial an MLP of N narrow Gaussians, starting at zero",
     )
     parser.add_argument(
         "--extra-train",

@@ -65,6 +65,10 @@ class PhiSNetConfig:
         invariant (L = 0) features of both atoms, so each pair of elements (and environments) gets its own
         radial functions; without it they depend on the distance alone (checkpoints from before the option
         load with False).
+    fine_radial : narrow Gaussians (width = spacing) over bonding distances, fine_radial_min..fine_radial_max
+        Angstrom, feeding one more MLP of the pair stage's radial weights; 0 = none. The main basis spaces its
+        Gaussians cutoff / n_radial apart (0.5 Angstrom by default), coarse against the spread of a bond length.
+    fine_radial_min, fine_radial_max : the distances, in Angstrom, that the fine Gaussians cover.
     """
 
     elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
@@ -79,6 +83,9 @@ class PhiSNetConfig:
     pair_mixing: bool = True
     pair_layers: int = 1
     pair_radial_scalars: bool = True
+    fine_radial: int = 0
+    fine_radial_min: float = 0.5
+    fine_radial_max: float = 3.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -312,6 +319,13 @@ class PhiSNet(nn.Module):
                 [config.n_radial + 2 * config.channels, config.radial_hidden, self.pair_edge.weight_numel],
                 nn.functional.silu,
             )
+        if config.fine_radial:  # radial weights from narrow Gaussians over bonding distances
+            self.pair_radial_fine = FullyConnectedNet(
+                [config.fine_radial, config.radial_hidden, self.pair_edge.weight_numel], nn.functional.silu
+            )
+            fine = torch.linspace(config.fine_radial_min, config.fine_radial_max, config.fine_radial, dtype=dtype)
+            self.register_buffer("fine_centers", fine, persistent=False)
+            self.fine_width = (config.fine_radial_max - config.fine_radial_min) / max(config.fine_radial - 1, 1)
         self.pair_linear_a = o3.Linear(self.pair_product.irreps_out.simplify(), irreps_x)
         self.pair_linear_b = o3.Linear(self.pair_edge.irreps_out.simplify(), irreps_x)
         self.pair_gate = GatedLinear(irreps_x, config.channels, config.lmax)
@@ -418,6 +432,9 @@ class PhiSNet(nn.Module):
             scalars = x[:, : self.config.channels]
             both = torch.cat([rbf, scalars[dst], scalars[src]], dim=-1)
             weights = weights + self.pair_radial_scalars(both) * self.envelope(r)[:, None]
+        if self.config.fine_radial:
+            fine = torch.exp(-(((r[:, None] - self.fine_centers) / self.fine_width) ** 2))  # [edges, fine_radial]
+            weights = weights + self.pair_radial_fine(fine) * self.envelope(r)[:, None]
         pair = self.pair_linear_a(self.pair_product(receiver[dst], sender[src])) + self.pair_linear_b(
             self.pair_edge(sender[src], sh, weights)
         )
@@ -525,25 +542,35 @@ def _new_model(config: PhiSNetConfig, dtype: torch.dtype) -> PhiSNet:
         torch.set_default_dtype(previous)
 
 
-def with_options(model: PhiSNet, pair_mixing: bool = False, pair_radial_scalars: bool = False) -> PhiSNet:
+def with_options(
+    model: PhiSNet, pair_mixing: bool = False, pair_radial_scalars: bool = False, fine_radial: int = 0
+) -> PhiSNet:
     """The same function with the named parts added where the model lacks them (for fine-tuning an older model).
 
-    Pair-mixing maps start as the identity; the scalar-dependent pair radial MLP starts with a zero output
-    layer, so it adds nothing until training moves it.
+    Pair-mixing maps start as the identity; the scalar-dependent pair radial MLP and the MLP of ``fine_radial``
+    narrow Gaussians (see PhiSNetConfig) start with a zero output layer, so they add nothing until training
+    moves them.
     """
     add = {
         "pair_mixing": pair_mixing and not model.config.pair_mixing,
         "pair_radial_scalars": pair_radial_scalars and not model.config.pair_radial_scalars,
+        "fine_radial": fine_radial > 0 and not model.config.fine_radial,
     }
     if not any(add.values()):
         return model
     dtype = next(model.parameters()).dtype
     options = {name: True for name, wanted in add.items() if wanted}
+    if add["fine_radial"]:
+        options["fine_radial"] = fine_radial
     upgraded = _new_model(PhiSNetConfig.from_json({**model.config.to_json(), **options}), dtype)
     missing, unexpected = upgraded.load_state_dict(model.state_dict(), strict=False)
     new_prefixes = tuple(
         prefix
-        for name, prefix in (("pair_mixing", "mix."), ("pair_radial_scalars", "pair_radial_scalars."))
+        for name, prefix in (
+            ("pair_mixing", "mix."),
+            ("pair_radial_scalars", "pair_radial_scalars."),
+            ("fine_radial", "pair_radial_fine."),
+        )
         if add[name]
     )
     assert not unexpected and all(key.startswith(new_prefixes) for key in missing), (missing, unexpected)
@@ -554,8 +581,10 @@ def with_options(model: PhiSNet, pair_mixing: bool = False, pair_radial_scalars:
                 for ins in linear.instructions:  # e3nn scales each path by path_weight: the identity is I / path_weight
                     weights.append(torch.eye(ins.path_shape[0], dtype=dtype).reshape(-1) / ins.path_weight)
                 linear.weight.copy_(torch.cat(weights))
-        if add["pair_radial_scalars"]:
-            list(upgraded.pair_radial_scalars.children())[-1].weight.zero_()
+        for name in ("pair_radial_scalars", "fine_radial"):
+            if add[name]:
+                mlp = upgraded.pair_radial_scalars if name == "pair_radial_scalars" else upgraded.pair_radial_fine
+                list(mlp.children())[-1].weight.zero_()
     return upgraded.to(next(model.parameters()).device).train(model.training)
 
 

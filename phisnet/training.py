@@ -80,6 +80,7 @@ class TrainConfig:
     init: str = ""  # checkpoint whose weights (and model configuration) training starts from
     add_pair_mixing: bool = False  # with init: add pair-mixing maps, starting as the identity, if it has none
     add_pair_radial_scalars: bool = False  # with init: add the scalar-dependent pair radial MLP, starting at zero
+    add_fine_radial: int = 0  # with init: add an MLP of this many narrow radial Gaussians, starting at zero
     device: str = "auto"  # cpu, cuda, or auto (cuda when torch sees a GPU); under torchrun one GPU per process
     resume: bool = False
     model: PhiSNetConfig = field(default_factory=PhiSNetConfig)
@@ -365,6 +366,12 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         raise InputError(f"schedule must be plateau or cosine, got {config.schedule!r}.")
     if not 0.0 <= config.ema < 1.0:
         raise InputError(f"ema is a decay per step in [0, 1), e.g. 0.999; got {config.ema}.")
+    low, high = config.model.fine_radial_min, config.model.fine_radial_max
+    for count in (config.model.fine_radial, config.add_fine_radial):
+        if count < 0 or (count and not 0.0 <= low < high):
+            raise InputError(
+                f"fine radial Gaussians: a count >= 0 over 0 <= min < max Angstrom; got {count} over {low}..{high}."
+            )
     if device.type != "cpu" and (config.energy_weight > 0 or config.force_weight > 0):
         raise InputError("Energy and force training runs on the CPU (its integrals are PySCF's); use --device cpu.")
     rank, world = _distributed(device)
@@ -425,11 +432,16 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             )
         model = build_from_checkpoint(payload, dtype).train()
         before = model.config
-        model = with_options(model, config.add_pair_mixing, config.add_pair_radial_scalars)
+        model = with_options(model, config.add_pair_mixing, config.add_pair_radial_scalars, config.add_fine_radial)
         if model.config.pair_mixing and not before.pair_mixing:
             log("Added pair-mixing maps (starting as the identity: the same function as the checkpoint).")
         if model.config.pair_radial_scalars and not before.pair_radial_scalars:
             log("Added the pair radial MLP of atom scalars (starting at zero: the same function as the checkpoint).")
+        if model.config.fine_radial and not before.fine_radial:
+            log(
+                f"Added the pair radial MLP of {model.config.fine_radial} narrow Gaussians over "
+                f"{model.config.fine_radial_min}..{model.config.fine_radial_max} Angstrom (starting at zero)."
+            )
         config.model = model.config
         state = None
         log(f"Starting from the weights of {config.init}.")

@@ -21,7 +21,7 @@ def model64():
     torch.set_default_dtype(torch.float64)
     try:
         torch.manual_seed(0)
-        model = PhiSNet(PhiSNetConfig(elements=[1, 6, 7, 8], pair_layers=2, **TINY)).eval()
+        model = PhiSNet(PhiSNetConfig(elements=[1, 6, 7, 8], pair_layers=2, fine_radial=6, **TINY)).eval()
     finally:
         torch.set_default_dtype(previous)
     return model
@@ -114,7 +114,7 @@ def test_molecules_of_different_sizes_in_one_call(invariant_model):
 
 
 def test_gradients_reach_every_parameter():
-    model = PhiSNet(PhiSNetConfig(elements=[1, 8], pair_layers=2, **TINY))
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], pair_layers=2, fine_radial=6, **TINY))
     (atoms,) = read_molecules("water")
     out = model(torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
     (out["hamiltonian"].square().sum() + out["overlap"].square().sum()).backward()
@@ -244,14 +244,14 @@ def test_median_seconds_is_a_positive_time():
     assert 0 < predictor.median_seconds(read_molecules("water")[0], repeat=3) < 60
 
 
-@pytest.mark.parametrize("option", ["pair_mixing", "pair_radial_scalars"])
-def test_a_part_added_to_an_older_model_starts_as_the_same_function(option):
+@pytest.mark.parametrize("option, value", [("pair_mixing", True), ("pair_radial_scalars", True), ("fine_radial", 6)])
+def test_a_part_added_to_an_older_model_starts_as_the_same_function(option, value):
     from phisnet.model import with_options
 
     torch.manual_seed(5)
     old = PhiSNet(PhiSNetConfig(elements=[1, 6, 8], **{**TINY, "pair_mixing": False, "pair_radial_scalars": False}))
     old = old.eval()
-    upgraded = with_options(old, **{option: True})
+    upgraded = with_options(old, **{option: value})
     assert getattr(upgraded.config, option) and not getattr(old.config, option)
     (atoms,) = read_molecules("ethanol")
     args = (torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
@@ -259,7 +259,8 @@ def test_a_part_added_to_an_older_model_starts_as_the_same_function(option):
         before, after = old(*args), upgraded(*args)
     for key in ("hamiltonian", "overlap"):
         assert torch.allclose(after[key], before[key], rtol=0, atol=1e-6 * float(before[key].abs().max()))
-    prefix = {"pair_mixing": "mix.", "pair_radial_scalars": "pair_radial_scalars."}[option]
+    prefix = {"pair_mixing": "mix.", "pair_radial_scalars": "pair_radial_scalars.", "fine_radial": "pair_radial_fine."}
+    prefix = prefix[option]
     added = [p for name, p in upgraded.named_parameters() if name.startswith(prefix)]
     assert added
     # The added part is trainable: one gradient step changes the output.

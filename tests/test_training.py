@@ -151,6 +151,29 @@ def test_train_cli_resume_takes_the_runs_own_settings(water_db, tmp_path):
     assert steps == [2, 4, 6]
 
 
+def test_train_cli_init_adds_the_parts_an_older_model_lacks(water_db, tmp_path, capsys):
+    import train
+    from phisnet.model import read_checkpoint
+
+    data = ["--data", str(water_db), "--train", "5", "--val", "2", "--batch-size", "2", "--val-every", "2", "--quiet"]
+    old = tmp_path / "old"
+    plain = ["--no-pair-mixing", "--no-pair-radial-scalars"]
+    assert train.main([*data, "--out", str(old), "--max-steps", "2", *TINY_ARGS, *plain]) == 0
+    assert not read_checkpoint(old / "best.pt")["config"]["fine_radial"]
+    capsys.readouterr()
+    new = tmp_path / "new"
+    adds = ["--add-pair-mixing", "--add-pair-radial-scalars", "--add-fine-radial", "4"]
+    assert train.main([*data, "--out", str(new), "--max-steps", "2", "--init", str(old / "best.pt"), *adds]) == 0
+    printed = capsys.readouterr().out
+    assert "pair-mixing maps" in printed and "atom scalars" in printed and "4 narrow Gaussians" in printed
+    config = read_checkpoint(new / "best.pt")["config"]
+    assert config["pair_mixing"] and config["pair_radial_scalars"] and config["fine_radial"] == 4
+    assert config["channels"] == 4  # the checkpoint's own size, not the defaults
+    bad = ["--out", str(tmp_path / "bad"), "--init", str(old / "best.pt"), "--add-fine-radial", "-1"]
+    assert train.main([*data, *bad]) == 2
+    assert "fine radial Gaussians" in capsys.readouterr().err
+
+
 def test_train_cli_bad_data(tmp_path, capsys):
     import train
 

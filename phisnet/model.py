@@ -361,9 +361,10 @@ class PhiSNet(nn.Module):
         cutoff = self.config.cutoff
         return 0.5 * (torch.cos(math.pi * r / cutoff) + 1.0) * (r < cutoff)
 
-    def radial_basis(self, r: torch.Tensor) -> torch.Tensor:
-        """Gaussians times the smooth cutoff: [edges] -> [edges, n_radial]."""
-        return torch.exp(-(((r[:, None] - self.centers) / self.width) ** 2)) * self.envelope(r)[:, None]
+    @staticmethod
+    def gaussians(r: torch.Tensor, centers: torch.Tensor, width: float) -> torch.Tensor:
+        """Gaussian radial functions exp(-((r - c) / width)^2): [edges] -> [edges, len(centers)]."""
+        return torch.exp(-(((r[:, None] - centers) / width) ** 2))
 
     def forward(self, positions, atomic_numbers):
         """Predict H and S.
@@ -417,7 +418,8 @@ class PhiSNet(nn.Module):
         sh = o3.spherical_harmonics(
             self.irreps_sh, to_e3nn_coordinates(vec), normalize=True, normalization="component"
         )  # [edges, irreps_sh]
-        rbf = self.radial_basis(r)  # [edges, n_radial]
+        envelope = self.envelope(r)[:, None]  # [edges, 1]
+        rbf = self.gaussians(r, self.centers, self.width) * envelope  # [edges, n_radial]
 
         x = self.embed_linear(self.embedding(torch.cat(flat_elements)).to(dtype))  # [nodes, irreps_x]
         for layer in self.interactions:
@@ -431,10 +433,10 @@ class PhiSNet(nn.Module):
         if self.config.pair_radial_scalars:  # the scalars lead x's irreps: channels x 0e come first
             scalars = x[:, : self.config.channels]
             both = torch.cat([rbf, scalars[dst], scalars[src]], dim=-1)
-            weights = weights + self.pair_radial_scalars(both) * self.envelope(r)[:, None]
+            weights = weights + self.pair_radial_scalars(both) * envelope
         if self.config.fine_radial:
-            fine = torch.exp(-(((r[:, None] - self.fine_centers) / self.fine_width) ** 2))  # [edges, fine_radial]
-            weights = weights + self.pair_radial_fine(fine) * self.envelope(r)[:, None]
+            fine = self.gaussians(r, self.fine_centers, self.fine_width)  # [edges, fine_radial]
+            weights = weights + self.pair_radial_fine(fine) * envelope
         pair = self.pair_linear_a(self.pair_product(receiver[dst], sender[src])) + self.pair_linear_b(
             self.pair_edge(sender[src], sh, weights)
         )
@@ -542,6 +544,10 @@ def _new_model(config: PhiSNetConfig, dtype: torch.dtype) -> PhiSNet:
         torch.set_default_dtype(previous)
 
 
+#: The module that each optional part of PhiSNetConfig adds, by option name (what with_options can add).
+OPTIONAL_PARTS = {"pair_mixing": "mix", "pair_radial_scalars": "pair_radial_scalars", "fine_radial": "pair_radial_fine"}
+
+
 def with_options(
     model: PhiSNet, pair_mixing: bool = False, pair_radial_scalars: bool = False, fine_radial: int = 0
 ) -> PhiSNet:
@@ -564,15 +570,7 @@ def with_options(
         options["fine_radial"] = fine_radial
     upgraded = _new_model(PhiSNetConfig.from_json({**model.config.to_json(), **options}), dtype)
     missing, unexpected = upgraded.load_state_dict(model.state_dict(), strict=False)
-    new_prefixes = tuple(
-        prefix
-        for name, prefix in (
-            ("pair_mixing", "mix."),
-            ("pair_radial_scalars", "pair_radial_scalars."),
-            ("fine_radial", "pair_radial_fine."),
-        )
-        if add[name]
-    )
+    new_prefixes = tuple(f"{OPTIONAL_PARTS[name]}." for name, wanted in add.items() if wanted)
     assert not unexpected and all(key.startswith(new_prefixes) for key in missing), (missing, unexpected)
     with torch.no_grad():
         if add["pair_mixing"]:
@@ -581,10 +579,9 @@ def with_options(
                 for ins in linear.instructions:  # e3nn scales each path by path_weight: the identity is I / path_weight
                     weights.append(torch.eye(ins.path_shape[0], dtype=dtype).reshape(-1) / ins.path_weight)
                 linear.weight.copy_(torch.cat(weights))
-        for name in ("pair_radial_scalars", "fine_radial"):
+        for name in ("pair_radial_scalars", "fine_radial"):  # MLPs whose zero output layer adds nothing
             if add[name]:
-                mlp = upgraded.pair_radial_scalars if name == "pair_radial_scalars" else upgraded.pair_radial_fine
-                list(mlp.children())[-1].weight.zero_()
+                list(getattr(upgraded, OPTIONAL_PARTS[name]).children())[-1].weight.zero_()
     return upgraded.to(next(model.parameters()).device).train(model.training)
 
 

@@ -246,7 +246,7 @@ def test_median_seconds_is_a_positive_time():
 
 @pytest.mark.parametrize("option, value", [("pair_mixing", True), ("pair_radial_scalars", True), ("fine_radial", 6)])
 def test_a_part_added_to_an_older_model_starts_as_the_same_function(option, value):
-    from phisnet.model import with_options
+    from phisnet.model import OPTIONAL_PARTS, with_options
 
     torch.manual_seed(5)
     old = PhiSNet(PhiSNetConfig(elements=[1, 6, 8], **{**TINY, "pair_mixing": False, "pair_radial_scalars": False}))
@@ -259,9 +259,7 @@ def test_a_part_added_to_an_older_model_starts_as_the_same_function(option, valu
         before, after = old(*args), upgraded(*args)
     for key in ("hamiltonian", "overlap"):
         assert torch.allclose(after[key], before[key], rtol=0, atol=1e-6 * float(before[key].abs().max()))
-    prefix = {"pair_mixing": "mix.", "pair_radial_scalars": "pair_radial_scalars.", "fine_radial": "pair_radial_fine."}
-    prefix = prefix[option]
-    added = [p for name, p in upgraded.named_parameters() if name.startswith(prefix)]
+    added = [p for name, p in upgraded.named_parameters() if name.startswith(f"{OPTIONAL_PARTS[option]}.")]
     assert added
     # The added part is trainable: one gradient step changes the output.
     loss = upgraded(*args)["hamiltonian"].square().sum()

@@ -126,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --init: give a checkpoint without --fine-radial an MLP of N narrow Gaussians, starting at zero",
     )
     parser.add_argument(
+        "--fine-radial-interactions",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="model: the interaction layers' radial weights also get an MLP of the fine Gaussians (needs "
+        f"--fine-radial; default {model_defaults.fine_radial_interactions})",
+    )
+    parser.add_argument(
+        "--add-fine-radial-interactions",
+        action="store_true",
+        default=None,
+        help="with --init: give the interaction layers MLPs of the fine Gaussians, starting at zero",
+    )
+    parser.add_argument(
         "--extra-train",
         nargs="+",
         default=None,

@@ -69,6 +69,8 @@ class PhiSNetConfig:
         Angstrom, feeding one more MLP of the pair stage's radial weights; 0 = none. The main basis spaces its
         Gaussians cutoff / n_radial apart (0.5 Angstrom by default), coarse against the spread of a bond length.
     fine_radial_min, fine_radial_max : the distances, in Angstrom, that the fine Gaussians cover.
+    fine_radial_interactions : the interaction layers' radial weights (which shape the atom features, hence the
+        on-site blocks) also get an MLP of the fine Gaussians; needs fine_radial > 0.
     """
 
     elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
@@ -86,6 +88,7 @@ class PhiSNetConfig:
     fine_radial: int = 0
     fine_radial_min: float = 0.5
     fine_radial_max: float = 3.0
+    fine_radial_interactions: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -223,14 +226,22 @@ class Interaction(nn.Module):
         self.radial = FullyConnectedNet(
             [config.n_radial, config.radial_hidden, self.tp.weight_numel], nn.functional.silu
         )
+        if config.fine_radial_interactions:
+            self.radial_fine = FullyConnectedNet(
+                [config.fine_radial, config.radial_hidden, self.tp.weight_numel], nn.functional.silu
+            )
         self.message_linear = o3.Linear(self.tp.irreps_out.simplify(), irreps_x)
         self.self_linear = o3.Linear(irreps_x, irreps_x)
         self.update = GatedLinear(irreps_x, config.channels, config.lmax)
         self.irreps_out = self.update.irreps_out
 
-    def forward(self, x, sh, rbf, src, dst, n_nodes: int, norm: torch.Tensor):
-        # x [nodes, irreps_x]; sh [edges, irreps_sh]; rbf [edges, n_radial]; norm [nodes, 1]
-        messages = self.tp(x[src], sh, self.radial(rbf))  # [edges, tp.irreps_out]
+    def forward(self, x, sh, rbf, src, dst, n_nodes: int, norm: torch.Tensor, fine: torch.Tensor | None = None):
+        # x [nodes, irreps_x]; sh [edges, irreps_sh]; rbf [edges, n_radial]; norm [nodes, 1];
+        # fine [edges, fine_radial], enveloped, when the layer has radial_fine
+        weights = self.radial(rbf)  # [edges, tp.weight_numel]
+        if fine is not None:
+            weights = weights + self.radial_fine(fine)
+        messages = self.tp(x[src], sh, weights)  # [edges, tp.irreps_out]
         agg = torch.zeros(n_nodes, messages.shape[1], dtype=messages.dtype, device=messages.device)
         agg.index_add_(0, dst, messages)  # [nodes, tp.irreps_out]
         h = self.message_linear(agg) * norm + self.self_linear(x)  # [nodes, irreps_x]
@@ -281,6 +292,8 @@ class PhiSNet(nn.Module):
 
     def __init__(self, config: PhiSNetConfig):
         super().__init__()
+        if config.fine_radial_interactions and config.fine_radial < 1:
+            raise ValueError("fine_radial_interactions needs fine_radial > 0: the Gaussians it feeds the layers.")
         self.config = config
         dtype = torch.get_default_dtype()
         self.orbitals = OrbitalLayout(config.elements, config.basis)
@@ -420,10 +433,14 @@ class PhiSNet(nn.Module):
         )  # [edges, irreps_sh]
         envelope = self.envelope(r)[:, None]  # [edges, 1]
         rbf = self.gaussians(r, self.centers, self.width) * envelope  # [edges, n_radial]
+        fine = None
+        if self.config.fine_radial:
+            fine = self.gaussians(r, self.fine_centers, self.fine_width)  # [edges, fine_radial]
 
         x = self.embed_linear(self.embedding(torch.cat(flat_elements)).to(dtype))  # [nodes, irreps_x]
+        layer_fine = fine * envelope if self.config.fine_radial_interactions else None
         for layer in self.interactions:
-            x = layer(x, sh, rbf, src, dst, n_nodes, norm)
+            x = layer(x, sh, rbf, src, dst, n_nodes, norm, layer_fine)
 
         if self.config.pair_mixing:
             receiver, sender, second = (self.mix[name](x) for name in ("receiver", "sender", "self"))
@@ -435,7 +452,6 @@ class PhiSNet(nn.Module):
             both = torch.cat([rbf, scalars[dst], scalars[src]], dim=-1)
             weights = weights + self.pair_radial_scalars(both) * envelope
         if self.config.fine_radial:
-            fine = self.gaussians(r, self.fine_centers, self.fine_width)  # [edges, fine_radial]
             weights = weights + self.pair_radial_fine(fine) * envelope
         pair = self.pair_linear_a(self.pair_product(receiver[dst], sender[src])) + self.pair_linear_b(
             self.pair_edge(sender[src], sh, weights)
@@ -544,33 +560,53 @@ def _new_model(config: PhiSNetConfig, dtype: torch.dtype) -> PhiSNet:
         torch.set_default_dtype(previous)
 
 
-#: The module that each optional part of PhiSNetConfig adds, by option name (what with_options can add).
-OPTIONAL_PARTS = {"pair_mixing": "mix", "pair_radial_scalars": "pair_radial_scalars", "fine_radial": "pair_radial_fine"}
+#: The modules that each optional part of PhiSNetConfig adds, by option name (what with_options can add): the last
+#: component of their names (the interaction layers' radial_fine sits once in every layer).
+OPTIONAL_PARTS = {
+    "pair_mixing": "mix",
+    "pair_radial_scalars": "pair_radial_scalars",
+    "fine_radial": "pair_radial_fine",
+    "fine_radial_interactions": "radial_fine",
+}
+
+
+def optional_modules(model: PhiSNet, option: str) -> dict[str, nn.Module]:
+    """The modules of ``model`` that the optional part ``option`` (a key of OPTIONAL_PARTS) adds, by name."""
+    return {name: m for name, m in model.named_modules() if name.split(".")[-1] == OPTIONAL_PARTS[option]}
 
 
 def with_options(
-    model: PhiSNet, pair_mixing: bool = False, pair_radial_scalars: bool = False, fine_radial: int = 0
+    model: PhiSNet,
+    pair_mixing: bool = False,
+    pair_radial_scalars: bool = False,
+    fine_radial: int = 0,
+    fine_radial_interactions: bool = False,
 ) -> PhiSNet:
     """The same function with the named parts added where the model lacks them (for fine-tuning an older model).
 
-    Pair-mixing maps start as the identity; the scalar-dependent pair radial MLP and the MLP of ``fine_radial``
-    narrow Gaussians (see PhiSNetConfig) start with a zero output layer, so they add nothing until training
-    moves them.
+    Pair-mixing maps start as the identity; the scalar-dependent pair radial MLP and the MLPs of ``fine_radial``
+    narrow Gaussians (see PhiSNetConfig; in the pair stage, and with ``fine_radial_interactions`` in every
+    interaction layer) start with a zero output layer, so they add nothing until training moves them.
     """
     add = {
         "pair_mixing": pair_mixing and not model.config.pair_mixing,
         "pair_radial_scalars": pair_radial_scalars and not model.config.pair_radial_scalars,
         "fine_radial": fine_radial > 0 and not model.config.fine_radial,
+        "fine_radial_interactions": fine_radial_interactions and not model.config.fine_radial_interactions,
     }
     if not any(add.values()):
         return model
+    if add["fine_radial_interactions"] and not (model.config.fine_radial or add["fine_radial"]):
+        raise ValueError("fine_radial_interactions needs fine radial Gaussians: give fine_radial as well.")
     dtype = next(model.parameters()).dtype
     options = {name: True for name, wanted in add.items() if wanted}
     if add["fine_radial"]:
         options["fine_radial"] = fine_radial
     upgraded = _new_model(PhiSNetConfig.from_json({**model.config.to_json(), **options}), dtype)
     missing, unexpected = upgraded.load_state_dict(model.state_dict(), strict=False)
-    new_prefixes = tuple(f"{OPTIONAL_PARTS[name]}." for name, wanted in add.items() if wanted)
+    new_prefixes = tuple(
+        f"{name}." for option, wanted in add.items() if wanted for name in optional_modules(upgraded, option)
+    )
     assert not unexpected and all(key.startswith(new_prefixes) for key in missing), (missing, unexpected)
     with torch.no_grad():
         if add["pair_mixing"]:
@@ -579,9 +615,10 @@ def with_options(
                 for ins in linear.instructions:  # e3nn scales each path by path_weight: the identity is I / path_weight
                     weights.append(torch.eye(ins.path_shape[0], dtype=dtype).reshape(-1) / ins.path_weight)
                 linear.weight.copy_(torch.cat(weights))
-        for name in ("pair_radial_scalars", "fine_radial"):  # MLPs whose zero output layer adds nothing
-            if add[name]:
-                list(getattr(upgraded, OPTIONAL_PARTS[name]).children())[-1].weight.zero_()
+        for option in ("pair_radial_scalars", "fine_radial", "fine_radial_interactions"):  # zero output layer: adds 0
+            if add[option]:
+                for mlp in optional_modules(upgraded, option).values():
+                    list(mlp.children())[-1].weight.zero_()
     return upgraded.to(next(model.parameters()).device).train(model.training)
 
 

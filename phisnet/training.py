@@ -81,6 +81,7 @@ class TrainConfig:
     add_pair_mixing: bool = False  # with init: add pair-mixing maps, starting as the identity, if it has none
     add_pair_radial_scalars: bool = False  # with init: add the scalar-dependent pair radial MLP, starting at zero
     add_fine_radial: int = 0  # with init: add an MLP of this many narrow radial Gaussians, starting at zero
+    add_fine_radial_interactions: bool = False  # with init: the interaction layers get MLPs of them too, at zero
     device: str = "auto"  # cpu, cuda, or auto (cuda when torch sees a GPU); under torchrun one GPU per process
     resume: bool = False
     model: PhiSNetConfig = field(default_factory=PhiSNetConfig)
@@ -372,6 +373,10 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             raise InputError(
                 f"fine radial Gaussians: a count >= 0 over 0 <= min < max Angstrom; got {count} over {low}..{high}."
             )
+    if config.model.fine_radial_interactions and not config.model.fine_radial and not config.init:
+        raise InputError(
+            "--fine-radial-interactions feeds the fine radial Gaussians to the layers: give --fine-radial N."
+        )
     if device.type != "cpu" and (config.energy_weight > 0 or config.force_weight > 0):
         raise InputError("Energy and force training runs on the CPU (its integrals are PySCF's); use --device cpu.")
     rank, world = _distributed(device)
@@ -432,7 +437,15 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             )
         model = build_from_checkpoint(payload, dtype).train()
         before = model.config
-        model = with_options(model, config.add_pair_mixing, config.add_pair_radial_scalars, config.add_fine_radial)
+        if config.add_fine_radial_interactions and not (model.config.fine_radial or config.add_fine_radial):
+            raise InputError(f"{config.init} has no fine radial Gaussians; add them with --add-fine-radial N as well.")
+        model = with_options(
+            model,
+            config.add_pair_mixing,
+            config.add_pair_radial_scalars,
+            config.add_fine_radial,
+            config.add_fine_radial_interactions,
+        )
         if model.config.pair_mixing and not before.pair_mixing:
             log("Added pair-mixing maps (starting as the identity: the same function as the checkpoint).")
         if model.config.pair_radial_scalars and not before.pair_radial_scalars:
@@ -442,6 +455,8 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 f"Added the pair radial MLP of {model.config.fine_radial} narrow Gaussians over "
                 f"{model.config.fine_radial_min}..{model.config.fine_radial_max} Angstrom (starting at zero)."
             )
+        if model.config.fine_radial_interactions and not before.fine_radial_interactions:
+            log("Added radial MLPs of the fine Gaussians to the interaction layers (starting at zero).")
         config.model = model.config
         state = None
         log(f"Starting from the weights of {config.init}.")

@@ -21,7 +21,9 @@ def model64():
     torch.set_default_dtype(torch.float64)
     try:
         torch.manual_seed(0)
-        model = PhiSNet(PhiSNetConfig(elements=[1, 6, 7, 8], pair_layers=2, fine_radial=6, **TINY)).eval()
+        model = PhiSNet(
+            PhiSNetConfig(elements=[1, 6, 7, 8], pair_layers=2, fine_radial=6, fine_radial_interactions=True, **TINY)
+        ).eval()
     finally:
         torch.set_default_dtype(previous)
     return model
@@ -114,7 +116,7 @@ def test_molecules_of_different_sizes_in_one_call(invariant_model):
 
 
 def test_gradients_reach_every_parameter():
-    model = PhiSNet(PhiSNetConfig(elements=[1, 8], pair_layers=2, fine_radial=6, **TINY))
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], pair_layers=2, fine_radial=6, fine_radial_interactions=True, **TINY))
     (atoms,) = read_molecules("water")
     out = model(torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
     (out["hamiltonian"].square().sum() + out["overlap"].square().sum()).backward()
@@ -244,14 +246,22 @@ def test_median_seconds_is_a_positive_time():
     assert 0 < predictor.median_seconds(read_molecules("water")[0], repeat=3) < 60
 
 
-@pytest.mark.parametrize("option, value", [("pair_mixing", True), ("pair_radial_scalars", True), ("fine_radial", 6)])
-def test_a_part_added_to_an_older_model_starts_as_the_same_function(option, value):
-    from phisnet.model import OPTIONAL_PARTS, with_options
+@pytest.mark.parametrize(
+    "option, options",
+    [
+        ("pair_mixing", {"pair_mixing": True}),
+        ("pair_radial_scalars", {"pair_radial_scalars": True}),
+        ("fine_radial", {"fine_radial": 6}),
+        ("fine_radial_interactions", {"fine_radial": 6, "fine_radial_interactions": True}),
+    ],
+)
+def test_a_part_added_to_an_older_model_starts_as_the_same_function(option, options):
+    from phisnet.model import optional_modules, with_options
 
     torch.manual_seed(5)
-    old = PhiSNet(PhiSNetConfig(elements=[1, 6, 8], **{**TINY, "pair_mixing": False, "pair_radial_scalars": False}))
-    old = old.eval()
-    upgraded = with_options(old, **{option: value})
+    plain = {**TINY, "n_interactions": 2, "pair_mixing": False, "pair_radial_scalars": False}
+    old = PhiSNet(PhiSNetConfig(elements=[1, 6, 8], **plain)).eval()
+    upgraded = with_options(old, **options)
     assert getattr(upgraded.config, option) and not getattr(old.config, option)
     (atoms,) = read_molecules("ethanol")
     args = (torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
@@ -259,9 +269,20 @@ def test_a_part_added_to_an_older_model_starts_as_the_same_function(option, valu
         before, after = old(*args), upgraded(*args)
     for key in ("hamiltonian", "overlap"):
         assert torch.allclose(after[key], before[key], rtol=0, atol=1e-6 * float(before[key].abs().max()))
-    added = [p for name, p in upgraded.named_parameters() if name.startswith(f"{OPTIONAL_PARTS[option]}.")]
+    modules = optional_modules(upgraded, option)
+    assert len(modules) == (2 if option == "fine_radial_interactions" else 1)  # one in each interaction layer
+    added = [p for module in modules.values() for p in module.parameters()]
     assert added
     # The added part is trainable: one gradient step changes the output.
     loss = upgraded(*args)["hamiltonian"].square().sum()
     loss.backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in added)
+
+
+def test_fine_radial_interactions_need_fine_gaussians():
+    from phisnet.model import with_options
+
+    with pytest.raises(ValueError, match="needs fine_radial"):
+        PhiSNet(PhiSNetConfig(elements=[1, 8], fine_radial_interactions=True, **TINY))
+    with pytest.raises(ValueError, match="give fine_radial as well"):
+        with_options(PhiSNet(PhiSNetConfig(elements=[1, 8], **TINY)), fine_radial_interactions=True)

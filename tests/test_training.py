@@ -162,16 +162,27 @@ def test_train_cli_init_adds_the_parts_an_older_model_lacks(water_db, tmp_path, 
     assert not read_checkpoint(old / "best.pt")["config"]["fine_radial"]
     capsys.readouterr()
     new = tmp_path / "new"
-    adds = ["--add-pair-mixing", "--add-pair-radial-scalars", "--add-fine-radial", "4"]
+    adds = [
+        "--add-pair-mixing",
+        "--add-pair-radial-scalars",
+        "--add-fine-radial",
+        "4",
+        "--add-fine-radial-interactions",
+    ]
     assert train.main([*data, "--out", str(new), "--max-steps", "2", "--init", str(old / "best.pt"), *adds]) == 0
     printed = capsys.readouterr().out
     assert "pair-mixing maps" in printed and "atom scalars" in printed and "4 narrow Gaussians" in printed
+    assert "interaction layers" in printed
     config = read_checkpoint(new / "best.pt")["config"]
     assert config["pair_mixing"] and config["pair_radial_scalars"] and config["fine_radial"] == 4
+    assert config["fine_radial_interactions"]
     assert config["channels"] == 4  # the checkpoint's own size, not the defaults
     bad = ["--out", str(tmp_path / "bad"), "--init", str(old / "best.pt"), "--add-fine-radial", "-1"]
     assert train.main([*data, *bad]) == 2
     assert "fine radial Gaussians" in capsys.readouterr().err
+    lacking = ["--out", str(tmp_path / "lacking"), "--init", str(old / "best.pt"), "--add-fine-radial-interactions"]
+    assert train.main([*data, *lacking]) == 2
+    assert "has no fine radial Gaussians" in capsys.readouterr().err
 
 
 def test_train_cli_bad_data(tmp_path, capsys):

@@ -100,8 +100,25 @@ def _harmonic_modes(mol, hessian: np.ndarray, symbols: list[str]) -> NormalModes
         positions=positions,
         wavenumbers=np.asarray(res["freq_wavenumber"], dtype=float),
         force_constants=np.asarray(res["force_const_au"], dtype=float),
-        modes=np.asarray(res["norm_mode"], dtype=float),
+        modes=canonical_signs(np.asarray(res["norm_mode"], dtype=float)),
     )
+
+
+def canonical_signs(modes: np.ndarray) -> np.ndarray:
+    """Each mode times +1 or -1 so that its first clearly non-zero component is positive.
+
+    An eigenvector's sign is arbitrary, and PySCF's harmonic analysis returned 8 of ethanol's 21 modes with the
+    other sign when the process ran with another number of threads; a flipped mode moves every thermal sample,
+    so the same ``phisnet generate`` command made other geometries. (Degenerate modes, as in CH4, can still mix.)
+
+    Parameters
+    ----------
+    modes : (n_modes, n_atoms, 3) displacements.
+    """
+    flat = modes.reshape(len(modes), -1)
+    clear = np.abs(flat) > 1e-3 * np.abs(flat).max(axis=1, keepdims=True)  # noise cannot decide the sign
+    first = flat[np.arange(len(flat)), clear.argmax(axis=1)]
+    return modes * np.where(first < 0, -1.0, 1.0)[:, None, None]
 
 
 def thermal_sample(modes: NormalModes, temperature: float, rng: np.random.Generator) -> np.ndarray:

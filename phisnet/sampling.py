@@ -107,8 +107,8 @@ def _harmonic_modes(mol, hessian: np.ndarray, symbols: list[str]) -> NormalModes
 def canonical_signs(modes: np.ndarray) -> np.ndarray:
     """Each mode times +1 or -1 so that its first clearly non-zero component is positive.
 
-    An eigenvector's sign is arbitrary, and PySCF's harmonic analysis of the same optimised ethanol (equal to
-    1e-12 Angstrom) returned its 21 modes with other signs in each of three runs; a flipped mode moves every
+    An eigenvector's sign is arbitrary, and PySCF's harmonic analysis of the same optimised ethanol returned
+    another pattern of signs in each of three runs (8 of its 21 modes flipped between two); a flipped mode moves every
     thermal sample, so the same ``phisnet generate`` command made other geometries. (Degenerate modes, as in CH4,
     can still mix.)
 

@@ -25,6 +25,7 @@ NOTES = {
     "energy_weight": "weight of the end-to-end energy MSE in eV^2 ",
     "force_weight": "weight of the end-to-end force MSE in (eV/A)^2 ",
     "energy_target": "ccsd_t, reference or auto (CCSD(T) labels when the data has them) ",
+    "overlap_fit_steps": "with --add-two-center-overlap: steps fitting the new S part alone first ",
     "init": "start from this checkpoint's weights and configuration ",
     "schedule": "plateau (halve after PATIENCE validations without improvement) or cosine (to LR_MIN at MAX_STEPS) ",
     "ema": "decay of the moving average of the weights that is validated and kept as best.pt, e.g. 0.999; 0 is off ",
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "energy_weight",
         "force_weight",
         "energy_target",
+        "overlap_fit_steps",
         "init",
         "device",
     ):
@@ -137,6 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="with --init: give the interaction layers MLPs of the fine Gaussians, starting at zero",
+    )
+    parser.add_argument(
+        "--two-center-overlap",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="model: S from two-centre features of each atom pair alone (distance, both elements, spherical "
+        f"harmonics), on-site S the element's reference; H alone uses the atom features (default "
+        f"{model_defaults.two_center_overlap})",
+    )
+    parser.add_argument(
+        "--add-two-center-overlap",
+        action="store_true",
+        default=None,
+        help="with --init: make S from two-centre features (H unchanged), fitted alone for --overlap-fit-steps "
+        "steps before training",
     )
     parser.add_argument(
         "--extra-train",

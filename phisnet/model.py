@@ -37,6 +37,7 @@ from phisnet.errors import InputError
 from phisnet.files import atomic_path
 
 CHECKPOINT_FORMAT = "phisnet-checkpoint"
+OVERLAP_RADIAL = 32  # Gaussians over 0..cutoff for the two-centre overlap (PhiSNetConfig.two_center_overlap)
 CHECKPOINT_VERSION = 1
 
 
@@ -71,6 +72,11 @@ class PhiSNetConfig:
     fine_radial_min, fine_radial_max : the distances, in Angstrom, that the fine Gaussians cover.
     fine_radial_interactions : the interaction layers' radial weights (which shape the atom features, hence the
         on-site blocks) also get an MLP of the fine Gaussians; needs fine_radial > 0.
+    two_center_overlap : predict S the way it is made, as two-centre integrals: the on-site blocks are the
+        element's fitted reference (the same for every geometry, as in the basis), and the block of a pair (i, j)
+        comes from features w(r_ij, Z_i, Z_j) Y(r_ij) alone (an MLP of the distance and both elements times the
+        spherical harmonics), through the same Clebsch-Gordan head. S then no longer draws on the atom and pair
+        features, which serve H alone. Without it S comes from the same features as H, like the paper.
     """
 
     elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
@@ -89,6 +95,7 @@ class PhiSNetConfig:
     fine_radial_min: float = 0.5
     fine_radial_max: float = 3.0
     fine_radial_interactions: bool = False
+    two_center_overlap: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -267,6 +274,22 @@ class PairUpdate(nn.Module):
         return pair + self.update(h)
 
 
+class ElementPairRadial(nn.Module):
+    """Radial functions linear in a radial basis, with weights of their own for each ordered pair of elements.
+
+    Linear, not an MLP: a two-centre overlap integral of Gaussian orbitals is a smooth function of the distance for
+    each pair of elements, and a linear model reaches the 1e-6 that S needs in far fewer steps than an MLP.
+    """
+
+    def __init__(self, n_elements: int, n_basis: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_elements, n_elements, n_basis, n_out) / math.sqrt(n_basis))
+
+    def forward(self, basis: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        # basis [edges, n_basis]; first, second [edges] element indices -> [edges, n_out]
+        return torch.einsum("eb,ebo->eo", basis, self.weight[first, second])
+
+
 class MatrixHead(nn.Module):
     """Features -> padded K x K blocks, through the Clebsch-Gordan basis Q."""
 
@@ -350,12 +373,16 @@ class PhiSNet(nn.Module):
         # Diagonal stage: x_i plus x_i (x) x_i.
         self.self_product = tensor_product_uuu(irreps_x, config.lmax)
         self.self_linear = o3.Linear(self.self_product.irreps_out.simplify(), irreps_x)
-        self.heads = nn.ModuleDict(
-            {
-                name: MatrixHead(irreps_x, irreps_block)
-                for name in ("h_diagonal", "h_offdiagonal", "s_diagonal", "s_offdiagonal")
-            }
-        )
+        heads = ("h_diagonal", "h_offdiagonal", "s_offdiagonal")
+        if not config.two_center_overlap:
+            heads = (*heads, "s_diagonal")
+        self.heads = nn.ModuleDict({name: MatrixHead(irreps_x, irreps_block) for name in heads})
+        if config.two_center_overlap:  # w(r, Z_i, Z_j) per channel and order, times Y(r_ij)
+            self.overlap_radial = ElementPairRadial(
+                len(config.elements), OVERLAP_RADIAL, config.channels * (config.lmax + 1)
+            )
+            overlap_centers = torch.linspace(0.0, config.cutoff, OVERLAP_RADIAL, dtype=dtype)
+            self.register_buffer("overlap_centers", overlap_centers, persistent=False)
         self.register_buffer("centers", torch.linspace(0.0, config.cutoff, config.n_radial), persistent=False)
         self.width = config.cutoff / config.n_radial
 
@@ -403,10 +430,9 @@ class PhiSNet(nn.Module):
         out = self._forward_many([positions[None] if single else positions], [atomic_numbers])[0]
         return {key: value[0] for key, value in out.items()} if single else out
 
-    def _forward_many(self, positions: list[torch.Tensor], atomic_numbers: list[torch.Tensor]) -> list[dict]:
+    def _graph(self, positions: list[torch.Tensor], atomic_numbers: list[torch.Tensor]) -> dict:
         """One graph over every structure of every composition: positions[g] is (B_g, N_g, 3)."""
         device, dtype = positions[0].device, positions[0].dtype
-        K = self.orbitals.n_orbitals
         groups, src, dst, flat_pos, flat_elements, norms = [], [], [], [], [], []
         n_nodes = n_edges = 0
         for pos, numbers in zip(positions, atomic_numbers, strict=True):
@@ -425,22 +451,77 @@ class PhiSNet(nn.Module):
             groups.append((B, N, elements, pi, pj, n_nodes, n_edges))
             n_nodes, n_edges = n_nodes + B * N, n_edges + B * len(pi)
         src, dst, flat_pos = torch.cat(src), torch.cat(dst), torch.cat(flat_pos)
-        norm = torch.cat(norms)  # [nodes, 1]: messages summed over a molecule's N - 1 neighbours
         vec = flat_pos[src] - flat_pos[dst]  # [edges, 3] from i to j
         r = vec.norm(dim=-1)  # [edges]
         sh = o3.spherical_harmonics(
             self.irreps_sh, to_e3nn_coordinates(vec), normalize=True, normalization="component"
         )  # [edges, irreps_sh]
-        envelope = self.envelope(r)[:, None]  # [edges, 1]
+        return {
+            "groups": groups,
+            "src": src,
+            "dst": dst,
+            "n_nodes": n_nodes,
+            "elements": torch.cat(flat_elements),  # [nodes]
+            "norm": torch.cat(norms),  # [nodes, 1]: messages summed over a molecule's N - 1 neighbours
+            "r": r,
+            "sh": sh,
+            "envelope": self.envelope(r)[:, None],  # [edges, 1]
+        }
+
+    def _two_center(self, graph: dict) -> torch.Tensor:
+        """Pair features w(r_ij, Z_i, Z_j) Y(r_ij) for the two-centre overlap: [edges, irreps_x]."""
+        r, sh, elements = graph["r"], graph["sh"], graph["elements"]
+        basis = self.gaussians(r, self.overlap_centers, self.config.cutoff / (OVERLAP_RADIAL - 1)) * graph["envelope"]
+        w = self.overlap_radial(basis, elements[graph["dst"]], elements[graph["src"]])
+        w = w.reshape(-1, self.config.lmax + 1, self.config.channels)
+        parts = []  # irreps_x is channels x 0e + channels x 1e + ...: per order, channel-major
+        for l in range(self.config.lmax + 1):
+            y = sh[:, l * l : (l + 1) * (l + 1)]  # [edges, 2l+1]
+            parts.append((w[:, l, :, None] * y[:, None, :]).reshape(len(r), -1))
+        return torch.cat(parts, dim=-1)
+
+    def _assemble(self, graph: dict, diag_blocks, off_blocks, reference, scale, outputs: list[dict], name: str):
+        """Padded blocks -> symmetric (B, nao, nao) matrices per composition, into outputs[g][name]."""
+        K = self.orbitals.n_orbitals
+        dtype, device = off_blocks.dtype, off_blocks.device
+        for out, (B, N, elements, pi, pj, node0, edge0) in zip(outputs, graph["groups"], strict=True):
+            full = torch.zeros(B, N, N, K, K, dtype=dtype, device=device)
+            full[:, pi, pj] = off_blocks[edge0 : edge0 + B * len(pi)].reshape(B, -1, K, K) * scale
+            idx = torch.arange(N, device=device)
+            on_site = reference[elements].to(dtype)
+            if diag_blocks is not None:
+                on_site = diag_blocks[node0 : node0 + B * N].reshape(B, N, K, K) * scale + on_site
+            full[:, idx, idx] = on_site
+            full = full.permute(0, 1, 3, 2, 4).reshape(B, N * K, N * K)
+            keep = self.element_mask[elements].reshape(-1)  # [N K]
+            matrix = full[:, keep][:, :, keep]  # [B, nao, nao]
+            out[name] = 0.5 * (matrix + matrix.transpose(1, 2))
+
+    def overlap(self, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """S alone, (B, nao, nao), without the atom and pair features; needs ``config.two_center_overlap``."""
+        if not self.config.two_center_overlap:
+            raise ValueError("S without the atom features needs a model with two_center_overlap.")
+        graph = self._graph([positions], [atomic_numbers])
+        outputs = [{}]
+        off = self.heads["s_offdiagonal"](self._two_center(graph), self.Q.to(positions.dtype))
+        self._assemble(graph, None, off, self.s_reference, self.s_scale, outputs, "overlap")
+        return outputs[0]["overlap"]
+
+    def _forward_many(self, positions: list[torch.Tensor], atomic_numbers: list[torch.Tensor]) -> list[dict]:
+        """H and S of every structure of every composition in one pass: positions[g] is (B_g, N_g, 3)."""
+        dtype = positions[0].dtype
+        graph = self._graph(positions, atomic_numbers)
+        src, dst, n_nodes, sh, envelope = graph["src"], graph["dst"], graph["n_nodes"], graph["sh"], graph["envelope"]
+        r = graph["r"]
         rbf = self.gaussians(r, self.centers, self.width) * envelope  # [edges, n_radial]
         fine = None
         if self.config.fine_radial:
             fine = self.gaussians(r, self.fine_centers, self.fine_width)  # [edges, fine_radial]
 
-        x = self.embed_linear(self.embedding(torch.cat(flat_elements)).to(dtype))  # [nodes, irreps_x]
+        x = self.embed_linear(self.embedding(graph["elements"]).to(dtype))  # [nodes, irreps_x]
         layer_fine = fine * envelope if self.config.fine_radial_interactions else None
         for layer in self.interactions:
-            x = layer(x, sh, rbf, src, dst, n_nodes, norm, layer_fine)
+            x = layer(x, sh, rbf, src, dst, n_nodes, graph["norm"], layer_fine)
 
         if self.config.pair_mixing:
             receiver, sender, second = (self.mix[name](x) for name in ("receiver", "sender", "self"))
@@ -462,24 +543,14 @@ class PhiSNet(nn.Module):
         diag = x + self.self_linear(self.self_product(x, second))  # [nodes, irreps_x]
 
         Q = self.Q.to(dtype)
-        outputs = [{} for _ in groups]
-        for name, prefix, reference, scale in (
-            ("hamiltonian", "h", self.h_reference, self.h_scale),
-            ("overlap", "s", self.s_reference, self.s_scale),
-        ):
-            all_diag = self.heads[f"{prefix}_diagonal"](diag, Q)  # [nodes, K, K]
-            all_off = self.heads[f"{prefix}_offdiagonal"](pair, Q)  # [edges, K, K]
-            for out, (B, N, elements, pi, pj, node0, edge0) in zip(outputs, groups, strict=True):
-                blocks_diag = all_diag[node0 : node0 + B * N]
-                blocks_off = all_off[edge0 : edge0 + B * len(pi)]
-                full = torch.zeros(B, N, N, K, K, dtype=dtype, device=device)
-                full[:, pi, pj] = blocks_off.reshape(B, -1, K, K) * scale
-                idx = torch.arange(N, device=device)
-                full[:, idx, idx] = blocks_diag.reshape(B, N, K, K) * scale + reference[elements].to(dtype)
-                full = full.permute(0, 1, 3, 2, 4).reshape(B, N * K, N * K)
-                keep = self.element_mask[elements].reshape(-1)  # [N K]
-                matrix = full[:, keep][:, :, keep]  # [B, nao, nao]
-                out[name] = 0.5 * (matrix + matrix.transpose(1, 2))
+        outputs = [{} for _ in graph["groups"]]
+        h_diag, h_off = self.heads["h_diagonal"](diag, Q), self.heads["h_offdiagonal"](pair, Q)  # [nodes|edges, K, K]
+        self._assemble(graph, h_diag, h_off, self.h_reference, self.h_scale, outputs, "hamiltonian")
+        if self.config.two_center_overlap:  # on-site: the reference alone; pairs: two-centre features
+            s_diag, s_off = None, self.heads["s_offdiagonal"](self._two_center(graph), Q)
+        else:
+            s_diag, s_off = self.heads["s_diagonal"](diag, Q), self.heads["s_offdiagonal"](pair, Q)
+        self._assemble(graph, s_diag, s_off, self.s_reference, self.s_scale, outputs, "overlap")
         return outputs
 
     # ------------------------------------------------------------------------- data-derived constants
@@ -567,6 +638,7 @@ OPTIONAL_PARTS = {
     "pair_radial_scalars": "pair_radial_scalars",
     "fine_radial": "pair_radial_fine",
     "fine_radial_interactions": "radial_fine",
+    "two_center_overlap": "overlap_radial",
 }
 
 
@@ -581,18 +653,23 @@ def with_options(
     pair_radial_scalars: bool = False,
     fine_radial: int = 0,
     fine_radial_interactions: bool = False,
+    two_center_overlap: bool = False,
 ) -> PhiSNet:
     """The same function with the named parts added where the model lacks them (for fine-tuning an older model).
 
     Pair-mixing maps start as the identity; the scalar-dependent pair radial MLP and the MLPs of ``fine_radial``
     narrow Gaussians (see PhiSNetConfig; in the pair stage, and with ``fine_radial_interactions`` in every
     interaction layer) start with a zero output layer, so they add nothing until training moves them.
+
+    ``two_center_overlap`` is the exception: it replaces how S is made, so the S head and its new MLP start
+    untrained (fit them with ``phisnet.training.fit_overlap``); H stays exactly the same function.
     """
     add = {
         "pair_mixing": pair_mixing and not model.config.pair_mixing,
         "pair_radial_scalars": pair_radial_scalars and not model.config.pair_radial_scalars,
         "fine_radial": fine_radial > 0 and not model.config.fine_radial,
         "fine_radial_interactions": fine_radial_interactions and not model.config.fine_radial_interactions,
+        "two_center_overlap": two_center_overlap and not model.config.two_center_overlap,
     }
     if not any(add.values()):
         return model
@@ -603,10 +680,13 @@ def with_options(
     if add["fine_radial"]:
         options["fine_radial"] = fine_radial
     upgraded = _new_model(PhiSNetConfig.from_json({**model.config.to_json(), **options}), dtype)
-    missing, unexpected = upgraded.load_state_dict(model.state_dict(), strict=False)
+    state = model.state_dict()
+    if add["two_center_overlap"]:  # S from a new head: the old one read the atom and pair features
+        state = {key: value for key, value in state.items() if not key.startswith("heads.s_")}
+    missing, unexpected = upgraded.load_state_dict(state, strict=False)
     new_prefixes = tuple(
         f"{name}." for option, wanted in add.items() if wanted for name in optional_modules(upgraded, option)
-    )
+    ) + (("heads.s_offdiagonal.",) if add["two_center_overlap"] else ())
     assert not unexpected and all(key.startswith(new_prefixes) for key in missing), (missing, unexpected)
     with torch.no_grad():
         if add["pair_mixing"]:

@@ -14,19 +14,21 @@ from phisnet.model import PhiSNet, PhiSNetConfig, load, save_checkpoint
 TINY = {"channels": 4, "n_interactions": 1, "n_radial": 8, "radial_hidden": 8}
 
 
-@pytest.fixture(scope="module")
-def model64():
+def build64(**options) -> PhiSNet:
     """A tiny float64 model, built under float64 default dtype (e3nn stores its coefficients then)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         torch.manual_seed(0)
-        model = PhiSNet(
-            PhiSNetConfig(elements=[1, 6, 7, 8], pair_layers=2, fine_radial=6, fine_radial_interactions=True, **TINY)
-        ).eval()
+        return PhiSNet(PhiSNetConfig(elements=[1, 6, 7, 8], **{**TINY, **options})).eval()
     finally:
         torch.set_default_dtype(previous)
-    return model
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["S from features", "two-centre S"])
+def model64(request):
+    """Every optional part on; S from the atom and pair features, or from two-centre features."""
+    return build64(pair_layers=2, fine_radial=6, fine_radial_interactions=True, two_center_overlap=request.param)
 
 
 def predict(model, atoms):
@@ -115,8 +117,10 @@ def test_molecules_of_different_sizes_in_one_call(invariant_model):
         invariant_model([two_waters], numbers[0])
 
 
-def test_gradients_reach_every_parameter():
-    model = PhiSNet(PhiSNetConfig(elements=[1, 8], pair_layers=2, fine_radial=6, fine_radial_interactions=True, **TINY))
+@pytest.mark.parametrize("two_center", [False, True])
+def test_gradients_reach_every_parameter(two_center):
+    options = {"pair_layers": 2, "fine_radial": 6, "fine_radial_interactions": True, "two_center_overlap": two_center}
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], **options, **TINY))
     (atoms,) = read_molecules("water")
     out = model(torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
     (out["hamiltonian"].square().sum() + out["overlap"].square().sum()).backward()
@@ -286,3 +290,72 @@ def test_fine_radial_interactions_need_fine_gaussians():
         PhiSNet(PhiSNetConfig(elements=[1, 8], fine_radial_interactions=True, **TINY))
     with pytest.raises(ValueError, match="give fine_radial as well"):
         with_options(PhiSNet(PhiSNetConfig(elements=[1, 8], **TINY)), fine_radial_interactions=True)
+
+
+def test_two_center_overlap_is_a_function_of_each_pair_alone():
+    """With two_center_overlap, as for the true overlap integrals, the S block of atoms (i, j) depends on their two
+    positions only, and an on-site block is the element's reference; H still sees the whole molecule."""
+    model = build64(two_center_overlap=True)
+    (atoms,) = read_molecules("ethanol")
+    lay = layout(atoms)
+    A = np.random.default_rng(0).normal(size=(lay.nao, lay.nao))
+    sample = {
+        "atomic_numbers": torch.tensor(atoms.numbers),
+        "hamiltonian": torch.tensor(A + A.T),
+        "overlap": torch.tensor(A + A.T),
+    }
+    model.fit_references([sample])  # non-zero on-site references
+    H, S = predict(model, atoms)
+    moved = atoms.copy()
+    moved.positions[8] += [0.3, -0.2, 0.1]  # an H atom; blocks between the other atoms must not change
+    H2, S2 = predict(model, moved)
+    rest = np.concatenate([np.arange(lay.atoms[i].start, lay.atoms[i].stop) for i in range(8)])
+    assert np.array_equal(S2[np.ix_(rest, rest)], S[np.ix_(rest, rest)])
+    assert not np.allclose(S2, S) and not np.allclose(H2[np.ix_(rest, rest)], H[np.ix_(rest, rest)])
+    for i, z in enumerate(atoms.numbers):
+        e = model.config.elements.index(int(z))
+        idx = model.orbitals.element_index[e]
+        own = slice(lay.atoms[i].start, lay.atoms[i].stop)
+        assert np.array_equal(S[own, own], model.s_reference[e][np.ix_(idx, idx)].numpy())
+        assert np.abs(S[own, own]).max() > 0
+    # The S-only path gives the same matrix.
+    alone = model.overlap(torch.tensor(atoms.positions)[None], torch.tensor(atoms.numbers))[0]
+    assert torch.allclose(alone, torch.tensor(S), rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="two_center_overlap"):
+        build64().overlap(torch.tensor(atoms.positions)[None], torch.tensor(atoms.numbers))
+
+
+def test_two_center_overlap_added_to_an_older_model_keeps_h_and_fits_s():
+    """with_options(two_center_overlap) keeps H exactly and makes S anew; fit_overlap fits it to real PySCF overlaps
+    of distorted waters, far below where it starts."""
+    from phisnet.model import with_options
+    from phisnet.reference import build_mol
+    from phisnet.training import fit_overlap
+
+    torch.manual_seed(5)
+    old = PhiSNet(PhiSNetConfig(elements=[1, 8], **{**TINY, "channels": 16})).eval()
+    (water,) = read_molecules("water")
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(24):
+        atoms = water.copy()
+        atoms.positions += rng.normal(scale=0.08, size=(3, 3))
+        S = build_mol(atoms, basis="def2-svp").intor("int1e_ovlp")
+        samples.append(
+            {
+                "positions": torch.tensor(atoms.positions),
+                "atomic_numbers": torch.tensor(atoms.numbers),
+                "hamiltonian": torch.zeros(24, 24),
+                "overlap": torch.tensor(S),
+            }
+        )
+    old.fit_references(samples[:16])
+    new = with_options(old, two_center_overlap=True)
+    assert new.config.two_center_overlap and "s_diagonal" not in new.heads
+    args = (samples[20]["positions"].float(), samples[20]["atomic_numbers"])
+    with torch.no_grad():
+        assert torch.equal(new(*args)["hamiltonian"], old(*args)["hamiltonian"])
+    before, after = fit_overlap(new, samples, list(range(16)), list(range(16, 24)), steps=300, progress=False)
+    assert after < before / 200  # 1e-6: about 75000 -> 250 here (16 channels, 300 steps)
+    with torch.no_grad():
+        assert torch.equal(new(*args)["hamiltonian"], old(*args)["hamiltonian"])

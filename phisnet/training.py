@@ -620,6 +620,17 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     # the work is mostly arithmetic here, so the gain is small; on a GPU per-call overhead weighs more). Energy
     # and force training goes one composition at a time (DistributedDataParallel pairs a forward with a backward).
     one_call = not with_energy
+    if config.max_steps == 0 and not resumed:  # no steps: the starting model as it is (e.g. after fit_overlap)
+        metrics = validate(evaluated, dataset, splits["val"], config.batch_size * 2, dtype, config, integrals, target)
+        best = metrics[best_key]
+        if rank == 0:
+            _append_json_line(out / "metrics.jsonl", {"step": 0, "epoch": 0, "seconds": 0.0, **metrics})
+            checkpoint(best_path, evaluated)  # no last.pt: nothing to resume
+            log(
+                f"No training steps (--max-steps 0): validation H MAE {metrics['val_H_MAE_uHa']:.1f} uHa, "
+                f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6; saved {best_path}."
+            )
+        return best_path
     start = time.perf_counter() - elapsed
     bar = tqdm(total=config.max_steps, initial=step, unit="step", disable=not progress or rank != 0)
     stop = False

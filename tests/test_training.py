@@ -188,6 +188,25 @@ def test_train_cli_init_adds_the_parts_an_older_model_lacks(water_db, tmp_path, 
     assert "has no fine radial Gaussians" in capsys.readouterr().err
 
 
+def test_train_cli_zero_steps_fits_the_new_overlap_and_keeps_h(water_db, tmp_path, capsys):
+    """--add-two-center-overlap --max-steps 0: S is fitted alone and saved as best.pt, H is the checkpoint's."""
+    import train
+    from phisnet.io import read_molecules
+
+    data = ["--data", str(water_db), "--train", "5", "--val", "2", "--batch-size", "2", "--quiet"]
+    assert train.main([*data, "--out", str(tmp_path / "old"), "--max-steps", "2", "--val-every", "2", *TINY_ARGS]) == 0
+    old = tmp_path / "old" / "best.pt"
+    zero = ["--out", str(tmp_path / "s"), "--init", str(old), "--add-two-center-overlap", "--overlap-fit-steps", "30"]
+    assert train.main([*data, *zero, "--max-steps", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "Two-centre overlap fitted in 30 steps" in printed and "No training steps" in printed
+    assert not (tmp_path / "s" / "last.pt").exists()
+    (atoms,) = read_molecules("water")
+    before, after = load(old).predict(atoms), load(tmp_path / "s" / "best.pt").predict(atoms)
+    assert np.array_equal(after.hamiltonian, before.hamiltonian)
+    assert not np.allclose(after.overlap, before.overlap)
+
+
 def test_train_cli_bad_data(tmp_path, capsys):
     import train
 

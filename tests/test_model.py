@@ -194,16 +194,24 @@ def test_truncated_and_foreign_checkpoints(tmp_path):
         load(tmp_path / "missing.pt")
 
 
+def distorted_waters(n: int, scale: float) -> list:
+    """n copies of water with Gaussian noise of ``scale`` Angstrom on every coordinate (seed 0)."""
+    (water,) = read_molecules("water")
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        atoms = water.copy()
+        atoms.positions += rng.normal(scale=scale, size=(3, 3))
+        out.append(atoms)
+    return out
+
+
 def test_tiny_model_overfits_a_few_water_geometries():
     """A handful of distorted water geometries with their PySCF matrices; loss must fall well below start."""
     from phisnet.reference import run_dft
 
-    (water,) = read_molecules("water")
-    rng = np.random.default_rng(0)
     samples = []
-    for _ in range(3):
-        atoms = water.copy()
-        atoms.positions += rng.normal(scale=0.05, size=(3, 3))
+    for atoms in distorted_waters(3, 0.05):
         ref = run_dft(atoms, forces=False)
         samples.append(
             {
@@ -334,12 +342,8 @@ def test_two_center_overlap_added_to_an_older_model_keeps_h_and_fits_s():
 
     torch.manual_seed(5)
     old = PhiSNet(PhiSNetConfig(elements=[1, 8], **{**TINY, "channels": 16})).eval()
-    (water,) = read_molecules("water")
-    rng = np.random.default_rng(0)
     samples = []
-    for _ in range(24):
-        atoms = water.copy()
-        atoms.positions += rng.normal(scale=0.08, size=(3, 3))
+    for atoms in distorted_waters(24, 0.08):
         S = build_mol(atoms, basis="def2-svp").intor("int1e_ovlp")
         samples.append(
             {

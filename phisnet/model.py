@@ -287,7 +287,13 @@ class ElementPairRadial(nn.Module):
 
     def forward(self, basis: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         # basis [edges, n_basis]; first, second [edges] element indices -> [edges, n_out]
-        return torch.einsum("eb,ebo->eo", basis, self.weight[first, second])
+        n = self.weight.shape[0]
+        pair = first * n + second
+        out = basis.new_zeros(len(basis), self.weight.shape[-1])
+        for p in torch.unique(pair).tolist():  # one matrix product per pair of elements, no per-edge weight copies
+            rows = torch.nonzero(pair == p).squeeze(1)
+            out = out.index_copy(0, rows, basis[rows] @ self.weight[p // n, p % n])
+        return out
 
 
 class MatrixHead(nn.Module):

@@ -285,7 +285,12 @@ def learning_curve_figure(metrics: list[dict], title: str = "Learning curve"):
     fig = go.Figure()
     steps = [m["step"] for m in metrics]
     fig.add_trace(go.Scatter(x=steps, y=[m["val_H_MAE_uHa"] for m in metrics], name="validation H MAE / uHa"))
-    fig.add_trace(go.Scatter(x=steps, y=[m["train_loss"] for m in metrics], name="training loss", yaxis="y2"))
+    trained = [m for m in metrics if "train_loss" in m]  # a validation without a step (--max-steps 0) has none
+    fig.add_trace(
+        go.Scatter(
+            x=[m["step"] for m in trained], y=[m["train_loss"] for m in trained], name="training loss", yaxis="y2"
+        )
+    )
     fig.update_layout(
         title=title,
         height=360,

@@ -113,3 +113,17 @@ def test_per_molecule_figure_ranks_molecules_by_error():
     }
     bar = per_molecule_figure(by_molecule).data[0]
     assert list(bar.x) == ["pyrazole", "anisole"] and list(bar.y) == [90.0, 300.0]
+
+
+def test_learning_curve_takes_a_validation_without_a_training_step():
+    """A line of train.py --max-steps 0 (after an overlap fit) has no training loss; the curve skips it there."""
+    from phisnet.viz import learning_curve_figure
+
+    metrics = [
+        {"step": 100, "train_loss": 0.01, "val_H_MAE_uHa": 120.0},
+        {"step": 200, "train_loss": 0.008, "val_H_MAE_uHa": 110.0},
+        {"step": 200, "val_H_MAE_uHa": 110.0, "val_S_MAE_1e-6": 4.6},
+    ]
+    fig = learning_curve_figure(metrics)
+    assert list(fig.data[0].y) == [120.0, 110.0, 110.0]
+    assert list(fig.data[1].x) == [100, 200] and list(fig.data[1].y) == [0.01, 0.008]

@@ -37,8 +37,8 @@ from phisnet.errors import InputError
 from phisnet.files import atomic_path
 
 CHECKPOINT_FORMAT = "phisnet-checkpoint"
-OVERLAP_RADIAL = 32  # Gaussians over 0..cutoff for the two-centre overlap (PhiSNetConfig.two_center_overlap)
 CHECKPOINT_VERSION = 1
+OVERLAP_RADIAL = 32  # Gaussians over 0..cutoff for the two-centre overlap (PhiSNetConfig.two_center_overlap)
 
 
 @dataclass
@@ -74,9 +74,10 @@ class PhiSNetConfig:
         on-site blocks) also get an MLP of the fine Gaussians; needs fine_radial > 0.
     two_center_overlap : predict S the way it is made, as two-centre integrals: the on-site blocks are the
         element's fitted reference (the same for every geometry, as in the basis), and the block of a pair (i, j)
-        comes from features w(r_ij, Z_i, Z_j) Y(r_ij) alone (an MLP of the distance and both elements times the
-        spherical harmonics), through the same Clebsch-Gordan head. S then no longer draws on the atom and pair
-        features, which serve H alone. Without it S comes from the same features as H, like the paper.
+        comes from features w(r_ij, Z_i, Z_j) Y(r_ij) alone (radial weights linear in OVERLAP_RADIAL Gaussians, one
+        set per ordered pair of elements, times the spherical harmonics), through the same Clebsch-Gordan head.
+        S then no longer draws on the atom and pair features, which serve H alone. Without it S comes from the
+        same features as H, like the paper.
     """
 
     elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])

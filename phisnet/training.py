@@ -158,11 +158,16 @@ def add_training_data(dataset: HamiltonianDataset, splits: dict, paths: list[str
 
 def loss_terms(pred: dict, batch: dict, model: PhiSNet) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled MSE + MAE of H and of S for a batch."""
-    terms = []
-    for key, scale in (("hamiltonian", model.h_scale), ("overlap", model.s_scale)):
-        d = (pred[key] - batch[key]) / scale
-        terms.append((d**2).mean() + d.abs().mean())
-    return terms[0], terms[1]
+    return (
+        scaled_loss(pred["hamiltonian"], batch["hamiltonian"], model.h_scale),
+        scaled_loss(pred["overlap"], batch["overlap"], model.s_scale),
+    )
+
+
+def scaled_loss(predicted: torch.Tensor, target: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """MSE + MAE of matrix entries in units of the model's output scale."""
+    d = (predicted - target) / scale
+    return (d**2).mean() + d.abs().mean()
 
 
 def _energy_target(config: TrainConfig, dataset) -> str:
@@ -241,9 +246,9 @@ def fit_overlap(
 ) -> tuple[float, float]:
     """Fit a two-centre overlap part (``PhiSNetConfig.two_center_overlap``) alone to the S of training structures.
 
-    S then depends on nothing else (not the atom or pair features), so its MLP and head train by themselves, a
-    step in milliseconds: Adam, ``lr`` along a cosine to 1e-3 of it, the S loss of ``loss_terms`` (scaled MSE +
-    MAE). Returns the validation S MAE (1e-6) before and after, also logged.
+    S then depends on nothing else (not the atom or pair features), so its radial part and head train by
+    themselves, a step in milliseconds: Adam, ``lr`` along a cosine to 1e-3 of it, the S loss of ``loss_terms``
+    (``scaled_loss``). Returns the validation S MAE (1e-6) before and after, also logged.
     """
     parameters = [*model.overlap_radial.parameters(), *model.heads["s_offdiagonal"].parameters()]
     dtype = next(model.parameters()).dtype
@@ -254,8 +259,7 @@ def fit_overlap(
     )
 
     def s_loss(batch: dict) -> torch.Tensor:
-        d = (model.overlap(batch["positions"], batch["atomic_numbers"]) - batch["overlap"]) / model.s_scale
-        return (d**2).mean() + d.abs().mean()
+        return scaled_loss(model.overlap(batch["positions"], batch["atomic_numbers"]), batch["overlap"], model.s_scale)
 
     def val_mae() -> float:
         total = 0.0

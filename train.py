@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         "steps before training",
     )
     parser.add_argument(
+        "--add-interactions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --init: append N interaction layers after the checkpoint's, each starting as the identity",
+    )
+    parser.add_argument(
         "--extra-train",
         nargs="+",
         default=None,

@@ -661,12 +661,15 @@ def with_options(
     fine_radial: int = 0,
     fine_radial_interactions: bool = False,
     two_center_overlap: bool = False,
+    add_interactions: int = 0,
 ) -> PhiSNet:
     """The same function with the named parts added where the model lacks them (for fine-tuning an older model).
 
     Pair-mixing maps start as the identity; the scalar-dependent pair radial MLP and the MLPs of ``fine_radial``
     narrow Gaussians (see PhiSNetConfig; in the pair stage, and with ``fine_radial_interactions`` in every
     interaction layer) start with a zero output layer, so they add nothing until training moves them.
+    ``add_interactions`` appends that many interaction layers after the last one; each starts as the identity (the
+    linear map into its gate is zero, so its residual update is zero) and learns once that map moves.
 
     ``two_center_overlap`` is the exception: it replaces how S is made, so the S head and its new MLP start
     untrained (fit them with ``phisnet.training.fit_overlap``); H stays exactly the same function.
@@ -677,23 +680,35 @@ def with_options(
         "fine_radial": fine_radial > 0 and not model.config.fine_radial,
         "fine_radial_interactions": fine_radial_interactions and not model.config.fine_radial_interactions,
         "two_center_overlap": two_center_overlap and not model.config.two_center_overlap,
+        "interactions": add_interactions > 0,
     }
+    if add_interactions < 0:
+        raise ValueError(f"add_interactions must be 0 or more, not {add_interactions}.")
     if not any(add.values()):
         return model
     if add["fine_radial_interactions"] and not (model.config.fine_radial or add["fine_radial"]):
         raise ValueError("fine_radial_interactions needs fine radial Gaussians: give fine_radial as well.")
     dtype = next(model.parameters()).dtype
-    options = {name: True for name, wanted in add.items() if wanted}
+    options = {name: True for name, wanted in add.items() if wanted and name != "interactions"}
     if add["fine_radial"]:
         options["fine_radial"] = fine_radial
+    old_layers = model.config.n_interactions
+    options["n_interactions"] = old_layers + add_interactions
     upgraded = _new_model(PhiSNetConfig.from_json({**model.config.to_json(), **options}), dtype)
     state = model.state_dict()
     if add["two_center_overlap"]:  # S from a new head: the old one read the atom and pair features
         state = {key: value for key, value in state.items() if not key.startswith("heads.s_")}
     missing, unexpected = upgraded.load_state_dict(state, strict=False)
-    new_prefixes = tuple(
-        f"{name}." for option, wanted in add.items() if wanted for name in optional_modules(upgraded, option)
-    ) + (("heads.s_offdiagonal.",) if add["two_center_overlap"] else ())
+    new_prefixes = (
+        tuple(
+            f"{name}."
+            for option, wanted in add.items()
+            if wanted and option in OPTIONAL_PARTS
+            for name in optional_modules(upgraded, option)
+        )
+        + (("heads.s_offdiagonal.",) if add["two_center_overlap"] else ())
+        + tuple(f"interactions.{i}." for i in range(old_layers, options["n_interactions"]))
+    )
     assert not unexpected and all(key.startswith(new_prefixes) for key in missing), (missing, unexpected)
     with torch.no_grad():
         if add["pair_mixing"]:
@@ -706,6 +721,8 @@ def with_options(
             if add[option]:
                 for mlp in optional_modules(upgraded, option).values():
                     list(mlp.children())[-1].weight.zero_()
+        for layer in upgraded.interactions[old_layers:]:  # gate(0) = 0: x + 0, the identity
+            layer.update.linear.weight.zero_()
     return upgraded.to(next(model.parameters()).device).train(model.training)
 
 

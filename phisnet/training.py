@@ -84,6 +84,7 @@ class TrainConfig:
     add_fine_radial_interactions: bool = False  # with init: the interaction layers get MLPs of them too, at zero
     add_two_center_overlap: bool = False  # with init: S from two-centre features, fitted first (overlap_fit_steps)
     overlap_fit_steps: int = 3000  # steps of fit_overlap when S is made new (add_two_center_overlap)
+    add_interactions: int = 0  # with init: append this many interaction layers, each starting as the identity
     device: str = "auto"  # cpu, cuda, or auto (cuda when torch sees a GPU); under torchrun one GPU per process
     resume: bool = False
     model: PhiSNetConfig = field(default_factory=PhiSNetConfig)
@@ -437,6 +438,8 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             raise InputError(
                 f"fine radial Gaussians: a count >= 0 over 0 <= min < max Angstrom; got {count} over {low}..{high}."
             )
+    if config.add_interactions < 0:
+        raise InputError(f"--add-interactions is a count of new layers, 0 or more; got {config.add_interactions}.")
     if config.model.fine_radial_interactions and not config.model.fine_radial and not config.init:
         raise InputError(
             "--fine-radial-interactions feeds the fine radial Gaussians to the layers: give --fine-radial N."
@@ -510,7 +513,13 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             config.add_fine_radial,
             config.add_fine_radial_interactions,
             config.add_two_center_overlap,
+            config.add_interactions,
         )
+        if model.config.n_interactions > before.n_interactions:
+            log(
+                f"Added {model.config.n_interactions - before.n_interactions} interaction layer(s) after the "
+                f"{before.n_interactions} there (each starting as the identity: the same function as the checkpoint)."
+            )
         if model.config.pair_mixing and not before.pair_mixing:
             log("Added pair-mixing maps (starting as the identity: the same function as the checkpoint).")
         if model.config.pair_radial_scalars and not before.pair_radial_scalars:

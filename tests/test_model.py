@@ -291,6 +291,28 @@ def test_a_part_added_to_an_older_model_starts_as_the_same_function(option, opti
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in added)
 
 
+def test_added_interaction_layers_start_as_the_identity_and_learn():
+    from phisnet.model import with_options
+
+    torch.manual_seed(6)
+    old = PhiSNet(PhiSNetConfig(elements=[1, 6, 8], **{**TINY, "n_interactions": 1})).eval()
+    upgraded = with_options(old, add_interactions=2)
+    assert upgraded.config.n_interactions == 3 and len(upgraded.interactions) == 3
+    (atoms,) = read_molecules("ethanol")
+    args = (torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
+    with torch.no_grad():
+        before, after = old(*args), upgraded(*args)
+    for key in ("hamiltonian", "overlap"):
+        assert torch.equal(after[key], before[key])
+    # The first layer is the old one; the new ones learn: their gate's input map gets a gradient at once.
+    assert torch.equal(upgraded.interactions[0].radial[0].weight, old.interactions[0].radial[0].weight)
+    upgraded(*args)["hamiltonian"].square().sum().backward()
+    for layer in upgraded.interactions[1:]:
+        assert float(layer.update.linear.weight.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="0 or more"):
+        with_options(old, add_interactions=-1)
+
+
 def test_fine_radial_interactions_need_fine_gaussians():
     from phisnet.model import with_options
 

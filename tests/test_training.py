@@ -171,14 +171,18 @@ def test_train_cli_init_adds_the_parts_an_older_model_lacks(water_db, tmp_path, 
         "--add-two-center-overlap",
         "--overlap-fit-steps",
         "5",
+        "--add-interactions",
+        "1",
     ]
     assert train.main([*data, "--out", str(new), "--max-steps", "2", "--init", str(old / "best.pt"), *adds]) == 0
     printed = capsys.readouterr().out
     assert "pair-mixing maps" in printed and "atom scalars" in printed and "4 narrow Gaussians" in printed
     assert "interaction layers" in printed and "Two-centre overlap fitted in 5 steps" in printed
+    assert "Added 1 interaction layer(s)" in printed
     config = read_checkpoint(new / "best.pt")["config"]
     assert config["pair_mixing"] and config["pair_radial_scalars"] and config["fine_radial"] == 4
     assert config["fine_radial_interactions"] and config["two_center_overlap"]
+    assert config["n_interactions"] == read_checkpoint(old / "best.pt")["config"]["n_interactions"] + 1
     assert config["channels"] == 4  # the checkpoint's own size, not the defaults
     bad = ["--out", str(tmp_path / "bad"), "--init", str(old / "best.pt"), "--add-fine-radial", "-1"]
     assert train.main([*data, *bad]) == 2

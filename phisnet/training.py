@@ -515,22 +515,20 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             config.add_two_center_overlap,
             config.add_interactions,
         )
-        if model.config.n_interactions > before.n_interactions:
-            log(
-                f"Added {model.config.n_interactions - before.n_interactions} interaction layer(s) after the "
-                f"{before.n_interactions} there (each starting as the identity: the same function as the checkpoint)."
-            )
-        if model.config.pair_mixing and not before.pair_mixing:
-            log("Added pair-mixing maps (starting as the identity: the same function as the checkpoint).")
-        if model.config.pair_radial_scalars and not before.pair_radial_scalars:
-            log("Added the pair radial MLP of atom scalars (starting at zero: the same function as the checkpoint).")
-        if model.config.fine_radial and not before.fine_radial:
-            log(
-                f"Added the pair radial MLP of {model.config.fine_radial} narrow Gaussians over "
-                f"{model.config.fine_radial_min}..{model.config.fine_radial_max} Angstrom (starting at zero)."
-            )
-        if model.config.fine_radial_interactions and not before.fine_radial_interactions:
-            log("Added radial MLPs of the fine Gaussians to the interaction layers (starting at zero).")
+        new, same = model.config, "the same function as the checkpoint"
+        added = {
+            "n_interactions": f"{new.n_interactions - before.n_interactions} interaction layer(s) after the "
+            f"{before.n_interactions} there (each starting as the identity: {same})",
+            "pair_mixing": f"pair-mixing maps (starting as the identity: {same})",
+            "pair_radial_scalars": f"the pair radial MLP of atom scalars (starting at zero: {same})",
+            "fine_radial": f"the pair radial MLP of {new.fine_radial} narrow Gaussians over "
+            f"{new.fine_radial_min}..{new.fine_radial_max} Angstrom (starting at zero)",
+            "fine_radial_interactions": "radial MLPs of the fine Gaussians to the interaction layers "
+            "(starting at zero)",
+        }
+        for name, what in added.items():
+            if getattr(new, name) > getattr(before, name):  # a count grew or a switch went from False to True
+                log(f"Added {what}.")
         if model.config.two_center_overlap and not before.two_center_overlap:
             log("S now comes from two-centre features (H unchanged); fitting them to the training structures.")
             fit_overlap(

@@ -641,6 +641,8 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 f"No training steps (--max-steps 0): validation H MAE {metrics['val_H_MAE_uHa']:.1f} uHa, "
                 f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6; saved {best_path}."
             )
+        if world > 1:  # the other processes wait until rank 0 has written best.pt, as after training
+            torch.distributed.barrier()
         return best_path
     start = time.perf_counter() - elapsed
     bar = tqdm(total=config.max_steps, initial=step, unit="step", disable=not progress or rank != 0)

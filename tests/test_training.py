@@ -220,7 +220,8 @@ def test_train_cli_bad_data(tmp_path, capsys):
 
 def test_torchrun_two_processes(set_db, tmp_path):
     """DistributedDataParallel with the gloo backend, 2 processes on this machine, mini-batches that mix
-    molecules (each process accumulates its molecules' gradients before the one all-reduce)."""
+    molecules (each process accumulates its molecules' gradients before the one all-reduce); then --max-steps 0
+    with a new S part under torchrun: both processes fit it, rank 0 writes best.pt, all leave together."""
     import os
     import socket
     import subprocess
@@ -228,44 +229,28 @@ def test_torchrun_two_processes(set_db, tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    with socket.socket() as sock:  # a free loopback port for the rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+
+    def torchrun(*args):
+        with socket.socket() as sock:  # a free loopback port for the rendezvous
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+        data = ["--data", str(set_db), "--train", "5", "--val", "2", "--batch-size", "3"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        run = [*command, str(root / "train.py"), *data, *args]
+        subprocess.run(run, check=True, env=env, cwd=tmp_path, timeout=300, capture_output=True)
+
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={port}",
-            str(root / "train.py"),
-            "--data",
-            str(set_db),
-            "--out",
-            str(out),
-            "--train",
-            "5",
-            "--val",
-            "2",
-            "--batch-size",
-            "3",
-            "--max-steps",
-            "4",
-            "--val-every",
-            "2",
-            *TINY_ARGS,
-        ],
-        check=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        capture_output=True,
-    )
+    torchrun("--out", str(out), "--max-steps", "4", "--val-every", "2", *TINY_ARGS)
     assert [m["step"] for m in read_metrics(out)] == [2, 4]
     splits = load(out / "best.pt").metadata["splits"]
     assert splits["train"] == 5 and splits["test_ood"] == 4
+    fitted = tmp_path / "ddp-s"
+    init = ["--init", str(out / "best.pt"), "--add-two-center-overlap", "--overlap-fit-steps", "3"]
+    torchrun("--out", str(fitted), *init, "--max-steps", "0", "--quiet")
+    assert (fitted / "best.pt").is_file() and not (fitted / "last.pt").exists()
+    assert load(fitted / "best.pt").model.config.two_center_overlap
+    assert [m["step"] for m in read_metrics(fitted)] == [0]
 
 
 def test_multi_molecule_batches_and_held_out_molecules(set_db, tmp_path, capsys):

@@ -680,16 +680,15 @@ def with_options(
         "fine_radial": fine_radial > 0 and not model.config.fine_radial,
         "fine_radial_interactions": fine_radial_interactions and not model.config.fine_radial_interactions,
         "two_center_overlap": two_center_overlap and not model.config.two_center_overlap,
-        "interactions": add_interactions > 0,
     }
     if add_interactions < 0:
         raise ValueError(f"add_interactions must be 0 or more, not {add_interactions}.")
-    if not any(add.values()):
+    if not any(add.values()) and not add_interactions:
         return model
     if add["fine_radial_interactions"] and not (model.config.fine_radial or add["fine_radial"]):
         raise ValueError("fine_radial_interactions needs fine radial Gaussians: give fine_radial as well.")
     dtype = next(model.parameters()).dtype
-    options = {name: True for name, wanted in add.items() if wanted and name != "interactions"}
+    options = {name: True for name, wanted in add.items() if wanted}
     if add["fine_radial"]:
         options["fine_radial"] = fine_radial
     old_layers = model.config.n_interactions
@@ -700,12 +699,7 @@ def with_options(
         state = {key: value for key, value in state.items() if not key.startswith("heads.s_")}
     missing, unexpected = upgraded.load_state_dict(state, strict=False)
     new_prefixes = (
-        tuple(
-            f"{name}."
-            for option, wanted in add.items()
-            if wanted and option in OPTIONAL_PARTS
-            for name in optional_modules(upgraded, option)
-        )
+        tuple(f"{name}." for option, wanted in add.items() if wanted for name in optional_modules(upgraded, option))
         + (("heads.s_offdiagonal.",) if add["two_center_overlap"] else ())
         + tuple(f"interactions.{i}." for i in range(old_layers, options["n_interactions"]))
     )

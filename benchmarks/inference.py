@@ -7,10 +7,11 @@ For every model, on one slightly displaced structure of its molecule, measured s
 side in one run: the model's prediction time (median of --repeat calls after 5 warm-up calls),
 the growth of the process's peak resident memory from loading the model and predicting,
 and PySCF's SCF time (default guess and tolerance) and peak-memory growth for the same
-geometry, with the time ratio. ``--untrained`` molecules (default: uracil, the paper's
-largest) are timed with random weights in the configuration of the largest model given: the time of a
-prediction does not depend on the weights, so this measures the speed-up a trained model
-will have.
+geometry, with the time ratio. The column "e3nn / s" is the same prediction with every tensor product and the
+linear map after it evaluated by e3nn's own code (``phisnet.model.e3nn_reference``), timed alternating with the
+default batched evaluation, so "gain" shows what the batched products buy. ``--untrained`` molecules (default:
+uracil, the paper's largest) are timed with random weights in the configuration of the largest model given: the
+time of a prediction does not depend on the weights, so this measures the speed-up a trained model will have.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from pyscf import lib
 
 from phisnet.io import read_molecules
-from phisnet.model import PhiSNet, PhiSNetConfig, Predictor, load
+from phisnet.model import PhiSNet, PhiSNetConfig, Predictor, e3nn_reference, load
 from phisnet.reference import run_dft
 
 
@@ -57,8 +58,8 @@ def main() -> None:
         raise SystemExit("no models found in pretrained/")
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), PySCF with {lib.num_threads()} threads")
     header = (
-        f"{'model':<28}{'atoms':>6}{'predict / s':>13}{'MB':>6}{'PySCF SCF / s':>15}{'iter':>6}{'MB':>6}"
-        f"{'speed-up':>10}"
+        f"{'model':<28}{'atoms':>6}{'predict / s':>13}{'MB':>6}{'e3nn / s':>10}{'gain':>6}{'PySCF SCF / s':>15}"
+        f"{'iter':>6}{'MB':>6}{'speed-up':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -112,11 +113,17 @@ def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
     atoms.positions += np.random.default_rng(0).normal(scale=0.02, size=atoms.positions.shape)
     for _ in range(5):  # warm-up: the first calls in a process pay one-time set-up (measured: up to 3x slower)
         predictor.predict(atoms)
-    times = []
+        with e3nn_reference():
+            predictor.predict(atoms)
+    times, e3nn_times = [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
         predictor.predict(atoms)
         times.append(time.perf_counter() - t0)
+        with e3nn_reference():
+            t0 = time.perf_counter()
+            predictor.predict(atoms)
+            e3nn_times.append(time.perf_counter() - t0)
     model_mb = peak_rss_mb() - rss0
     rss1 = peak_rss_mb()
     ref = run_dft(
@@ -126,10 +133,10 @@ def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
         forces=False,
     )
     pyscf_mb = peak_rss_mb() - rss1
-    t = statistics.median(times)
+    t, t_e3nn = statistics.median(times), statistics.median(e3nn_times)
     print(
-        f"{label:<28}{len(atoms):>6}{t:>13.4f}{model_mb:>6.0f}{ref.seconds:>15.2f}{ref.n_iterations:>6}"
-        f"{pyscf_mb:>6.0f}{ref.seconds / t:>9.0f}x"
+        f"{label:<28}{len(atoms):>6}{t:>13.4f}{model_mb:>6.0f}{t_e3nn:>10.4f}{t_e3nn / t:>5.1f}x{ref.seconds:>15.2f}"
+        f"{ref.n_iterations:>6}{pyscf_mb:>6.0f}{ref.seconds / t:>9.0f}x"
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -195,18 +196,173 @@ def _channelwise(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int, mode: 
     return irreps_sorted, [(i1, i2, perm[io], m, w) for i1, i2, io, m, w in instructions]
 
 
-def tensor_product_uvu(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int) -> o3.TensorProduct:
+def tensor_product_uvu(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int) -> ChannelwiseTensorProduct:
     """Channel-wise tensor product of features with spherical harmonics, per-edge weights."""
-    irreps_out, instructions = _channelwise(irreps_in1, irreps_in2, lmax, "uvu")
-    return o3.TensorProduct(
-        irreps_in1, irreps_in2, irreps_out, instructions, shared_weights=False, internal_weights=False
-    )
+    return ChannelwiseTensorProduct(irreps_in1, irreps_in2, lmax, "uvu")
 
 
-def tensor_product_uuu(irreps: o3.Irreps, lmax: int) -> o3.TensorProduct:
+def tensor_product_uuu(irreps: o3.Irreps, lmax: int) -> ChannelwiseTensorProduct:
     """Channel-wise product of two feature vectors of the same irreps, learned path weights."""
-    irreps_out, instructions = _channelwise(irreps, irreps, lmax, "uuu")
-    return o3.TensorProduct(irreps, irreps, irreps_out, instructions)
+    return ChannelwiseTensorProduct(irreps, irreps, lmax, "uuu")
+
+
+class ChannelwiseTensorProduct(o3.TensorProduct):
+    """e3nn's TensorProduct for the channel-wise products above, evaluated with a few large matrix products.
+
+    e3nn evaluates one small contraction per path (65 of them at lmax 4), and predicting a small molecule spends most
+    of its time in the per-call overhead of those (``benchmarks/inference.py`` prints both). This class keeps e3nn's
+    module as it is (irreps, instructions, weights and their layout, so checkpoints load unchanged), reads the dense
+    coupling tensor ``T[i, j, k]`` of one channel out of e3nn's own forward once, at construction, and computes
+    ``sum_ij x1[i, u] x2[j, u or 0] T[i, j, k]`` with one batched matrix product per order l1 of x1 (T is
+    block-sparse in l1), then the path weights.
+
+    ``internal`` returns the result as blocks, one per (l1, L): ``[items, 2L+1, paths, U]``, channels last, so that
+    the o3.Linear that follows every product here (``project``) is a matrix product per block without reordering.
+    ``forward`` returns e3nn's layout; ``forward_e3nn`` is e3nn's own evaluation, which the tests compare against.
+
+    Inputs: ``irreps_in1`` is ``U x 0e + U x 1e + ... + U x lmax e``; ``irreps_in2`` the same orders with one channel
+    each ("uvu": spherical harmonics) or U channels ("uuu").
+    """
+
+    #: True (set through ``e3nn_reference()``): ``internal`` and ``project`` use e3nn's own TensorProduct and Linear.
+    reference = False
+
+    def __init__(self, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int, mode: str):
+        irreps_out, instructions = _channelwise(irreps_in1, irreps_in2, lmax, mode)
+        per_edge = mode == "uvu"
+        super().__init__(
+            irreps_in1, irreps_in2, irreps_out, instructions, shared_weights=not per_edge, internal_weights=not per_edge
+        )
+        U = irreps_in1[0].mul
+        if [(mul, ir.l) for mul, ir in irreps_in1] != [(U, l) for l in range(len(irreps_in1))] or [
+            (mul, ir.l) for mul, ir in irreps_in2
+        ] != [(1 if per_edge else U, l) for l in range(len(irreps_in2))]:
+            raise ValueError(f"ChannelwiseTensorProduct needs uniform irreps, got {irreps_in1} and {irreps_in2}.")
+        self.mode, self.channels = mode, U
+        T = self._coupling(irreps_in1, irreps_in2, irreps_out, instructions, per_edge)  # [d1, d2, K]
+        d2 = T.shape[1]
+        # e3nn's output slots (one per path) are sorted by L, then by l1: the paths of one (l1, L) are a run of slots.
+        slot_path = torch.empty(len(irreps_out), dtype=torch.long)
+        slot_l1 = torch.empty(len(irreps_out), dtype=torch.long)
+        for p, ins in enumerate(instructions):  # (i_in1, i_in2, i_out, mode, has_weight): slot i_out, weights p
+            slot_path[ins[2]], slot_l1[ins[2]] = p, irreps_in1[ins[0]].ir.l
+        self.register_buffer("slot_path", slot_path, persistent=False)
+        one_channel = o3.Irreps([(1, ir) for _, ir in irreps_out])
+        Ls = sorted({ir.l for _, ir in irreps_out})
+        self.first_slot = [min(s for s, (_, ir) in enumerate(irreps_out) if ir.l == L) for L in Ls]
+        self.blocks = []  # (l1, index of L, 2L+1, first slot, end slot)
+        dtype = torch.get_default_dtype()
+        for l1 in range(len(irreps_in1)):
+            columns = []  # this l1's k in the internal order (L, M, path)
+            for i, L in enumerate(Ls):
+                run = [s for s, (_, ir) in enumerate(irreps_out) if ir.l == L and slot_l1[s] == l1]
+                if run:
+                    self.blocks.append((l1, i, 2 * L + 1, run[0], run[-1] + 1))
+                    starts = [one_channel.slices()[s].start for s in run]
+                    columns += [start + M for M in range(2 * L + 1) for start in starts]
+            block = T[l1 * l1 : (l1 + 1) ** 2][:, :, columns]  # [2l1+1, d2, K_l1]
+            if per_edge:  # x2 first: A[e, k, i] = sum_j x2[e, j] T[i, j, k]
+                block = block.permute(1, 2, 0).reshape(d2, -1)  # [d2, K_l1 (2l1+1)]
+            else:  # the outer product first: rows (i, j)
+                block = block.reshape(-1, len(columns)).T  # [K_l1, (2l1+1) d2]
+            self.register_buffer(f"coupling_{l1}", block.contiguous().to(dtype), persistent=False)
+        self.slices_in1, self.slices_in2 = (
+            [(s.start, s.stop, ir.dim) for (_, ir), s in zip(irreps, irreps.slices(), strict=True)]
+            for irreps in (irreps_in1, irreps_in2)
+        )
+
+    @staticmethod
+    def _coupling(irreps_in1, irreps_in2, irreps_out, instructions, per_edge: bool) -> torch.Tensor:
+        """T [d1, d2, K] of one channel (k in e3nn's order), from e3nn's forward on a one-channel twin."""
+        one = [o3.Irreps([(1, ir) for _, ir in irreps]) for irreps in (irreps_in1, irreps_in2, irreps_out)]
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:  # e3nn's normalisation of these two modes does not depend on the number of channels
+            twin = o3.TensorProduct(*one, instructions, shared_weights=not per_edge, internal_weights=False)
+        finally:
+            torch.set_default_dtype(previous)
+        d1, d2 = one[0].dim, one[1].dim
+        x1 = torch.eye(d1, dtype=torch.float64).repeat_interleave(d2, dim=0)  # [d1 d2, d1]
+        x2 = torch.eye(d2, dtype=torch.float64).repeat(d1, 1)  # [d1 d2, d2]
+        weight = torch.ones((d1 * d2, twin.weight_numel) if per_edge else (twin.weight_numel,), dtype=torch.float64)
+        with torch.no_grad():
+            return twin(x1, x2, weight).reshape(d1, d2, -1)
+
+    @staticmethod
+    def _channels_last(x: torch.Tensor, slices) -> list[torch.Tensor]:
+        """e3nn's layout [E, irreps] (per order: [mul, 2l+1]) -> per order a view [E, 2l+1, mul]."""
+        return [x[:, a:b].reshape(len(x), -1, d).transpose(1, 2) for a, b, d in slices]
+
+    def internal(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The product as blocks: x [E, irreps_in1], y [E, irreps_in2] -> per (l1, L) [E, 2L+1, paths, U]."""
+        if ChannelwiseTensorProduct.reference:
+            return [self.forward_e3nn(x, y, weight)]  # [E, irreps_out]
+        E, U = x.shape[0], self.channels
+        x1 = self._channels_last(x, self.slices_in1)  # per l1 [E, 2l1+1, U]
+        if self.mode == "uvu":
+            products = [
+                torch.bmm((y @ getattr(self, f"coupling_{l1}")).view(E, -1, x_l.shape[1]), x_l)  # [E, K_l1, U]
+                for l1, x_l in enumerate(x1)
+            ]
+        else:
+            x2 = torch.cat(self._channels_last(y, self.slices_in2), dim=1)  # [E, d2, U]
+            products = [
+                torch.matmul(getattr(self, f"coupling_{l1}"), (x_l[:, :, None] * x2[:, None]).reshape(E, -1, U))
+                for l1, x_l in enumerate(x1)
+            ]  # outer products [E, (2l1+1) d2, U] -> [E, K_l1, U]
+            weight = self.weight
+        w = weight.view(-1, len(self.slot_path), U).index_select(1, self.slot_path)  # [E or 1, paths, U] by slot
+        out, row = [], {}
+        for l1, _, d, s0, s1 in self.blocks:
+            r = row.get(l1, 0)
+            out.append(products[l1][:, r : r + d * (s1 - s0)].view(E, d, s1 - s0, U) * w[:, None, s0:s1])
+            row[l1] = r + d * (s1 - s0)
+        return out
+
+    def project(self, h: list[torch.Tensor], linear: o3.Linear) -> torch.Tensor:
+        """``linear`` (an o3.Linear from ``irreps_out.simplify()``, no biases) of the blocks h -> [n, linear out]."""
+        if ChannelwiseTensorProduct.reference:
+            return linear(h[0])
+        if linear.bias.numel():
+            raise ValueError("project applies the weights of an o3.Linear without biases.")
+        n = h[0].shape[0]
+        weights = {
+            ins.i_in: (ins.i_out, ins.path_weight * W) for _, ins, W in linear.weight_views(yield_instruction=True)
+        }
+        outputs = {}
+        for (_, i, d, s0, s1), block in zip(self.blocks, h, strict=True):
+            i_out, W = weights[i]  # [paths_L U, U_out], rows (path, u) from the first slot of L
+            first = self.first_slot[i]
+            W = W[(s0 - first) * self.channels : (s1 - first) * self.channels]
+            y = block.reshape(n, d, -1) @ W  # [n, 2L+1, U_out]
+            outputs[i_out] = outputs[i_out] + y if i_out in outputs else y
+        return torch.cat([outputs[i].transpose(1, 2).reshape(n, -1) for i in range(len(linear.irreps_out))], dim=1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        # x [E, irreps_in1]; y [E, irreps_in2]; weight [E, weight_numel] ("uvu") or None ("uuu") -> [E, irreps_out]
+        blocks = self.internal(x, y, weight)
+        if ChannelwiseTensorProduct.reference:
+            return blocks[0]
+        E = x.shape[0]
+        by_L = [
+            torch.cat([b for (_, i, *_), b in zip(self.blocks, blocks, strict=True) if i == j], dim=2)
+            for j in range(len(self.first_slot))
+        ]  # per L [E, 2L+1, paths, U], paths in slot order
+        return torch.cat([b.permute(0, 2, 3, 1).reshape(E, -1) for b in by_L], dim=1)
+
+    def forward_e3nn(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x, y, weight)
+
+
+@contextmanager
+def e3nn_reference():
+    """Within this block every ChannelwiseTensorProduct evaluates with e3nn's own code: for tests and benchmarks."""
+    previous = ChannelwiseTensorProduct.reference
+    ChannelwiseTensorProduct.reference = True
+    try:
+        yield
+    finally:
+        ChannelwiseTensorProduct.reference = previous
 
 
 class GatedLinear(nn.Module):
@@ -249,10 +405,9 @@ class Interaction(nn.Module):
         weights = self.radial(rbf)  # [edges, tp.weight_numel]
         if fine is not None:
             weights = weights + self.radial_fine(fine)
-        messages = self.tp(x[src], sh, weights)  # [edges, tp.irreps_out]
-        agg = torch.zeros(n_nodes, messages.shape[1], dtype=messages.dtype, device=messages.device)
-        agg.index_add_(0, dst, messages)  # [nodes, tp.irreps_out]
-        h = self.message_linear(agg) * norm + self.self_linear(x)  # [nodes, irreps_x]
+        messages = self.tp.internal(x[src], sh, weights)  # blocks [edges, ...] of tp's output
+        agg = [m.new_zeros(n_nodes, *m.shape[1:]).index_add_(0, dst, m) for m in messages]  # blocks [nodes, ...]
+        h = self.tp.project(agg, self.message_linear) * norm + self.self_linear(x)  # [nodes, irreps_x]
         return x + self.update(h)
 
 
@@ -271,7 +426,7 @@ class PairUpdate(nn.Module):
 
     def forward(self, pair, sh, rbf):
         # pair [edges, irreps_x]; sh [edges, irreps_sh]; rbf [edges, n_radial]
-        h = self.tp_linear(self.tp(pair, sh, self.radial(rbf))) + self.self_linear(pair)
+        h = self.tp.project(self.tp.internal(pair, sh, self.radial(rbf)), self.tp_linear) + self.self_linear(pair)
         return pair + self.update(h)
 
 
@@ -541,13 +696,15 @@ class PhiSNet(nn.Module):
             weights = weights + self.pair_radial_scalars(both) * envelope
         if self.config.fine_radial:
             weights = weights + self.pair_radial_fine(fine) * envelope
-        pair = self.pair_linear_a(self.pair_product(receiver[dst], sender[src])) + self.pair_linear_b(
-            self.pair_edge(sender[src], sh, weights)
-        )
+        pair = self.pair_product.project(
+            self.pair_product.internal(receiver[dst], sender[src]), self.pair_linear_a
+        ) + self.pair_edge.project(self.pair_edge.internal(sender[src], sh, weights), self.pair_linear_b)
         pair = self.pair_gate(pair)  # [edges, irreps_x]
         for layer in self.pair_updates:
             pair = layer(pair, sh, rbf)
-        diag = x + self.self_linear(self.self_product(x, second))  # [nodes, irreps_x]
+        diag = x + self.self_product.project(
+            self.self_product.internal(x, second), self.self_linear
+        )  # [nodes, irreps_x]
 
         Q = self.Q.to(dtype)
         outputs = [{} for _ in graph["groups"]]

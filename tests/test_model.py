@@ -9,7 +9,16 @@ from phisnet import InputError
 from phisnet.basis import layout
 from phisnet.conventions import ao_rotation
 from phisnet.io import read_molecules
-from phisnet.model import PhiSNet, PhiSNetConfig, load, save_checkpoint
+from phisnet.model import (
+    PhiSNet,
+    PhiSNetConfig,
+    e3nn_reference,
+    load,
+    save_checkpoint,
+    tensor_product_uuu,
+    tensor_product_uvu,
+    uniform_irreps,
+)
 
 TINY = {"channels": 4, "n_interactions": 1, "n_radial": 8, "radial_hidden": 8}
 
@@ -126,6 +135,45 @@ def test_gradients_reach_every_parameter(two_center):
     (out["hamiltonian"].square().sum() + out["overlap"].square().sum()).backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("mode", ["uvu", "uuu"])
+def test_channelwise_tensor_product_is_e3nns(mode):
+    """The batched evaluation equals e3nn's per-path one, with the o3.Linear after it, values and gradients."""
+    from e3nn import o3
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(1)
+        irreps = uniform_irreps(5, 4)
+        sh = o3.Irreps([(1, (l, 1)) for l in range(5)])
+        tp = tensor_product_uvu(irreps, sh, 4) if mode == "uvu" else tensor_product_uuu(irreps, 4)
+        linear = o3.Linear(tp.irreps_out.simplify(), irreps)
+    finally:
+        torch.set_default_dtype(previous)
+    x = torch.randn(7, irreps.dim, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(7, tp.irreps_in2.dim, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, tp.weight_numel, dtype=torch.float64, requires_grad=True) if mode == "uvu" else None
+    reference = tp.forward_e3nn(x, y, weight)
+    assert relative(tp(x, y, weight).detach().numpy(), reference.detach().numpy()) < 1e-13
+    fused = tp.project(tp.internal(x, y, weight), linear)
+    expected = linear(reference)
+    assert relative(fused.detach().numpy(), expected.detach().numpy()) < 1e-13
+    inputs = [x, y, linear.weight, weight if mode == "uvu" else tp.weight]
+    g_fused = torch.autograd.grad(fused.square().sum(), inputs)
+    g_e3nn = torch.autograd.grad(expected.square().sum(), inputs)
+    for a, b in zip(g_fused, g_e3nn, strict=True):
+        assert relative(a.numpy(), b.numpy()) < 1e-12
+
+
+def test_model_with_batched_products_equals_e3nns_evaluation(invariant_model):
+    (atoms,) = read_molecules("ethanol")
+    H, S = predict(invariant_model, atoms)
+    with e3nn_reference():
+        H_ref, S_ref = predict(invariant_model, atoms)
+    assert relative(H, H_ref) < 1e-12 and relative(S, S_ref) < 1e-12
+    assert np.abs(H).max() > 0
 
 
 def test_unknown_element_is_refused(tmp_path):

@@ -19,6 +19,7 @@ padded per-atom shell set (the union of the shells of all elements the model kno
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from contextlib import contextmanager
@@ -206,6 +207,34 @@ def tensor_product_uuu(irreps: o3.Irreps, lmax: int) -> ChannelwiseTensorProduct
     return ChannelwiseTensorProduct(irreps, irreps, lmax, "uuu")
 
 
+@functools.cache
+def _one_channel_coupling(orders1: int, orders2: int, lmax: int, mode: str) -> torch.Tensor:
+    """T [d1, d2, K] of a channel-wise product of one channel (k in e3nn's output order), from e3nn's own forward.
+
+    e3nn's normalisation of the modes "uvu" and "uuu" does not depend on the number of channels, so a one-channel
+    twin gives every ChannelwiseTensorProduct of these orders its coupling; cached, since building the twin runs
+    e3nn's code generation.
+    """
+    irreps1, irreps2 = uniform_irreps(1, orders1 - 1), uniform_irreps(1, orders2 - 1)
+    irreps_out, instructions = _channelwise(irreps1, irreps2, lmax, mode)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        twin = o3.TensorProduct(
+            irreps1, irreps2, irreps_out, instructions, shared_weights=mode != "uvu", internal_weights=False
+        )
+    finally:
+        torch.set_default_dtype(previous)
+    d1, d2 = irreps1.dim, irreps2.dim
+    x1 = torch.eye(d1, dtype=torch.float64).repeat_interleave(d2, dim=0)  # [d1 d2, d1]
+    x2 = torch.eye(d2, dtype=torch.float64).repeat(d1, 1)  # [d1 d2, d2]
+    weight = torch.ones(twin.weight_numel, dtype=torch.float64)
+    if mode == "uvu":
+        weight = weight.expand(d1 * d2, -1)
+    with torch.no_grad():
+        return twin(x1, x2, weight).reshape(d1, d2, -1)
+
+
 class ChannelwiseTensorProduct(o3.TensorProduct):
     """e3nn's TensorProduct for the channel-wise products above, evaluated with a few large matrix products.
 
@@ -239,7 +268,7 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
         ] != [(1 if per_edge else U, l) for l in range(len(irreps_in2))]:
             raise ValueError(f"ChannelwiseTensorProduct needs uniform irreps, got {irreps_in1} and {irreps_in2}.")
         self.mode, self.channels = mode, U
-        T = self._coupling(irreps_in1, irreps_in2, irreps_out, instructions, per_edge)  # [d1, d2, K]
+        T = _one_channel_coupling(len(irreps_in1), len(irreps_in2), lmax, mode)  # [d1, d2, K]
         d2 = T.shape[1]
         # e3nn's output slots (one per path) are sorted by L, then by l1: the paths of one (l1, L) are a run of slots.
         slot_path = torch.empty(len(irreps_out), dtype=torch.long)
@@ -270,23 +299,6 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
             [(s.start, s.stop, ir.dim) for (_, ir), s in zip(irreps, irreps.slices(), strict=True)]
             for irreps in (irreps_in1, irreps_in2)
         )
-
-    @staticmethod
-    def _coupling(irreps_in1, irreps_in2, irreps_out, instructions, per_edge: bool) -> torch.Tensor:
-        """T [d1, d2, K] of one channel (k in e3nn's order), from e3nn's forward on a one-channel twin."""
-        one = [o3.Irreps([(1, ir) for _, ir in irreps]) for irreps in (irreps_in1, irreps_in2, irreps_out)]
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)
-        try:  # e3nn's normalisation of these two modes does not depend on the number of channels
-            twin = o3.TensorProduct(*one, instructions, shared_weights=not per_edge, internal_weights=False)
-        finally:
-            torch.set_default_dtype(previous)
-        d1, d2 = one[0].dim, one[1].dim
-        x1 = torch.eye(d1, dtype=torch.float64).repeat_interleave(d2, dim=0)  # [d1 d2, d1]
-        x2 = torch.eye(d2, dtype=torch.float64).repeat(d1, 1)  # [d1 d2, d2]
-        weight = torch.ones((d1 * d2, twin.weight_numel) if per_edge else (twin.weight_numel,), dtype=torch.float64)
-        with torch.no_grad():
-            return twin(x1, x2, weight).reshape(d1, d2, -1)
 
     @staticmethod
     def _channels_last(x: torch.Tensor, slices) -> list[torch.Tensor]:

@@ -286,6 +286,8 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
             for i, L in enumerate(Ls):
                 run = [s for s, (_, ir) in enumerate(irreps_out) if ir.l == L and slot_l1[s] == l1]
                 if run:
+                    if run != list(range(run[0], run[-1] + 1)):  # e3nn sorts slots stably by L: never for these
+                        raise ValueError(f"the paths {l1} x . -> {L} are not consecutive in e3nn's output")
                     self.blocks.append((l1, i, 2 * L + 1, run[0], run[-1] + 1))
                     starts = [one_channel.slices()[s].start for s in run]
                     columns += [start + M for M in range(2 * L + 1) for start in starts]

@@ -197,6 +197,17 @@ def _channelwise(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int, mode: 
     return irreps_sorted, [(i1, i2, perm[io], m, w) for i1, i2, io, m, w in instructions]
 
 
+@contextmanager
+def default_dtype(dtype: torch.dtype):
+    """torch's default dtype set to ``dtype`` within the block (e3nn stores its coefficients in it at construction)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def tensor_product_uvu(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int) -> ChannelwiseTensorProduct:
     """Channel-wise tensor product of features with spherical harmonics, per-edge weights."""
     return ChannelwiseTensorProduct(irreps_in1, irreps_in2, lmax, "uvu")
@@ -217,14 +228,10 @@ def _one_channel_coupling(orders1: int, orders2: int, lmax: int, mode: str) -> t
     """
     irreps1, irreps2 = uniform_irreps(1, orders1 - 1), uniform_irreps(1, orders2 - 1)
     irreps_out, instructions = _channelwise(irreps1, irreps2, lmax, mode)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         twin = o3.TensorProduct(
             irreps1, irreps2, irreps_out, instructions, shared_weights=mode != "uvu", internal_weights=False
         )
-    finally:
-        torch.set_default_dtype(previous)
     d1, d2 = irreps1.dim, irreps2.dim
     x1 = torch.eye(d1, dtype=torch.float64).repeat_interleave(d2, dim=0)  # [d1 d2, d1]
     x2 = torch.eye(d2, dtype=torch.float64).repeat(d1, 1)  # [d1 d2, d2]
@@ -801,12 +808,8 @@ class PhiSNet(nn.Module):
 
 def _new_model(config: PhiSNetConfig, dtype: torch.dtype) -> PhiSNet:
     """A freshly initialised PhiSNet built under ``dtype`` as default (e3nn stores its coefficients then)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
+    with default_dtype(dtype):
         return PhiSNet(config)
-    finally:
-        torch.set_default_dtype(previous)
 
 
 #: The modules that each optional part of PhiSNetConfig adds, by option name (what with_options can add): the last

@@ -12,6 +12,7 @@ from phisnet.io import read_molecules
 from phisnet.model import (
     PhiSNet,
     PhiSNetConfig,
+    default_dtype,
     e3nn_reference,
     load,
     save_checkpoint,
@@ -25,13 +26,9 @@ TINY = {"channels": 4, "n_interactions": 1, "n_radial": 8, "radial_hidden": 8}
 
 def build64(**options) -> PhiSNet:
     """A tiny float64 model, built under float64 default dtype (e3nn stores its coefficients then)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         torch.manual_seed(0)
         return PhiSNet(PhiSNetConfig(elements=[1, 6, 7, 8], **{**TINY, **options})).eval()
-    finally:
-        torch.set_default_dtype(previous)
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["S from features", "two-centre S"])
@@ -142,16 +139,12 @@ def test_channelwise_tensor_product_is_e3nns(mode):
     """The batched evaluation equals e3nn's per-path one, with the o3.Linear after it, values and gradients."""
     from e3nn import o3
 
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         torch.manual_seed(1)
         irreps = uniform_irreps(5, 4)
         sh = o3.Irreps([(1, (l, 1)) for l in range(5)])
         tp = tensor_product_uvu(irreps, sh, 4) if mode == "uvu" else tensor_product_uuu(irreps, 4)
         linear = o3.Linear(tp.irreps_out.simplify(), irreps)
-    finally:
-        torch.set_default_dtype(previous)
     x = torch.randn(7, irreps.dim, dtype=torch.float64, requires_grad=True)
     y = torch.randn(7, tp.irreps_in2.dim, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(7, tp.weight_numel, dtype=torch.float64, requires_grad=True) if mode == "uvu" else None

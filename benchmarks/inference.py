@@ -9,9 +9,11 @@ the growth of the process's peak resident memory from loading the model and pred
 and PySCF's SCF time (default guess and tolerance) and peak-memory growth for the same
 geometry, with the time ratio. The column "e3nn / s" is the same prediction with every tensor product and the
 linear map after it evaluated by e3nn's own code (``phisnet.model.e3nn_reference``), timed alternating with the
-default batched evaluation, so "gain" shows what the batched products buy. ``--untrained`` molecules (default:
-uracil, the paper's largest) are timed with random weights in the configuration of the largest model given: the
-time of a prediction does not depend on the weights, so this measures the speed-up a trained model will have.
+default batched evaluation, so "gain" shows what the batched products buy. "1 thread / s" is the default
+evaluation on one torch thread, also timed alternating ("predict / s" uses torch's thread count).
+``--untrained`` molecules (default: uracil, the paper's largest) are timed with random weights in the
+configuration of the largest model given: the time of a prediction does not depend on the weights, so this
+measures the speed-up a trained model will have.
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ def main() -> None:
         raise SystemExit("no models found in pretrained/")
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), PySCF with {lib.num_threads()} threads")
     header = (
-        f"{'model':<28}{'atoms':>6}{'predict / s':>13}{'MB':>6}{'e3nn / s':>10}{'gain':>6}{'PySCF SCF / s':>15}"
-        f"{'iter':>6}{'MB':>6}{'speed-up':>10}"
+        f"{'model':<28}{'atoms':>6}{'predict / s':>13}{'MB':>6}{'e3nn / s':>10}{'gain':>6}{'1 thread / s':>14}"
+        f"{'PySCF SCF / s':>15}{'iter':>6}{'MB':>6}{'speed-up':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -111,11 +113,13 @@ def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
     """Print one row: prediction time and memory against PySCF's SCF for a displaced geometry."""
     atoms = atoms.copy()
     atoms.positions += np.random.default_rng(0).normal(scale=0.02, size=atoms.positions.shape)
+    # Fixed thread counts, not the predictor's "auto" choice: this loop's own load would sway it.
+    predictor.threads = torch.get_num_threads()
     for _ in range(5):  # warm-up: the first calls in a process pay one-time set-up (measured: up to 3x slower)
         predictor.predict(atoms)
         with e3nn_reference():
             predictor.predict(atoms)
-    times, e3nn_times = [], []
+    times, e3nn_times, one_thread_times = [], [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
         predictor.predict(atoms)
@@ -124,6 +128,11 @@ def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
             t0 = time.perf_counter()
             predictor.predict(atoms)
             e3nn_times.append(time.perf_counter() - t0)
+        predictor.threads = 1
+        t0 = time.perf_counter()
+        predictor.predict(atoms)
+        one_thread_times.append(time.perf_counter() - t0)
+        predictor.threads = torch.get_num_threads()
     model_mb = peak_rss_mb() - rss0
     rss1 = peak_rss_mb()
     ref = run_dft(
@@ -133,10 +142,10 @@ def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
         forces=False,
     )
     pyscf_mb = peak_rss_mb() - rss1
-    t, t_e3nn = statistics.median(times), statistics.median(e3nn_times)
+    t, t_e3nn, t_one = (statistics.median(x) for x in (times, e3nn_times, one_thread_times))
     print(
-        f"{label:<28}{len(atoms):>6}{t:>13.4f}{model_mb:>6.0f}{t_e3nn:>10.4f}{t_e3nn / t:>5.1f}x{ref.seconds:>15.2f}"
-        f"{ref.n_iterations:>6}{pyscf_mb:>6.0f}{ref.seconds / t:>9.0f}x"
+        f"{label:<28}{len(atoms):>6}{t:>13.4f}{model_mb:>6.0f}{t_e3nn:>10.4f}{t_e3nn / t:>5.1f}x{t_one:>14.4f}"
+        f"{ref.seconds:>15.2f}{ref.n_iterations:>6}{pyscf_mb:>6.0f}{ref.seconds / t:>9.0f}x"
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -206,6 +207,19 @@ def default_dtype(dtype: torch.dtype):
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op thread count set to ``n`` within the block; ``None`` leaves it as it is."""
+    previous = torch.get_num_threads()
+    if n is not None and n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def tensor_product_uvu(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int) -> ChannelwiseTensorProduct:
@@ -957,12 +971,47 @@ class Prediction:
     seconds: float
 
 
-class Predictor:
-    """A loaded model ready to predict; ``metadata`` describes what it was trained on."""
+#: Molecules up to this many atoms are predicted on one torch thread: a second thread gains nothing there
+#: (water on this project's 2-core CPU, quiet: 0.0369 s on one thread, 0.0379 s on two; benchmarks/inference.py).
+SINGLE_THREAD_ATOMS = 5
 
-    def __init__(self, model: PhiSNet, metadata: dict):
+
+def auto_threads(n_atoms: int, cores: int | None = None, load: float | None = None) -> int:
+    """torch threads for one prediction of ``n_atoms`` atoms: one for small molecules, else the idle cores.
+
+    Idle cores are ``cores`` (those this process may run on) less the last minute's load average, at
+    least one and at most torch's own setting. An OpenMP thread that has to share a busy core makes the
+    others wait for it: with both cores of this project's CPU busy with other work, nonan-1-ol (30 atoms)
+    took 1.09 s on two threads and 0.67 s on one, water 0.22 s and 0.08 s. The load includes this
+    process's own recent work, so a process that has just been busy leans to fewer threads; on an idle
+    machine that costs at most about 1.3x (nonan-1-ol 0.31 s on two threads, 0.40 s on one).
+    """
+    limit = torch.get_num_threads()
+    if n_atoms <= SINGLE_THREAD_ATOMS or limit <= 1:
+        return 1
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not available on this platform: assume the cores are idle
+            load = 0.0
+    return int(min(limit, max(1, round(cores - load))))
+
+
+class Predictor:
+    """A loaded model ready to predict; ``metadata`` describes what it was trained on.
+
+    ``threads``: torch threads for a prediction, ``"auto"`` (``auto_threads``: one for small molecules or a
+    busy machine) or a number; predictions restore torch's own setting afterwards.
+    """
+
+    def __init__(self, model: PhiSNet, metadata: dict, threads: int | str = "auto"):
+        if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+            raise InputError(f"threads must be 'auto' or a positive whole number, not {threads!r}.")
         self.model = model
         self.metadata = metadata
+        self.threads = threads
 
     @property
     def elements(self) -> list[int]:
@@ -988,20 +1037,22 @@ class Predictor:
         """Predict H and S for one ``ase.Atoms`` (positions in Angstrom)."""
         self.check(atoms)
         dtype = next(self.model.parameters()).dtype
+        threads = auto_threads(len(atoms)) if self.threads == "auto" else self.threads
         t0 = time.perf_counter()
-        out = self.model(
-            torch.as_tensor(atoms.positions, dtype=dtype), torch.as_tensor(atoms.numbers, dtype=torch.long)
-        )
+        with torch_threads(threads):
+            out = self.model(
+                torch.as_tensor(atoms.positions, dtype=dtype), torch.as_tensor(atoms.numbers, dtype=torch.long)
+            )
         H = out["hamiltonian"].double().numpy()
         S = out["overlap"].double().numpy()
         return Prediction(hamiltonian=H, overlap=S, seconds=time.perf_counter() - t0)
 
 
-def load(path: str | Path, dtype: torch.dtype = torch.float32) -> Predictor:
-    """Load a checkpoint written by ``save_checkpoint`` (safely, ``weights_only=True``)."""
+def load(path: str | Path, dtype: torch.dtype = torch.float32, threads: int | str = "auto") -> Predictor:
+    """Load a checkpoint written by ``save_checkpoint`` (safely, ``weights_only=True``); see ``Predictor``."""
     payload = read_checkpoint(path)
     model = build_from_checkpoint(payload, dtype)
-    return Predictor(model, payload["metadata"])
+    return Predictor(model, payload["metadata"], threads)
 
 
 def list_pretrained(directory: str | Path = "pretrained") -> list[Path]:

@@ -12,6 +12,8 @@ from phisnet.io import read_molecules
 from phisnet.model import (
     PhiSNet,
     PhiSNetConfig,
+    Predictor,
+    auto_threads,
     default_dtype,
     e3nn_reference,
     load,
@@ -297,6 +299,37 @@ def test_median_seconds_is_a_positive_time():
 
     predictor = load("pretrained/water.pt")
     assert 0 < predictor.median_seconds(read_molecules("water")[0], repeat=3) < 60
+
+
+def test_auto_threads_uses_one_for_small_molecules_and_the_idle_cores_otherwise():
+    limit = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert auto_threads(3, cores=4, load=0.0) == 1  # water: a second thread gains nothing
+        assert auto_threads(30, cores=4, load=0.2) == 4
+        assert auto_threads(30, cores=4, load=2.1) == 2
+        assert auto_threads(30, cores=4, load=7.5) == 1  # busy machine: never less than one
+        assert auto_threads(30, cores=16, load=0.0) == 4  # never more than torch's own setting
+    finally:
+        torch.set_num_threads(limit)
+
+
+@pytest.mark.parametrize("threads", [1, 2, "auto"])
+def test_predictions_do_not_depend_on_the_thread_count_and_restore_it(threads):
+    model = build64()
+    (atoms,) = read_molecules("ethanol")
+    reference = Predictor(model, {}, threads=1).predict(atoms)
+    limit = torch.get_num_threads()
+    prediction = Predictor(model, {}, threads=threads).predict(atoms)
+    assert torch.get_num_threads() == limit
+    np.testing.assert_allclose(prediction.hamiltonian, reference.hamiltonian, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(prediction.overlap, reference.overlap, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, "two", True])
+def test_bad_thread_counts_are_refused(threads):
+    with pytest.raises(InputError, match="threads must be"):
+        Predictor(build64(), {}, threads=threads)
 
 
 @pytest.mark.parametrize(

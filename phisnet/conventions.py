@@ -20,6 +20,7 @@ import torch
 from e3nn import o3
 
 from phisnet.basis import Layout
+from phisnet.torchtools import default_dtype
 
 #: Cartesian (x, y, z) -> e3nn's (y, z, x).
 AXES_TO_E3NN = np.eye(3)[[1, 2, 0]]
@@ -74,12 +75,8 @@ def shell_rotation(l: int, R: np.ndarray) -> np.ndarray:
     R = _check_rotation(R)
     Re = AXES_TO_E3NN @ R @ AXES_TO_E3NN.T
     # e3nn builds its generators in the default dtype; float32 would cap the accuracy at ~1e-7.
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         De = o3.Irrep(l, (-1) ** l).D_from_matrix(torch.as_tensor(Re, dtype=torch.float64)).numpy()
-    finally:
-        torch.set_default_dtype(previous)
     inv = list(e3nn_to_pyscf_index(l))
     return De[np.ix_(inv, inv)]
 

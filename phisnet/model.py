@@ -38,6 +38,7 @@ from phisnet.basis import DEFAULT_BASIS, element_shells
 from phisnet.conventions import e3nn_to_pyscf_index, to_e3nn_coordinates
 from phisnet.errors import InputError
 from phisnet.files import atomic_path
+from phisnet.torchtools import default_dtype, torch_threads
 
 CHECKPOINT_FORMAT = "phisnet-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -196,30 +197,6 @@ def _channelwise(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int, mode: 
                     out.append((mul, (ir.l, 1)))
     irreps_sorted, perm, _ = o3.Irreps(out).sort()
     return irreps_sorted, [(i1, i2, perm[io], m, w) for i1, i2, io, m, w in instructions]
-
-
-@contextmanager
-def default_dtype(dtype: torch.dtype):
-    """torch's default dtype set to ``dtype`` within the block (e3nn stores its coefficients in it at construction)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-@contextmanager
-def torch_threads(n: int | None):
-    """torch's intra-op thread count set to ``n`` within the block; ``None`` leaves it as it is."""
-    previous = torch.get_num_threads()
-    if n is not None and n != previous:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def tensor_product_uvu(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int) -> ChannelwiseTensorProduct:

@@ -17,6 +17,7 @@ from phisnet.conventions import (
 )
 from phisnet.io import read_molecules
 from phisnet.reference import build_mol, run_dft
+from phisnet.torchtools import default_dtype
 
 
 def random_rotations(n, seed):
@@ -40,8 +41,7 @@ def test_shell_rotation_is_a_representation(l):
 
 @pytest.mark.parametrize("l", range(5))
 def test_map_agrees_with_e3nn(l):
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         (R,) = random_rotations(1, seed=10 + l)
         De = o3.Irrep(l, (-1) ** l).D_from_matrix(torch.as_tensor(AXES_TO_E3NN @ R @ AXES_TO_E3NN.T)).numpy()
         idx = list(pyscf_to_e3nn_index(l))
@@ -53,8 +53,6 @@ def test_map_agrees_with_e3nn(l):
             np.testing.assert_allclose(De @ to_e3nn_coordinates(v), to_e3nn_coordinates(R @ v), atol=1e-12)
             np.testing.assert_allclose(Dp, R, atol=1e-12)  # PySCF's (px, py, pz) rotate as Cartesians
         assert [idx[i] for i in e3nn_to_pyscf_index(l)] == list(range(2 * l + 1))
-    finally:
-        torch.set_default_dtype(torch.float32)
 
 
 def test_rejects_non_rotations():

@@ -15,6 +15,7 @@ from phisnet.observables import (
     stack_integrals,
 )
 from phisnet.reference import build_mol, make_mf
+from phisnet.torchtools import default_dtype
 
 
 def converged_hf(atoms):
@@ -76,13 +77,9 @@ def test_a_closed_shell_needs_a_gap():
 
 
 def _model():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         torch.manual_seed(0)
         return PhiSNet(PhiSNetConfig(elements=[1, 8], channels=4, n_interactions=1, n_radial=8, radial_hidden=8))
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def _energy(model, atoms):

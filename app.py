@@ -130,7 +130,12 @@ st.subheader(
 dipole = wf.dipole()
 c1, c2, c3, c4, c5 = st.columns(5)
 predict_seconds = predictor.median_seconds(atoms) + wf.solve_seconds
-c1.metric("Prediction time / ms", f"{predict_seconds * 1000:.1f}", help="network (median of 5 runs) + eigenproblem")
+threads = predictor.threads_for(atoms)
+c1.metric(
+    "Prediction time / ms",
+    f"{predict_seconds * 1000:.1f}",
+    help=f"network (median of 5 runs, {threads} torch thread{'s' if threads > 1 else ''}) + eigenproblem",
+)
 c2.metric("HOMO / eV", f"{orbitals.homo * HARTREE_EV:.3f}")
 c3.metric("LUMO / eV", f"{orbitals.lumo * HARTREE_EV:.3f}")
 c4.metric("HOMO-LUMO gap / eV", f"{orbitals.gap * HARTREE_EV:.3f}")

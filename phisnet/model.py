@@ -1005,6 +1005,10 @@ class Predictor:
         symbols = self.elements[:2] if len(self.elements) > 1 else self.elements * 2
         self.predict(ase.Atoms(symbols, positions=[(0.0, 0.0, 0.0), (0.0, 0.0, 1.0)]))
 
+    def threads_for(self, atoms) -> int:
+        """torch threads a prediction of ``atoms`` runs on now (``threads``, or ``auto_threads``'s choice)."""
+        return auto_threads(len(atoms)) if self.threads == "auto" else self.threads
+
     def median_seconds(self, atoms, repeat: int = 5) -> float:
         """Median wall time of ``repeat`` predictions: steadier than one call on a busy machine."""
         return float(np.median([self.predict(atoms).seconds for _ in range(max(1, repeat))]))
@@ -1014,9 +1018,8 @@ class Predictor:
         """Predict H and S for one ``ase.Atoms`` (positions in Angstrom)."""
         self.check(atoms)
         dtype = next(self.model.parameters()).dtype
-        threads = auto_threads(len(atoms)) if self.threads == "auto" else self.threads
         t0 = time.perf_counter()
-        with torch_threads(threads):
+        with torch_threads(self.threads_for(atoms)):
             out = self.model(
                 torch.as_tensor(atoms.positions, dtype=dtype), torch.as_tensor(atoms.numbers, dtype=torch.long)
             )

@@ -311,6 +311,9 @@ def test_auto_threads_uses_one_for_small_molecules_and_the_idle_cores_otherwise(
         assert auto_threads(30, cores=4, load=2.1) == 2
         assert auto_threads(30, cores=4, load=7.5) == 1  # busy machine: never less than one
         assert auto_threads(30, cores=16, load=0.0) == 4  # never more than torch's own setting
+        (water,) = read_molecules("water")
+        assert Predictor(build64(), {}).threads_for(water) == 1
+        assert Predictor(build64(), {}, threads=3).threads_for(water) == 3
     finally:
         torch.set_num_threads(limit)
 

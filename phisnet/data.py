@@ -56,11 +56,19 @@ class GenerationSettings:
     temperature: float = 500.0
     seed: int = 0
     conv_tol: float = DATASET_CONV_TOL
+    forces: bool = True  # False: no analytic forces (H and S training data; about 40 % of a calculation)
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        d = _without_default_forces(asdict(self))
         d["symbols"] = list(self.symbols)
         return d
+
+
+def _without_default_forces(settings: dict) -> dict:
+    """Settings as stored: ``forces`` only when off, so datasets made before the option resume unchanged."""
+    if settings.get("forces", True):
+        settings.pop("forces", None)
+    return settings
 
 
 def library_versions() -> dict[str, str]:
@@ -86,7 +94,12 @@ def sample_positions(modes: NormalModes, settings: GenerationSettings, index: in
 def _level(settings) -> dict:
     """What a worker needs to run one reference calculation (plain data, pickles anywhere)."""
     return dict(
-        xc=settings.xc, basis=settings.basis, charge=settings.charge, spin=settings.spin, conv_tol=settings.conv_tol
+        xc=settings.xc,
+        basis=settings.basis,
+        charge=settings.charge,
+        spin=settings.spin,
+        conv_tol=settings.conv_tol,
+        forces=settings.forces,
     )
 
 
@@ -107,7 +120,10 @@ def _compute(symbols: list[str], positions: np.ndarray, level: dict, threads: in
 
 def _write_row(db, index: int, positions: np.ndarray, symbols: list[str], ref, **keys) -> None:
     atoms = ase.Atoms(symbols, positions=positions)
-    atoms.calc = SinglePointCalculator(atoms, energy=ref.energy * HARTREE_EV, forces=ref.forces * HARTREE_EV)
+    results = {"energy": ref.energy * HARTREE_EV}
+    if np.isfinite(ref.forces).all():  # not computed for datasets made without forces
+        results["forces"] = ref.forces * HARTREE_EV
+    atoms.calc = SinglePointCalculator(atoms, **results)
     db.write(
         atoms,
         sample_index=index,
@@ -172,6 +188,7 @@ def generate(
     charge: int = 0,
     spin: int = 0,
     conv_tol: float = DATASET_CONV_TOL,
+    forces: bool = True,
     progress: bool = True,
     log=print,
 ) -> Path:
@@ -189,6 +206,8 @@ def generate(
     threads : PySCF threads per calculation; see :class:`Pool`.
     xc, basis, charge, spin : level of theory (``xc="hf"`` for Hartree-Fock).
     conv_tol : SCF energy tolerance in Hartree.
+    forces : compute analytic forces; without them (about 40 % of each calculation) the rows hold H, S
+        and the energy, enough for training H and S.
 
     Returns
     -------
@@ -211,6 +230,7 @@ def generate(
         temperature=float(temperature),
         seed=seed,
         conv_tol=conv_tol,
+        forces=forces,
     )
     pool = Pool(workers, scheduler, threads, log)
     with _writer_lock(out):
@@ -309,9 +329,10 @@ class SetSettings:
     conv_tol: float = DATASET_CONV_TOL
     charge: int = 0
     spin: int = 0
+    forces: bool = True  # as in GenerationSettings
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return _without_default_forces(asdict(self))
 
 
 def resolve_molecule_set(molecules) -> list:
@@ -340,6 +361,7 @@ def generate_set(
     xc: str = "pbe",
     basis: str = DEFAULT_BASIS,
     conv_tol: float = DATASET_CONV_TOL,
+    forces: bool = True,
     progress: bool = True,
     log=print,
 ) -> Path:
@@ -363,13 +385,20 @@ def generate_set(
         list of ``MoleculeEntry``.
     n : structures per molecule.
     workers, scheduler, threads : where the calculations run, see :class:`Pool`.
+    forces : compute analytic forces (see :func:`generate`).
     """
     if conformers < 1:
         raise InputError(f"--conformers must be at least 1, got {conformers}.")
     out = _output_database(out, n)
     entries = resolve_molecule_set(molecules)
     settings = SetSettings(
-        xc=xc, basis=basis, temperature=float(temperature), seed=seed, conformers=conformers, conv_tol=conv_tol
+        xc=xc,
+        basis=basis,
+        temperature=float(temperature),
+        seed=seed,
+        conformers=conformers,
+        conv_tol=conv_tol,
+        forces=forces,
     )
     pool = Pool(workers, scheduler, threads, log)
     with _writer_lock(out):
@@ -664,8 +693,9 @@ class HamiltonianDataset:
 
     ``dataset[k]`` is a dict of tensors: ``positions`` (n_atoms, 3) Angstrom,
     ``atomic_numbers`` (n_atoms,), ``hamiltonian`` and ``overlap`` (nao, nao)
-    Hartree, ``energy`` () Hartree, ``forces`` (n_atoms, 3) Hartree/Angstrom,
-    plus ``sample_index``. Rows are held in memory, ordered by sample index.
+    Hartree, ``energy`` () Hartree, ``forces`` (n_atoms, 3) Hartree/Angstrom (NaN in
+    datasets made without forces, ``has_forces``), plus ``sample_index``. Rows are held in
+    memory, ordered by sample index.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -692,7 +722,10 @@ class HamiltonianDataset:
                     "hamiltonian": torch.tensor(row.data["hamiltonian"], dtype=torch.float64),
                     "overlap": torch.tensor(row.data["overlap"], dtype=torch.float64),
                     "energy": torch.tensor(row.energy / HARTREE_EV, dtype=torch.float64),
-                    "forces": torch.tensor(row.forces / HARTREE_EV, dtype=torch.float64),
+                    "forces": torch.tensor(
+                        row.forces / HARTREE_EV if "forces" in row else np.full((row.natoms, 3), np.nan),
+                        dtype=torch.float64,
+                    ),
                     "sample_index": int(row.get("sample_index", row.id)),
                 }
             )
@@ -707,6 +740,13 @@ class HamiltonianDataset:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def has_forces(self, indices=None) -> bool:
+        """Whether every structure (of ``indices``) carries reference forces."""
+        import torch
+
+        chosen = range(len(self.samples)) if indices is None else indices
+        return all(bool(torch.isfinite(self.samples[k]["forces"]).all()) for k in chosen)
 
     def __getitem__(self, k: int) -> dict:
         return self.samples[k]

@@ -172,9 +172,11 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
             psi.append(c)
         if energies:
             orbitals = solve(pred.hamiltonian, mol.intor("int1e_ovlp"), mol.nelectron)
-            energy, forces = energy_and_forces(mol, orbitals, predictor.metadata.get("xc", "pbe"))
+            has_forces = bool(np.isfinite(sample["forces"].numpy()).all())  # not in data made with --no-forces
+            energy, forces = energy_and_forces(mol, orbitals, predictor.metadata.get("xc", "pbe"), forces=has_forces)
             e_err.append(abs(energy - float(sample["energy"])))
-            f_err.append(np.abs(forces - sample["forces"].numpy()).mean())
+            if has_forces:
+                f_err.append(np.abs(forces - sample["forces"].numpy()).mean())
     milli_ev = HARTREE_EV * 1000
     return Metrics(
         n_structures=len(indices),
@@ -183,7 +185,7 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
         eps_mae_uha=float(np.mean(eps_err)) * MICRO if eps_err else float("nan"),
         psi_percent=float(np.mean(psi)) * 100 if psi else float("nan"),
         energy_mae_mev=float(np.mean(e_err)) * milli_ev if energies else None,
-        force_mae_mev_a=float(np.mean(f_err)) * milli_ev if energies else None,
+        force_mae_mev_a=(float(np.mean(f_err)) * milli_ev if f_err else float("nan")) if energies else None,
         n_orthogonalised=n_orthogonalised,
         n_unsolvable=n_unsolvable,
         h_mae_by_block={kind: total / count * MICRO for kind, (total, count) in by_block.items()},
@@ -230,6 +232,8 @@ def format_table(rows: list[tuple[str, Metrics]]) -> str:
             "E, F: energy and forces of the predicted density in PySCF's functional (no SCF) against the data's "
             "own SCF calculation, MAE per structure and per force component."
         )
+        if any(m.force_mae_mev_a is not None and np.isnan(m.force_mae_mev_a) for _, m in rows):
+            lines.append("F nan: the data has no reference forces (generated with --no-forces).")
     return "\n".join(lines)
 
 

@@ -472,6 +472,11 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 f"{config.data} has CCSD(T) labels on {len(labelled)} structures, none in the "
                 f"{'training' if not splits['train'] else 'validation'} split; label more with phisnet ccsdt."
             )
+    if config.force_weight > 0 and target == "reference" and not dataset.has_forces(splits["train"] + splits["val"]):
+        raise InputError(
+            f"{config.data} has no reference forces (generated with --no-forces); train with --force-weight 0 "
+            "or on data generated with forces."
+        )
     if with_energy and world > 1 and config.force_weight > 0:
         raise InputError(
             "Force training needs second derivatives, which DistributedDataParallel does not do; run it in one process."

@@ -187,6 +187,28 @@ def test_cli_errors_are_messages(tmp_path, capsys):
     assert "not a valid SMILES" in capsys.readouterr().err
 
 
+def test_datasets_without_forces(water_db, tmp_path):
+    """--no-forces: the same structures and matrices, no forces; a dataset made with forces will not resume so."""
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(water_db.read_bytes())
+    with pytest.raises(InputError, match="forces differ"):
+        generate("water", 5, copy, forces=False, progress=False, log=lambda m: None)
+    path = tmp_path / "noforces.db"
+    assert cli_main(["generate", "water", "--n", "2", "--out", str(path), "--no-forces", "--quiet"]) == 0
+    assert "forces" not in ase.db.connect(water_db).metadata["settings"]  # older datasets resume unchanged
+    assert ase.db.connect(path).metadata["settings"]["forces"] is False
+    without, with_forces = HamiltonianDataset(path), HamiltonianDataset(water_db)
+    assert not without.has_forces() and with_forces.has_forces()
+    for a, b in zip(without.samples, with_forces.samples[:2], strict=False):
+        assert torch.isnan(a["forces"]).all() and a["forces"].shape == b["forces"].shape
+        # The same samples; the geometry optimisation agrees to about 1e-7 Angstrom between runs.
+        np.testing.assert_allclose(a["positions"].numpy(), b["positions"].numpy(), atol=1e-5)
+        np.testing.assert_allclose(a["hamiltonian"].numpy(), b["hamiltonian"].numpy(), atol=1e-5)
+        assert float(a["energy"]) == pytest.approx(float(b["energy"]), abs=1e-6)
+    generate("water", 3, path, forces=False, progress=False, log=lambda m: None)  # resumes with the same option
+    assert len(rows(path)) == 3
+
+
 def test_settings_json_round_trip():
     s = GenerationSettings(molecule="water", symbols=("O", "H", "H"))
     assert s.to_json()["symbols"] == ["O", "H", "H"] and s.to_json()["temperature"] == 500.0

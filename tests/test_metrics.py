@@ -94,6 +94,11 @@ def test_exact_prediction_gives_dft_energy_and_forces(water_ref):
     shifted = evaluate(Oracle(ref), [sample], energies=True)
     assert shifted.energy_mae_mev == pytest.approx(1e-3 * 27211.386, rel=1e-4)
     assert "E [meV]" in format_table([("water", shifted)])
+    # Data made without forces: the energy is still compared, the forces are said to be missing.
+    sample["forces"] = torch.full_like(sample["forces"], float("nan"))
+    no_forces = evaluate(Oracle(ref), [sample], energies=True)
+    assert no_forces.energy_mae_mev == pytest.approx(shifted.energy_mae_mev) and np.isnan(no_forces.force_mae_mev_a)
+    assert "no reference forces (generated with --no-forces)" in format_table([("water", no_forces)])
 
 
 def test_indefinite_predicted_overlap_is_orthogonalised_and_counted(water_ref):

@@ -376,3 +376,11 @@ def test_extra_training_data_joins_the_training_split_only(water_db, set_db, tmp
         run(config(water_db, tmp_path / "y", extra_train=[str(water_db)]), **quiet)
     with pytest.raises(InputError, match="cannot train together"):  # HF/STO-3G beside PBE/def2-SVP
         run(config(water_db, tmp_path / "y", extra_train=[str(set_db)]), **quiet)
+
+
+def test_force_training_needs_data_with_forces(tmp_path):
+    path = tmp_path / "noforces.db"
+    generate("water", 4, path, forces=False, progress=False, log=lambda m: None)
+    with pytest.raises(InputError, match="no reference forces"):
+        settings = config(path, tmp_path / "run", force_weight=1.0, train=2, val=1, max_steps=1)
+        run(settings, progress=False, log=lambda m: None)

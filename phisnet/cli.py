@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the analytic forces (about 40%% of each calculation): rows hold H, S and the energy, enough for "
         "training H and S (--extra-train data); evaluate --end-to-end and --force-weight need forces",
     )
+    gen.add_argument(
+        "--guess-model",
+        help="a model checkpoint (e.g. pretrained/ethanol.pt) whose predicted density starts every SCF: the same "
+        "answers in fewer iterations; it must know the elements and use the same basis",
+    )
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
 
     mols = sub.add_parser(
@@ -198,6 +203,7 @@ def generate_command(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         threads=args.threads,
         forces=not args.no_forces,
+        guess_model=args.guess_model,
         progress=not args.quiet,
         log=lambda message: print(message, file=sys.stderr),
     )

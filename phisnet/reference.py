@@ -40,6 +40,9 @@ class Reference:
     converged : whether the SCF converged.
     energies : total energy after every SCF cycle, for convergence plots.
     xc, basis : level of theory.
+    forces_seconds : wall time of the forces.
+    guess : where the SCF started: a PySCF guess name, ``"given"`` (a density matrix passed in) or, in
+        generated datasets, ``"model"`` (a model's predicted density).
     """
 
     hamiltonian: np.ndarray
@@ -56,6 +59,7 @@ class Reference:
     basis: str
     energies: list[float] = field(default_factory=list)
     forces_seconds: float = 0.0
+    guess: str = "minao"
 
 
 def build_mol(atoms: ase.Atoms, basis: str = DEFAULT_BASIS, charge: int = 0, spin: int = 0) -> gto.Mole:
@@ -166,6 +170,7 @@ def run_dft(
         basis=basis,
         energies=energies,
         forces_seconds=forces_seconds,
+        guess="given" if dm0 is not None else init_guess,
     )
 
 

@@ -209,6 +209,35 @@ def test_datasets_without_forces(water_db, tmp_path):
     assert len(rows(path)) == 3
 
 
+def test_a_models_guess_starts_the_scf_and_changes_no_answer(water_db, tmp_path):
+    """--guess-model: the same rows (to the SCF tolerance) in fewer iterations, marked guess=model."""
+    path = tmp_path / "guessed.db"
+    generate("water", 2, path, guess_model="pretrained/water.pt", progress=False, log=lambda m: None)
+    guessed, minao = rows(path), rows(water_db)[:2]
+    assert [r.guess for r in guessed] == ["model", "model"] and {r.guess for r in minao} == {"minao"}
+    for a, b in zip(guessed, minao, strict=True):
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-5)
+        np.testing.assert_allclose(a.data["hamiltonian"], b.data["hamiltonian"], atol=1e-5)
+        assert a.energy == pytest.approx(b.energy, abs=1e-6 * HARTREE_EV)
+    assert sum(r.n_iterations for r in guessed) < sum(r.n_iterations for r in minao)
+    generate("water", 3, path, progress=False, log=lambda m: None)  # resumes without it: not a setting
+    assert rows(path)[-1].guess == "minao"
+
+
+@pytest.mark.parametrize(
+    "molecule, options, message",
+    [
+        ("ethanol", {}, "was not trained on C; it knows H, O"),
+        ("water", {"basis": "sto-3g"}, "predicts in def2-svp; these calculations use sto-3g"),
+        ("[OH]", {"spin": 1}, "closed-shell density"),
+    ],
+)
+def test_unusable_guess_models_are_refused_before_any_work(tmp_path, molecule, options, message):
+    with pytest.raises(InputError, match=message):
+        generate(molecule, 1, tmp_path / "x.db", guess_model="pretrained/water.pt", progress=False, **options)
+    assert not (tmp_path / "x.db").exists()
+
+
 def test_settings_json_round_trip():
     s = GenerationSettings(molecule="water", symbols=("O", "H", "H"))
     assert s.to_json()["symbols"] == ["O", "H", "H"] and s.to_json()["temperature"] == 500.0

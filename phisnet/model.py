@@ -955,8 +955,9 @@ class Prediction:
     seconds: float
 
 
-#: Molecules up to this many atoms are predicted on one torch thread: a second thread gains nothing there
-#: (water on this project's 2-core CPU, quiet: 0.0369 s on one thread, 0.0379 s on two; benchmarks/inference.py).
+#: Molecules up to this many atoms are predicted on one torch thread: a second thread gains little there on an idle
+#: machine and costs much on a busy one (``benchmarks/threads.py``: water 0.034 s on two threads, 0.040 s on one;
+#: with both cores busy 0.189 s and 0.072 s).
 SINGLE_THREAD_ATOMS = 5
 
 
@@ -965,10 +966,10 @@ def auto_threads(n_atoms: int, cores: int | None = None, load: float | None = No
 
     Idle cores are ``cores`` (those this process may run on) less the last minute's load average, at
     least one and at most torch's own setting. An OpenMP thread that has to share a busy core makes the
-    others wait for it: with both cores of this project's CPU busy with other work, nonan-1-ol (30 atoms)
-    took 1.09 s on two threads and 0.67 s on one, water 0.22 s and 0.08 s. The load includes this
-    process's own recent work, so a process that has just been busy leans to fewer threads; on an idle
-    machine that costs at most about 1.3x (nonan-1-ol 0.31 s on two threads, 0.40 s on one).
+    others wait for it (``benchmarks/threads.py``, both cores busy: nonan-1-ol, 30 atoms, 1.08 s on two
+    threads and 0.81 s on one). The load includes this process's own recent work, so a process that has
+    just been busy leans to fewer threads; on an idle machine that costs at most about 1.5x (nonan-1-ol
+    0.27 s on two threads, 0.41 s on one).
     """
     limit = torch.get_num_threads()
     if n_atoms <= SINGLE_THREAD_ATOMS or limit <= 1:

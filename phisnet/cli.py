@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phisnet.errors import InputError
+from phisnet.errors import InputError, stop_requested
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -489,6 +489,7 @@ def format_prediction(result: dict, model: str) -> str:
 
 
 def _interrupt(signum, frame):
+    stop_requested.set()  # checked between steps too: the exception below is lost if it lands in a __del__
     raise KeyboardInterrupt
 
 
@@ -497,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (kill, pkill) stops a run like Ctrl-C: the worker processes of `generate` are shut down with it
     # instead of computing on as orphans, and what was saved stays saved.
     main_thread = threading.current_thread() is threading.main_thread()
+    stop_requested.clear()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         return run(args)

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 import phisnet
 from phisnet.basis import DEFAULT_BASIS
-from phisnet.errors import InputError
+from phisnet.errors import InputError, check_stop
 from phisnet.io import read_molecules
 from phisnet.reference import HARTREE_EV
 from phisnet.sampling import NormalModes, normal_modes, optimise, thermal_sample
@@ -622,10 +622,13 @@ class Pool:
         SCF failed; at most as many calculations are in flight as the pool has workers.
         """
         if self.scheduler is None and self.workers == 1:
-            while (task := next_task()) is not None:
+            while True:
+                check_stop()
+                task = next_task()
+                if task is None:
+                    return
                 key, args = task
                 record(key, args, _compute(*args, self.threads))
-            return
         with self._executor() as (executor, capacity):
             pending: dict[cf.Future, tuple] = {}
 
@@ -640,6 +643,7 @@ class Pool:
             fill()
             while pending:
                 finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                check_stop()
                 for future in finished:
                     key, args = pending.pop(future)
                     try:

@@ -238,6 +238,27 @@ def test_unusable_guess_models_are_refused_before_any_work(tmp_path, molecule, o
     assert not (tmp_path / "x.db").exists()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stop_whose_interrupt_went_astray_stops_the_pool_before_the_next_calculation(workers):
+    """The SIGTERM handler's KeyboardInterrupt is lost when it lands in a __del__; the flag it sets is not."""
+    from phisnet.data import Pool
+    from phisnet.errors import stop_requested
+
+    asked = []
+
+    def next_task():
+        asked.append(len(asked))
+        return (len(asked), (["H", "H"], np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]]), {"basis": "sto-3g"}))
+
+    stop_requested.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Pool(workers, threads=1).run(next_task, lambda key, args, result: None)
+    finally:
+        stop_requested.clear()
+    assert len(asked) <= workers  # at most the calculations already handed out
+
+
 def test_settings_json_round_trip():
     s = GenerationSettings(molecule="water", symbols=("O", "H", "H"))
     assert s.to_json()["symbols"] == ["O", "H", "H"] and s.to_json()["temperature"] == 500.0

@@ -149,8 +149,13 @@ def _compute(symbols: list[str], positions: np.ndarray, level: dict, threads: in
     level = dict(level)
     guess_model = level.pop("guess_model", None)
     atoms = ase.Atoms(symbols, positions=positions)
+    dm0 = None
     if guess_model:
-        dm0 = predict_wavefunction(_guess_predictor(guess_model), atoms, charge=level["charge"])
+        try:
+            dm0 = predict_wavefunction(_guess_predictor(guess_model), atoms, charge=level["charge"])
+        except InputError:  # e.g. no HOMO-LUMO gap in the predicted H: this structure starts from PySCF's guess
+            dm0 = None
+    if dm0 is not None:
         ref = run_dft(atoms, dm0=dm0.orbitals.density_matrix, **level)
         ref.guess = "model"
     else:

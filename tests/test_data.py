@@ -238,6 +238,19 @@ def test_unusable_guess_models_are_refused_before_any_work(tmp_path, molecule, o
     assert not (tmp_path / "x.db").exists()
 
 
+def test_a_structure_the_guess_model_cannot_solve_starts_from_pyscfs_guess(monkeypatch):
+    import phisnet.observables
+    from phisnet.data import _compute
+
+    def unsolvable(*args, **kwargs):
+        raise InputError("no HOMO-LUMO gap in the predicted Hamiltonian")
+
+    monkeypatch.setattr(phisnet.observables, "predict_wavefunction", unsolvable)
+    level = {"basis": "sto-3g", "charge": 0, "forces": False, "guess_model": "pretrained/water.pt"}
+    ref = _compute(["H", "H"], np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]]), level, 1)
+    assert ref.converged and ref.guess == "minao"
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_stop_whose_interrupt_went_astray_stops_the_pool_before_the_next_calculation(workers):
     """The SIGTERM handler's KeyboardInterrupt is lost when it lands in a __del__; the flag it sets is not."""

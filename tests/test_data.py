@@ -201,25 +201,26 @@ def test_datasets_without_forces(water_db, tmp_path):
     assert not without.has_forces() and with_forces.has_forces()
     for a, b in zip(without.samples, with_forces.samples[:2], strict=False):
         assert torch.isnan(a["forces"]).all() and a["forces"].shape == b["forces"].shape
-        # The same samples; the geometry optimisation agrees to about 1e-7 Angstrom between runs.
+        # The same samples; the geometry optimisation agrees to about 1e-6 Angstrom between runs (H to ~1e-5 Ha).
         np.testing.assert_allclose(a["positions"].numpy(), b["positions"].numpy(), atol=1e-5)
-        np.testing.assert_allclose(a["hamiltonian"].numpy(), b["hamiltonian"].numpy(), atol=1e-5)
+        np.testing.assert_allclose(a["hamiltonian"].numpy(), b["hamiltonian"].numpy(), atol=1e-4)
         assert float(a["energy"]) == pytest.approx(float(b["energy"]), abs=1e-6)
     generate("water", 3, path, forces=False, progress=False, log=lambda m: None)  # resumes with the same option
     assert len(rows(path)) == 3
 
 
-def test_a_models_guess_starts_the_scf_and_changes_no_answer(water_db, tmp_path):
+def test_a_models_guess_starts_the_scf_and_changes_no_answer(tmp_path):
     """--guess-model: the same rows (to the SCF tolerance) in fewer iterations, marked guess=model."""
     path = tmp_path / "guessed.db"
     generate("water", 2, path, guess_model="pretrained/water.pt", progress=False, log=lambda m: None)
-    guessed, minao = rows(path), rows(water_db)[:2]
-    assert [r.guess for r in guessed] == ["model", "model"] and {r.guess for r in minao} == {"minao"}
+    guessed = rows(path)
+    assert [r.guess for r in guessed] == ["model", "model"]
+    minao = [run_dft(r.toatoms(), conv_tol=1e-11, forces=False) for r in guessed]  # the same geometries
+    assert {m.guess for m in minao} == {"minao"}
     for a, b in zip(guessed, minao, strict=True):
-        np.testing.assert_allclose(a.positions, b.positions, atol=1e-5)
-        np.testing.assert_allclose(a.data["hamiltonian"], b.data["hamiltonian"], atol=1e-5)
-        assert a.energy == pytest.approx(b.energy, abs=1e-6 * HARTREE_EV)
-    assert sum(r.n_iterations for r in guessed) < sum(r.n_iterations for r in minao)
+        np.testing.assert_allclose(a.data["hamiltonian"], b.hamiltonian, atol=1e-6)
+        assert a.energy == pytest.approx(b.energy * HARTREE_EV, abs=1e-9 * HARTREE_EV)
+    assert sum(r.n_iterations for r in guessed) < sum(m.n_iterations for m in minao)
     generate("water", 3, path, progress=False, log=lambda m: None)  # resumes without it: not a setting
     assert rows(path)[-1].guess == "minao"
 

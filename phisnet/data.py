@@ -142,7 +142,6 @@ def _compute(symbols: list[str], positions: np.ndarray, level: dict, threads: in
     """
     from pyscf import lib
 
-    from phisnet.observables import predict_wavefunction
     from phisnet.reference import run_dft
 
     lib.num_threads(threads)
@@ -151,12 +150,15 @@ def _compute(symbols: list[str], positions: np.ndarray, level: dict, threads: in
     atoms = ase.Atoms(symbols, positions=positions)
     dm0 = None
     if guess_model:
+        from phisnet.observables import predict_wavefunction  # torch and the model only when a guess is asked for
+
         try:
-            dm0 = predict_wavefunction(_guess_predictor(guess_model), atoms, charge=level["charge"])
+            wavefunction = predict_wavefunction(_guess_predictor(guess_model), atoms, charge=level["charge"])
+            dm0 = wavefunction.orbitals.density_matrix
         except InputError:  # e.g. no HOMO-LUMO gap in the predicted H: this structure starts from PySCF's guess
             dm0 = None
     if dm0 is not None:
-        ref = run_dft(atoms, dm0=dm0.orbitals.density_matrix, **level)
+        ref = run_dft(atoms, dm0=dm0, **level)
         ref.guess = "model"
     else:
         ref = run_dft(atoms, **level)

@@ -163,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --init: append N interaction layers after the checkpoint's, each starting as the identity",
     )
     parser.add_argument(
+        "--widen-channels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --init: widen the checkpoint's model to N channels per order (a multiple of its channels); the "
+        "same function to start from, with more capacity",
+    )
+    parser.add_argument(
         "--extra-train",
         nargs="+",
         default=None,

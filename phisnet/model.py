@@ -892,6 +892,103 @@ def with_options(
     return upgraded.to(next(model.parameters()).device).train(model.training)
 
 
+def _widened_index(old_size: int, new_size: int, channels: int) -> torch.Tensor:
+    """For each index of a widened axis, the index of the old axis it copies.
+
+    Channel-structured axes hold runs of ``channels`` (one per path, order or gate group); widened k-fold each run
+    holds k * channels, and its entry m copies entry m mod channels of the old run. An axis that did not grow (the
+    spherical harmonics, the matrix blocks, radial hidden units) maps to itself.
+    """
+    if new_size == old_size:
+        return torch.arange(new_size)
+    k = new_size // old_size
+    if new_size != k * old_size or old_size % channels:
+        raise ValueError(f"an axis of {old_size} entries cannot widen to {new_size} ({channels} channels).")
+    m = torch.arange(new_size)
+    return (m // (k * channels)) * channels + m % channels
+
+
+def _spread(old: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, scale: float, noise: float, generator):
+    """old[rows][:, cols] * scale / (copies of its row), plus noise that sums to zero over the copies of each row.
+
+    Copies of an input row see equal inputs, so splitting a weight among them, and any noise that cancels among
+    them, leaves every output the same; the noise only makes the copies differ so that training can pull them apart.
+    """
+    copies = torch.bincount(rows, minlength=old.shape[0]).to(old.dtype)
+    new = old[rows][:, cols] * (scale / copies[rows])[:, None]
+    if noise > 0 and bool((copies > 1).any()):
+        eps = torch.randn(new.shape, generator=generator, dtype=old.dtype) * noise * float(old.std())
+        mean = torch.zeros(old.shape[0], new.shape[1], dtype=old.dtype).index_add_(0, rows, eps) / copies[:, None]
+        new = new + eps - mean[rows]
+    return new
+
+
+def widened(model: PhiSNet, channels: int, noise: float = 0.1, seed: int = 0) -> PhiSNet:
+    """The same function with ``channels`` channels per order (a multiple of the model's; for fine-tuning).
+
+    Every channel of the old model becomes k copies (k = channels / old channels): feature copies are equal, a
+    layer's weights from a feature are split among its copies (scaled for e3nn's 1/sqrt(fan-in) normalisation) and
+    its weights to a feature are repeated. Noise of ``noise`` times each weight matrix's spread, summing to zero over
+    the copies of every input, makes the copies' weights differ without changing any output (exactly, up to
+    rounding), so that training can make the copies learn different things: a long-trained model grows wider
+    without starting over (``train.py --init CHECKPOINT --widen-channels N``).
+    """
+    old_channels = model.config.channels
+    if channels == old_channels:
+        return model
+    if channels < old_channels or channels % old_channels:
+        raise InputError(
+            f"A model of {old_channels} channels widens to a multiple of them "
+            f"(e.g. {2 * old_channels}), not {channels}."
+        )
+    dtype = next(model.parameters()).dtype
+    new = _new_model(PhiSNetConfig.from_json({**model.config.to_json(), "channels": channels}), dtype)
+    generator = torch.Generator().manual_seed(seed)
+    C, done = old_channels, set()
+
+    def index(old_size: int, new_size: int) -> torch.Tensor:
+        return _widened_index(old_size, new_size, C)
+
+    with torch.no_grad():
+        for name, module in new.named_modules():
+            if not name:
+                continue
+            old = model.get_submodule(name)
+            if isinstance(module, o3.Linear):
+                views = zip(
+                    old.weight_views(yield_instruction=True), module.weight_views(yield_instruction=True), strict=True
+                )
+                for (_, ins_old, w_old), (_, ins_new, w_new) in views:
+                    rows = index(ins_old.path_shape[0], ins_new.path_shape[0])
+                    cols = index(ins_old.path_shape[1], ins_new.path_shape[1])
+                    w_new.copy_(_spread(w_old, rows, cols, ins_old.path_weight / ins_new.path_weight, noise, generator))
+                if module.bias.numel():
+                    raise ValueError("widened maps o3.Linear weights without biases.")
+            elif isinstance(module, ChannelwiseTensorProduct) and module.internal_weights:
+                module.weight.copy_(old.weight[index(len(old.weight), len(module.weight))])  # [paths, channels]
+            elif hasattr(module, "h_in") and hasattr(module, "weight"):  # a layer of e3nn's FullyConnectedNet
+                w_old = old.weight
+                if name.endswith("pair_radial_scalars.layer0"):  # inputs: radial basis, then both atoms' scalars
+                    n = model.config.n_radial
+                    rows = torch.cat([torch.arange(n), n + index(C, channels), n + C + index(C, channels)])
+                else:
+                    rows = index(w_old.shape[0], module.weight.shape[0])
+                scale = (module.h_in / old.h_in) ** 0.5  # the layer divides by sqrt(its fan-in)
+                cols = index(w_old.shape[1], module.weight.shape[1])
+                module.weight.copy_(_spread(w_old, rows, cols, scale, noise, generator))
+            elif isinstance(module, (nn.Embedding, ElementPairRadial)):
+                module.weight.copy_(old.weight[..., index(old.weight.shape[-1], module.weight.shape[-1])])
+            else:
+                continue
+            done.update(f"{name}.{p}" for p, _ in module.named_parameters(recurse=False))
+        missing = {p for p, _ in new.named_parameters()} - done
+        if missing:
+            raise ValueError(f"widened does not know how to widen {sorted(missing)}.")
+        for key in ("h_reference", "s_reference", "h_scale", "s_scale"):  # fitted from data, no channel axis
+            new.get_buffer(key).copy_(model.get_buffer(key))
+    return new.to(next(model.parameters()).device).train(model.training)
+
+
 def save_checkpoint(path: str | Path, model: PhiSNet, metadata: dict, extra: dict | None = None) -> None:
     """Write a checkpoint atomically (temporary file, then rename).
 

@@ -47,6 +47,7 @@ from phisnet.model import (
     build_from_checkpoint,
     read_checkpoint,
     save_checkpoint,
+    widened,
     with_options,
 )
 
@@ -85,6 +86,7 @@ class TrainConfig:
     add_two_center_overlap: bool = False  # with init: S from two-centre features, fitted first (overlap_fit_steps)
     overlap_fit_steps: int = 3000  # steps of fit_overlap when S is made new (add_two_center_overlap)
     add_interactions: int = 0  # with init: append this many interaction layers, each starting as the identity
+    widen_channels: int = 0  # with init: widen to this many channels (a multiple of the checkpoint's), same function
     device: str = "auto"  # cpu, cuda, or auto (cuda when torch sees a GPU); under torchrun one GPU per process
     resume: bool = False
     model: PhiSNetConfig = field(default_factory=PhiSNetConfig)
@@ -440,6 +442,12 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             )
     if config.add_interactions < 0:
         raise InputError(f"--add-interactions is a count of new layers, 0 or more; got {config.add_interactions}.")
+    if config.widen_channels < 0 or (config.widen_channels and not config.init):
+        raise InputError(
+            f"--widen-channels N widens the model of --init to N channels; got {config.widen_channels}"
+            + ("" if config.init else " without --init")
+            + "."
+        )
     if config.model.fine_radial_interactions and not config.model.fine_radial and not config.init:
         raise InputError(
             "--fine-radial-interactions feeds the fine radial Gaussians to the layers: give --fine-radial N."
@@ -520,6 +528,8 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             config.add_two_center_overlap,
             config.add_interactions,
         )
+        if config.widen_channels:
+            model = widened(model, config.widen_channels, seed=config.seed)
         new, same = model.config, "the same function as the checkpoint"
         added = {
             "n_interactions": f"{new.n_interactions - before.n_interactions} interaction layer(s) after the "
@@ -531,6 +541,11 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             "fine_radial_interactions": "radial MLPs of the fine Gaussians to the interaction layers "
             "(starting at zero)",
         }
+        if new.channels > before.channels:
+            added["channels"] = (
+                f"channels: {before.channels} -> {new.channels} per order, each old channel copied and its "
+                f"weights split with noise that cancels ({same})"
+            )
         for name, what in added.items():
             if getattr(new, name) > getattr(before, name):  # a count grew or a switch went from False to True
                 log(f"Added {what}.")

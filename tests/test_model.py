@@ -391,6 +391,48 @@ def test_added_interaction_layers_start_as_the_identity_and_learn():
         with_options(old, add_interactions=-1)
 
 
+@pytest.mark.parametrize("factor", [2, 3])
+def test_widened_model_is_the_same_function_with_copies_that_can_part(factor):
+    """Widening copies every channel: H and S unchanged to rounding (float64) although the copies' weights differ by
+    noise, and one gradient step makes the copies' features differ."""
+    from phisnet.model import widened
+
+    torch.manual_seed(7)
+    config = {**TINY, "n_interactions": 2, "pair_layers": 2, "fine_radial": 4, "fine_radial_interactions": True}
+    with default_dtype(torch.float64):
+        old = PhiSNet(PhiSNetConfig(elements=[1, 6, 8], two_center_overlap=True, **config)).train()
+        for p in old.parameters():  # weights far from initialisation, as after training
+            p.data.normal_()
+    (atoms,) = read_molecules("ethanol")
+    args = (torch.tensor(atoms.positions, dtype=torch.float64), torch.tensor(atoms.numbers))
+    new = widened(old, 4 * factor, noise=0.5)
+    assert new.config.channels == 4 * factor and new.training
+    with torch.no_grad():
+        before, after = old(*args), new(*args)
+    for key in ("hamiltonian", "overlap"):
+        assert float((after[key] - before[key]).abs().max()) < 1e-10 * float(before[key].abs().max())
+    # Channel c + 4 copies channel c: equal features now, different weights (the noise) into the next layer.
+    weight = new.interactions[1].self_linear.weight
+    x = new.embed_linear(new.embedding(torch.tensor([0, 1, 2])))
+    assert torch.allclose(x[:, :4], x[:, 4:8])
+    assert not torch.allclose(weight.view(-1)[:4], weight.view(-1)[4 * factor : 4 * factor + 4])
+    optimizer = torch.optim.SGD(new.parameters(), lr=1e-3)
+    new(*args)["hamiltonian"].square().mean().backward()
+    optimizer.step()
+    x = new.embed_linear(new.embedding(torch.tensor([0, 1, 2])))
+    assert not torch.allclose(x[:, :4], x[:, 4:8])
+
+
+def test_widened_needs_a_multiple_of_the_channels():
+    from phisnet.model import widened
+
+    model = PhiSNet(PhiSNetConfig(elements=[1, 8], **TINY))
+    assert widened(model, 4) is model
+    for channels in (6, 2):
+        with pytest.raises(InputError, match="multiple of them"):
+            widened(model, channels)
+
+
 def test_fine_radial_interactions_need_fine_gaussians():
     from phisnet.model import with_options
 

@@ -173,23 +173,30 @@ def test_train_cli_init_adds_the_parts_an_older_model_lacks(water_db, tmp_path, 
         "5",
         "--add-interactions",
         "1",
+        "--widen-channels",
+        "8",
     ]
     assert train.main([*data, "--out", str(new), "--max-steps", "2", "--init", str(old / "best.pt"), *adds]) == 0
     printed = capsys.readouterr().out
     assert "pair-mixing maps" in printed and "atom scalars" in printed and "4 narrow Gaussians" in printed
     assert "interaction layers" in printed and "Two-centre overlap fitted in 5 steps" in printed
-    assert "Added 1 interaction layer(s)" in printed
+    assert "Added 1 interaction layer(s)" in printed and "channels: 4 -> 8 per order" in printed
     config = read_checkpoint(new / "best.pt")["config"]
     assert config["pair_mixing"] and config["pair_radial_scalars"] and config["fine_radial"] == 4
     assert config["fine_radial_interactions"] and config["two_center_overlap"]
     assert config["n_interactions"] == read_checkpoint(old / "best.pt")["config"]["n_interactions"] + 1
-    assert config["channels"] == 4  # the checkpoint's own size, not the defaults
+    assert config["channels"] == 8  # the checkpoint's own size widened, not the defaults
     bad = ["--out", str(tmp_path / "bad"), "--init", str(old / "best.pt"), "--add-fine-radial", "-1"]
     assert train.main([*data, *bad]) == 2
     assert "fine radial Gaussians" in capsys.readouterr().err
     lacking = ["--out", str(tmp_path / "lacking"), "--init", str(old / "best.pt"), "--add-fine-radial-interactions"]
     assert train.main([*data, *lacking]) == 2
     assert "has no fine radial Gaussians" in capsys.readouterr().err
+    uneven = ["--out", str(tmp_path / "uneven"), "--init", str(old / "best.pt"), "--widen-channels", "6"]
+    assert train.main([*data, *uneven]) == 2
+    assert "widens to a multiple of them (e.g. 8), not 6" in capsys.readouterr().err
+    assert train.main([*data, "--out", str(tmp_path / "alone"), "--widen-channels", "8"]) == 2
+    assert "without --init" in capsys.readouterr().err
 
 
 def test_train_cli_zero_steps_fits_the_new_overlap_and_keeps_h(water_db, tmp_path, capsys):

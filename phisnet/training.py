@@ -540,12 +540,9 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             f"{new.fine_radial_min}..{new.fine_radial_max} Angstrom (starting at zero)",
             "fine_radial_interactions": "radial MLPs of the fine Gaussians to the interaction layers "
             "(starting at zero)",
+            "channels": f"channels: {before.channels} -> {new.channels} per order, each old channel copied and its "
+            f"weights split with noise that cancels ({same})",
         }
-        if new.channels > before.channels:
-            added["channels"] = (
-                f"channels: {before.channels} -> {new.channels} per order, each old channel copied and its "
-                f"weights split with noise that cancels ({same})"
-            )
         for name, what in added.items():
             if getattr(new, name) > getattr(before, name):  # a count grew or a switch went from False to True
                 log(f"Added {what}.")

@@ -22,6 +22,8 @@ from phisnet.training import TrainConfig, run
 
 NOTES = {
     "matrix_weight": "weight of the H and S entry loss ",
+    "orbital_weight": "weight of the loss on H in the basis of the reference orbitals (orbital energies and mixing; "
+    "then best.pt has the lowest validation loss) ",
     "energy_weight": "weight of the end-to-end energy MSE in eV^2 ",
     "force_weight": "weight of the end-to-end force MSE in (eV/A)^2 ",
     "energy_target": "ccsd_t, reference or auto (CCSD(T) labels when the data has them) ",
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "max_minutes",
         "overlap_weight",
         "matrix_weight",
+        "orbital_weight",
         "energy_weight",
         "force_weight",
         "energy_target",

@@ -6,9 +6,15 @@ for ``resume``), ``metrics.jsonl`` (one JSON object per validation) and ``config
 
 Loss: MSE + MAE of the entries of H and S, each divided by the model's output scale
 (the spread of the targets around the per-element references) so both matrices weigh
-alike, times ``matrix_weight``. With ``energy_weight`` or ``force_weight`` above zero the
-loss adds the MSE of the end-to-end energy (eV) and forces (eV/Angstrom) of the predicted
-Fock matrix (``phisnet.observables.end_to_end``) against the dataset's CCSD(T) labels
+alike, times ``matrix_weight``. With ``orbital_weight`` above zero the loss adds the same
+MSE + MAE of the H error in the basis of the reference orbitals, C^T (H_pred - H_ref) C
+for the occupied orbitals and as many of the lowest virtual ones (rows) against all of
+them (columns): to first order the orbital-energy errors are its diagonal and the
+occupied-virtual mixing that moves the density its off-diagonal, and an error along a
+nearly dependent AO combination, small in H but amplified ~1/lambda(S) in the orbitals
+(a virtual falling below the HOMO), counts as large as it acts. With ``energy_weight`` or
+``force_weight`` above zero the loss adds the MSE of the end-to-end energy (eV) and forces
+(eV/Angstrom) of the predicted Fock matrix (``phisnet.observables.end_to_end``) against the dataset's CCSD(T) labels
 (``phisnet ccsdt``) or its own reference energies; ``init`` starts from the weights of
 another checkpoint (transfer learning, e.g. HF -> CCSD(T)). The learning rate decays on a
 validation plateau or along a cosine to ``lr_min`` at ``max_steps``; with ``ema`` > 0 an
@@ -74,6 +80,7 @@ class TrainConfig:
     max_minutes: float = 60.0
     overlap_weight: float = 1.0
     matrix_weight: float = 1.0  # weight of the H and S entry loss
+    orbital_weight: float = 0.0  # weight of the loss on H in the reference orbitals' basis (see module docstring)
     energy_weight: float = 0.0  # weight of the end-to-end energy MSE (eV^2)
     force_weight: float = 0.0  # weight of the end-to-end force MSE ((eV/A)^2)
     energy_target: str = "auto"  # ccsd_t, reference, or auto (ccsd_t when the data has CCSD(T) labels)
@@ -171,6 +178,46 @@ def scaled_loss(predicted: torch.Tensor, target: torch.Tensor, scale: torch.Tens
     """MSE + MAE of matrix entries in units of the model's output scale."""
     d = (predicted - target) / scale
     return (d**2).mean() + d.abs().mean()
+
+
+def orbital_loss(
+    predicted: torch.Tensor, target: torch.Tensor, orbitals: torch.Tensor, rows: int, scale
+) -> torch.Tensor:
+    """Scaled MSE + MAE of C[:, :rows]^T (H_pred - H_ref) C for a batch; ``orbitals`` (batch, nao, nao) are
+    the reference orbitals (columns, by energy), ``rows`` how many of the lowest ones give rows."""
+    error = predicted - target
+    d = orbitals[:, :, :rows].transpose(1, 2) @ error @ orbitals / scale
+    return (d**2).mean() + d.abs().mean()
+
+
+class OrbitalCache:
+    """Reference orbitals of each structure, from the generalized eigenproblem of its reference H and S
+    (float64, once per structure); the loss takes the occupied ones and as many virtual ones as rows."""
+
+    def __init__(self, dataset, charge: int):
+        self.dataset, self.charge = dataset, charge
+        self.items: dict[int, np.ndarray] = {}
+
+    def n_occupied(self, index: int) -> int:
+        return (int(self.dataset[index]["atomic_numbers"].sum()) - self.charge + 1) // 2
+
+    def rows(self, index: int) -> int:
+        return min(2 * self.n_occupied(index), self.dataset[index]["hamiltonian"].shape[-1])
+
+    def batch(self, indices: list[int], dtype, device) -> torch.Tensor:
+        import scipy.linalg
+
+        for i in indices:
+            if i not in self.items:
+                sample = self.dataset[i]
+                h, s = (sample[key].double().numpy() for key in ("hamiltonian", "overlap"))
+                self.items[i] = scipy.linalg.eigh(h, s)[1]
+        return torch.from_numpy(np.stack([self.items[i] for i in indices])).to(device=device, dtype=dtype)
+
+
+def _orbital_term(pred: dict, batch: dict, group: list[int], orbitals: OrbitalCache, model: PhiSNet) -> torch.Tensor:
+    c = orbitals.batch(group, pred["hamiltonian"].dtype, pred["hamiltonian"].device)
+    return orbital_loss(pred["hamiltonian"], batch["hamiltonian"], c, orbitals.rows(group[0]), model.h_scale)
 
 
 def _energy_target(config: TrainConfig, dataset) -> str:
@@ -303,7 +350,9 @@ def _batches(dataset, indices: list[int], batch_size: int, rng: np.random.Genera
     return batches
 
 
-def _batch_loss(ddp_model, model, dataset, groups, dtype, config: TrainConfig, integrals, target: str) -> torch.Tensor:
+def _batch_loss(
+    ddp_model, model, dataset, groups, dtype, config: TrainConfig, integrals, target: str, orbitals=None
+) -> torch.Tensor:
     """Training loss of a mini-batch given as groups of one composition, each weighted by its size.
 
     The matrix loss takes every group through the network in one call (one graph over all molecules);
@@ -313,11 +362,14 @@ def _batch_loss(ddp_model, model, dataset, groups, dtype, config: TrainConfig, i
     batches = [_stack(dataset, group, dtype, device) for group in groups]
     weights = [len(group) / sum(len(g) for g in groups) for group in groups]
     loss = torch.zeros((), dtype=torch.float64)
-    if config.matrix_weight > 0:
+    if config.matrix_weight > 0 or config.orbital_weight > 0:
         preds = ddp_model([b["positions"] for b in batches], [b["atomic_numbers"] for b in batches])
-        for pred, batch, weight in zip(preds, batches, weights, strict=True):
-            lh, ls = loss_terms(pred, batch, model)
-            loss = loss + weight * config.matrix_weight * (lh + config.overlap_weight * ls)
+        for pred, batch, weight, group in zip(preds, batches, weights, groups, strict=True):
+            if config.matrix_weight > 0:
+                lh, ls = loss_terms(pred, batch, model)
+                loss = loss + weight * config.matrix_weight * (lh + config.overlap_weight * ls)
+            if config.orbital_weight > 0:
+                loss = loss + weight * config.orbital_weight * _orbital_term(pred, batch, group, orbitals, model)
     if config.energy_weight > 0 or config.force_weight > 0:
         for group, batch, weight in zip(groups, batches, weights, strict=True):
             de, df = energy_terms(
@@ -330,7 +382,16 @@ def _batch_loss(ddp_model, model, dataset, groups, dtype, config: TrainConfig, i
 
 
 def batch_backward(
-    ddp_model, model, dataset, chunk: list[int], dtype, config: TrainConfig, integrals, target: str, one_call: bool
+    ddp_model,
+    model,
+    dataset,
+    chunk: list[int],
+    dtype,
+    config: TrainConfig,
+    integrals,
+    target: str,
+    one_call: bool,
+    orbitals: OrbitalCache | None = None,
 ) -> torch.Tensor:
     """Forward and backward of one mini-batch, gradients added to the parameters' ``grad``; the loss.
 
@@ -346,7 +407,7 @@ def batch_backward(
         share = sum(len(group) for group in call) / len(chunk)
         sync = c == len(calls) - 1 or ddp_model is model
         with contextlib.nullcontext() if sync else ddp_model.no_sync():
-            part = _batch_loss(ddp_model, model, dataset, call, dtype, config, integrals, target) * share
+            part = _batch_loss(ddp_model, model, dataset, call, dtype, config, integrals, target, orbitals) * share
             part.backward()
         loss = loss + part.detach()
     return loss
@@ -369,13 +430,16 @@ def validate(
     config: TrainConfig | None = None,
     integrals: IntegralCache | None = None,
     target: str = "reference",
+    orbitals: OrbitalCache | None = None,
 ) -> dict:
     """Validation loss (the training loss) and MAE of H (uHa) and S (1e-6); with energy or force
-    weights also the end-to-end energy (meV) and force (meV/A) MAE."""
+    weights also the end-to-end energy (meV) and force (meV/A) MAE; with the orbital loss also the MAE
+    (uHa) of the occupied orbitals' energies, the diagonal of C^T H_pred C (first order, exact S)."""
     config = config or TrainConfig()
     with_energy = integrals is not None and (config.energy_weight > 0 or config.force_weight > 0)
     model.eval()
-    n, loss, h_abs, s_abs, e_abs, f_abs = 0, 0.0, 0.0, 0.0, 0.0, 0.0
+    n, loss, h_abs, s_abs, e_abs, f_abs, eps_abs = 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    with_orbitals = orbitals is not None and config.orbital_weight > 0
     device = next(model.parameters()).device
     for mini_batch in _batches(dataset, indices, batch_size, None):
         groups = _groups(dataset, mini_batch)
@@ -388,6 +452,11 @@ def validate(
             batch_loss = config.matrix_weight * float(lh + config.overlap_weight * ls)
             h_abs += float((pred["hamiltonian"] - batch["hamiltonian"]).abs().mean()) * k
             s_abs += float((pred["overlap"] - batch["overlap"]).abs().mean()) * k
+            if with_orbitals:
+                batch_loss += config.orbital_weight * float(_orbital_term(pred, batch, chunk, orbitals, model))
+                c = orbitals.batch(chunk, torch.float64, device)[:, :, : orbitals.n_occupied(chunk[0])]
+                error = (pred["hamiltonian"] - batch["hamiltonian"]).double()
+                eps_abs += float(torch.einsum("bpi,bpq,bqi->bi", c, error, c).abs().mean()) * k
             if with_energy:
                 de, df = energy_terms(model, dataset, chunk, batch, integrals, target, forces=True, train=False)
                 de, df = de.detach(), df.detach()
@@ -400,6 +469,8 @@ def validate(
     metrics = {"val_loss": loss / n, "val_H_MAE_uHa": h_abs / n * MICRO, "val_S_MAE_1e-6": s_abs / n * MICRO}
     if with_energy:
         metrics.update({"val_E_MAE_meV": e_abs / n * 1e3, "val_F_MAE_meV/A": f_abs / n * 1e3})
+    if with_orbitals:
+        metrics["val_eps_MAE_uHa"] = eps_abs / n * MICRO
     return metrics
 
 
@@ -491,8 +562,12 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         )
     charge = int((dataset.metadata.get("settings") or {}).get("charge", 0))
     integrals = IntegralCache(dataset, basis, charge) if with_energy else None
-    # Which number picks the best checkpoint: H MAE for matrix training, the validation loss otherwise.
-    best_key = "val_H_MAE_uHa" if not with_energy else "val_loss"
+    if config.orbital_weight < 0:
+        raise InputError(f"--orbital-weight is a weight, 0 (off) or more; got {config.orbital_weight}.")
+    orbitals = OrbitalCache(dataset, charge) if config.orbital_weight > 0 else None
+    # Which number picks the best checkpoint: H MAE for matrix training on the entries alone, the validation
+    # loss (what training lowers) when it also weighs orbitals, energies or forces.
+    best_key = "val_H_MAE_uHa" if not with_energy and orbitals is None else "val_loss"
 
     last_path, best_path = out / "last.pt", out / "best.pt"
     resumed = config.resume and last_path.is_file()
@@ -649,7 +724,9 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     # and force training goes one composition at a time (DistributedDataParallel pairs a forward with a backward).
     one_call = not with_energy
     if config.max_steps == 0 and not resumed:  # no steps: the starting model as it is (e.g. after fit_overlap)
-        metrics = validate(evaluated, dataset, splits["val"], config.batch_size * 2, dtype, config, integrals, target)
+        metrics = validate(
+            evaluated, dataset, splits["val"], config.batch_size * 2, dtype, config, integrals, target, orbitals
+        )
         best = metrics[best_key]
         if rank == 0:
             _append_json_line(out / "metrics.jsonl", {"step": 0, "epoch": 0, "seconds": 0.0, **metrics})
@@ -673,7 +750,9 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             if position < done_in_epoch:  # already trained on before the resume
                 continue
             optimizer.zero_grad(set_to_none=True)
-            loss = batch_backward(ddp_model, model, dataset, chunk, dtype, config, integrals, target, one_call)
+            loss = batch_backward(
+                ddp_model, model, dataset, chunk, dtype, config, integrals, target, one_call, orbitals
+            )
             optimizer.step()
             if ema is not None:
                 ema_update(list(ema.parameters()), list(model.parameters()), step)
@@ -694,7 +773,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 out_of_time = bool(flag.item())
             if step % config.val_every == 0 or out_of_time:
                 metrics = validate(
-                    evaluated, dataset, splits["val"], config.batch_size * 2, dtype, config, integrals, target
+                    evaluated, dataset, splits["val"], config.batch_size * 2, dtype, config, integrals, target, orbitals
                 )
                 if config.schedule == "plateau":
                     scheduler.step(metrics["val_loss"])
@@ -734,9 +813,10 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                         if with_energy
                         else ""
                     )
+                    eps_note = f"eps MAE {metrics['val_eps_MAE_uHa']:.1f} uHa, " if orbitals is not None else ""
                     bar.write(
                         f"step {step}: val H MAE {metrics['val_H_MAE_uHa']:.1f} uHa, "
-                        f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6, {energy_note}"
+                        f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6, {eps_note}{energy_note}"
                         f"lr {optimizer.param_groups[0]['lr']:.1e}"
                     )
             if out_of_time:

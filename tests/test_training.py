@@ -391,3 +391,45 @@ def test_force_training_needs_data_with_forces(tmp_path):
     with pytest.raises(InputError, match="no reference forces"):
         settings = config(path, tmp_path / "run", force_weight=1.0, train=2, val=1, max_steps=1)
         run(settings, progress=False, log=lambda m: None)
+
+
+def test_orbital_loss_sees_an_orbital_energy_shift_exactly(water_db):
+    """H_ref + d S c_a c_a^T S moves orbital a's energy by d and no orbital: the orbital loss has exactly one
+    entry d there, and validation's first-order occupied-energy MAE is the exact shift spread over them."""
+    import scipy.linalg
+
+    from phisnet.training import OrbitalCache, orbital_loss
+
+    dataset = HamiltonianDataset(water_db)
+    sample = dataset[0]
+    h, s = sample["hamiltonian"].double().numpy(), sample["overlap"].double().numpy()
+    cache = OrbitalCache(dataset, charge=0)
+    c = cache.batch([0], torch.float64, None)
+    rows, nao = cache.rows(0), h.shape[0]
+    assert rows == 10 and nao == 24  # water, def2-SVP: 5 occupied and the 5 lowest virtual orbitals
+    for a, inside in ((2, True), (rows - 1, True), (rows, False)):  # occupied, the last counted virtual, beyond
+        d, scale = 3e-3, 0.5
+        ca = c[0, :, a].numpy()
+        shifted = h + d * np.outer(s @ ca, s @ ca)
+        before = scipy.linalg.eigh(h, s, eigvals_only=True)
+        after = scipy.linalg.eigh(shifted, s, eigvals_only=True)
+        assert np.abs(after - np.sort(before + d * (np.arange(nao) == a))).max() < 1e-12
+        loss = orbital_loss(torch.from_numpy(shifted)[None], torch.from_numpy(h)[None], c, rows, scale)
+        expected = ((d / scale) ** 2 + d / scale) / (rows * nao) if inside else 0.0
+        assert float(loss) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_train_cli_orbital_weight_logs_eps_and_keeps_the_lowest_loss(water_db, tmp_path, capsys):
+    import train
+
+    out = tmp_path / "orbital"
+    args = ["--data", str(water_db), "--out", str(out), "--train", "5", "--val", "2", "--batch-size", "2"]
+    code = train.main([*args, "--max-steps", "8", "--val-every", "4", "--orbital-weight", "0.1", *TINY_ARGS])
+    assert code == 0
+    records = read_metrics(out)
+    assert [r["step"] for r in records] == [4, 8]
+    assert all(r["val_eps_MAE_uHa"] > 0 for r in records)
+    best = min(records, key=lambda r: r["val_loss"])
+    assert load(out / "best.pt").metadata["training"]["best_val_loss"] == pytest.approx(best["val_loss"])
+    assert train.main([*args, "--orbital-weight", "-1", *TINY_ARGS]) == 2
+    assert "--orbital-weight is a weight" in capsys.readouterr().err

@@ -109,7 +109,7 @@ def model_sidebar():
         if molecules
         else f"{trained_molecule(predictor)} structures"
     )
-    validation = (meta.get("training") or {}).get("best_val_H_MAE_uHa")
+    validation = validation_h_mae(meta)
     accuracy = f"; validation H MAE {validation:.0f} uHa" if validation is not None else ""
     st.sidebar.caption(
         f"{meta.get('xc', '?').upper()}/{meta.get('basis', '?')}, trained on "
@@ -117,6 +117,13 @@ def model_sidebar():
         f"elements {', '.join(ase.data.chemical_symbols[z] for z in predictor.elements)}{accuracy}"
     )
     return label, models[label], predictor
+
+
+def validation_h_mae(meta: dict) -> float | None:
+    """Validation H MAE (uHa) of a checkpoint's weights: recorded with them, or, in checkpoints picked by it
+    alone (and older ones), as the best value; None for a checkpoint picked by another number without it."""
+    training = meta.get("training") or {}
+    return (training.get("validation") or {}).get("val_H_MAE_uHa", training.get("best_val_H_MAE_uHa"))
 
 
 def models_for(atoms: ase.Atoms, exclude: str = "") -> list[str]:

@@ -25,7 +25,7 @@ def summary(path: str, mtime: float) -> dict:
         "splits": json.dumps(meta.get("splits")),
         "extra training structures": sum(e.get("n_structures", 0) for e in meta.get("extra_train", [])),
         "checkpoint / MB": round(Path(path).stat().st_size / 1e6, 2),
-        "best validation H MAE / uHa": (meta.get("training") or {}).get("best_val_H_MAE_uHa"),
+        "validation H MAE / uHa": ui.validation_h_mae(meta),
         "trained on": "CCSD(T) energies and forces" if meta.get("energy_target") == "ccsd_t" else "H and S matrices",
         "training step": (meta.get("training") or {}).get("step"),
     }

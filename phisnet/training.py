@@ -713,10 +713,12 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         (out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
         _truncate_log(out / "metrics.jsonl", step)
 
-    def checkpoint(path: Path, weights: PhiSNet, extra: dict | None = None) -> None:
-        save_checkpoint(
-            path, weights, {**metadata, "training": {"step": step, f"best_{best_key}": best, "seconds": elapsed}}, extra
-        )
+    def checkpoint(path: Path, weights: PhiSNet, extra: dict | None = None, validation: dict | None = None) -> None:
+        """``validation``: the metrics of these weights (best.pt), kept beside the number that picked them."""
+        training = {"step": step, f"best_{best_key}": best, "seconds": elapsed}
+        if validation is not None:
+            training["validation"] = validation
+        save_checkpoint(path, weights, {**metadata, "training": training}, extra)
 
     # A mini-batch of several compositions goes through the network in one call: on this project's 2-core CPU a
     # step of the general model took 1/1.11 of the time of one call per composition (benchmarks/training_step.py;
@@ -730,7 +732,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         best = metrics[best_key]
         if rank == 0:
             _append_json_line(out / "metrics.jsonl", {"step": 0, "epoch": 0, "seconds": 0.0, **metrics})
-            checkpoint(best_path, evaluated)  # no last.pt: nothing to resume
+            checkpoint(best_path, evaluated, validation=metrics)  # no last.pt: nothing to resume
             log(
                 f"No training steps (--max-steps 0): validation H MAE {metrics['val_H_MAE_uHa']:.1f} uHa, "
                 f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6; saved {best_path}."
@@ -790,7 +792,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                     }
                     _append_json_line(out / "metrics.jsonl", record)
                     if improved:
-                        checkpoint(best_path, evaluated)
+                        checkpoint(best_path, evaluated, validation=metrics)
                     checkpoint(
                         last_path,
                         model,

@@ -228,3 +228,11 @@ def test_a_refused_molecule_offers_a_model_that_knows_its_elements():
     assert not at.exception and not at.error
     assert at.session_state[app_common.MODEL_KEY] == "ethanol"
     assert "C2H6O" in at.subheader[0].value
+
+
+def test_validation_h_mae_of_a_checkpoint_picked_by_its_loss_or_its_h_mae():
+    picked_by_loss = {"training": {"best_val_loss": 0.004, "validation": {"val_H_MAE_uHa": 296.1}}}
+    assert app_common.validation_h_mae(picked_by_loss) == 296.1
+    assert app_common.validation_h_mae({"training": {"best_val_H_MAE_uHa": 47.0}}) == 47.0  # older checkpoints
+    assert app_common.validation_h_mae({"training": {"best_val_loss": 0.1}}) is None
+    assert app_common.validation_h_mae({}) is None

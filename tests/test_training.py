@@ -430,6 +430,8 @@ def test_train_cli_orbital_weight_logs_eps_and_keeps_the_lowest_loss(water_db, t
     assert [r["step"] for r in records] == [4, 8]
     assert all(r["val_eps_MAE_uHa"] > 0 for r in records)
     best = min(records, key=lambda r: r["val_loss"])
-    assert load(out / "best.pt").metadata["training"]["best_val_loss"] == pytest.approx(best["val_loss"])
+    training = load(out / "best.pt").metadata["training"]
+    assert training["best_val_loss"] == pytest.approx(best["val_loss"])
+    assert training["validation"]["val_H_MAE_uHa"] == pytest.approx(best["val_H_MAE_uHa"])  # what the app shows
     assert train.main([*args, "--orbital-weight", "-1", *TINY_ARGS]) == 2
     assert "--orbital-weight is a weight" in capsys.readouterr().err

@@ -815,7 +815,9 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                         if with_energy
                         else ""
                     )
-                    eps_note = f"eps MAE {metrics['val_eps_MAE_uHa']:.1f} uHa, " if orbitals is not None else ""
+                    eps_note = ""
+                    if orbitals is not None:
+                        eps_note = f"first-order eps MAE {metrics['val_eps_MAE_uHa']:.1f} uHa, "
                     bar.write(
                         f"step {step}: val H MAE {metrics['val_H_MAE_uHa']:.1f} uHa, "
                         f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6, {eps_note}{energy_note}"

@@ -395,7 +395,7 @@ def test_force_training_needs_data_with_forces(tmp_path):
 
 def test_orbital_loss_sees_an_orbital_energy_shift_exactly(water_db):
     """H_ref + d S c_a c_a^T S moves orbital a's energy by d and no orbital: the orbital loss has exactly one
-    entry d there, and validation's first-order occupied-energy MAE is the exact shift spread over them."""
+    entry d there when a is among the counted rows, and none when it is not."""
     import scipy.linalg
 
     from phisnet.training import OrbitalCache, orbital_loss

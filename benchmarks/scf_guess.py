@@ -31,7 +31,8 @@ from phisnet.scf_guess import DEFAULT_CONV_TOL, PREDICTED, STANDARD_GUESSES, com
 
 
 def held_out_structures(predictor, n: int, split: str = "test"):
-    """The first n geometries of a held-out split (test, or test_ood for a set model) of the model's own dataset."""
+    """The first n geometries of a held-out split (test, or test_ood for a set model) of the model's own dataset;
+    ``atoms.info["index"]`` is the row in it."""
     data = predictor.metadata.get("data", {})
     path = Path(data.get("path", ""))
     if not path.is_file():
@@ -42,6 +43,7 @@ def held_out_structures(predictor, n: int, split: str = "test"):
     for k in _spread(dataset, model_split(predictor, dataset, split), n):
         atoms = sample_atoms(dataset[k])
         atoms.info["name"] = dataset[k].get("molecule", "")
+        atoms.info["index"] = k
         yield atoms
 
 

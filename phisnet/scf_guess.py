@@ -166,3 +166,40 @@ def _result(guess: str, ref, predict_seconds: float) -> GuessResult:
         energies=list(ref.energies),
         converged=ref.converged,
     )
+
+
+def scaled_error_guess(
+    hamiltonian: np.ndarray, reference: np.ndarray, overlap: np.ndarray, n_electrons: int, scale: float
+) -> np.ndarray:
+    """Density matrix of a Hamiltonian whose density-moving error is ``scale`` times the prediction's.
+
+    What-if guesses that say how accurate a model must be to save a given number of SCF cycles:
+    in the basis C of the reference orbitals (generalized eigenvectors of ``reference`` and
+    ``overlap``), only the occupied-virtual block of C^T (H_pred - H_ref) C moves the density
+    (errors within the occupied or within the virtual orbitals leave the occupied space as it is).
+    That block, times ``scale``, is added to the reference, H = H_ref + S C X C^T S, and the
+    density matrix of H's orbitals is returned: ``scale=0`` gives the reference density, ``scale=1``
+    the prediction's density to first order in its error.
+
+    Parameters
+    ----------
+    hamiltonian, reference, overlap : predicted H, reference H and the exact S, (nao, nao), Hartree.
+    n_electrons : electron count (closed shell).
+    scale : factor on the occupied-virtual error, 0 or more.
+
+    Returns
+    -------
+    density matrix (nao, nao) in PySCF order, for ``mf.kernel(dm0=dm)``.
+    """
+    import scipy.linalg
+
+    n_occupied = n_electrons // 2
+    _, C = scipy.linalg.eigh(reference, overlap)
+    error = C.T @ (hamiltonian - reference) @ C
+    X = np.zeros_like(error)
+    X[:n_occupied, n_occupied:] = scale * error[:n_occupied, n_occupied:]
+    X[n_occupied:, :n_occupied] = scale * error[n_occupied:, :n_occupied]
+    SC = overlap @ C
+    _, orbitals = scipy.linalg.eigh(reference + SC @ X @ SC.T, overlap)
+    occupied = orbitals[:, :n_occupied]
+    return 2.0 * occupied @ occupied.T

@@ -216,6 +216,10 @@ class OrbitalCache:
 
 
 def _orbital_term(pred: dict, batch: dict, group: list[int], orbitals: OrbitalCache, model: PhiSNet) -> torch.Tensor:
+    if orbitals is None:
+        raise ValueError(
+            "orbital_weight > 0 needs the reference orbitals: pass orbitals=OrbitalCache(dataset, charge)."
+        )
     c = orbitals.batch(group, pred["hamiltonian"].dtype, pred["hamiltonian"].device)
     return orbital_loss(pred["hamiltonian"], batch["hamiltonian"], c, orbitals.rows(group[0]), model.h_scale)
 

@@ -6,7 +6,9 @@ import pytest
 from phisnet import InputError
 from phisnet.io import read_molecules
 from phisnet.model import load
-from phisnet.scf_guess import PREDICTED, compare
+from phisnet.observables import solve
+from phisnet.reference import run_dft
+from phisnet.scf_guess import PREDICTED, compare, scaled_error_guess
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +48,22 @@ def test_predicted_guess_times_include_the_prediction_and_beat_the_core_guess(co
 def test_unknown_element_is_refused(predictor):
     with pytest.raises(InputError, match="not trained on C"):
         compare(read_molecules("ethanol")[0], predictor)
+
+
+def test_scaled_error_guess_interpolates_between_the_reference_and_the_prediction(predictor):
+    (atoms,) = read_molecules("water")
+    atoms.rattle(0.03, seed=5)
+    ref = run_dft(atoms, forces=False, conv_tol=1e-11)
+    H = predictor.predict(atoms).hamiltonian
+    dm_ref = ref.mo_coeff[:, :5] @ ref.mo_coeff[:, :5].T * 2
+    dm_pred = solve(H, ref.overlap, 10).density_matrix
+    dm = {a: scaled_error_guess(H, ref.hamiltonian, ref.overlap, 10, a) for a in (0.0, 0.5, 1.0)}
+    np.testing.assert_allclose(dm[0.0], dm_ref, atol=1e-6)  # mo_coeff are one cycle behind get_fock()
+    error = np.linalg.norm(dm_pred - dm_ref)
+    assert error > 1e-4
+    # Only the occupied-virtual block moves the density: scale 1 is the prediction's density to first
+    # order, and the density error is linear in the scale.
+    assert np.linalg.norm(dm[1.0] - dm_pred) < 0.05 * error
+    assert np.linalg.norm(dm[0.5] - dm_ref) == pytest.approx(0.5 * np.linalg.norm(dm[1.0] - dm_ref), rel=0.05)
+    # The reference density is converged already: PySCF stops after one cycle from it.
+    assert run_dft(atoms, dm0=dm[0.0], forces=False).n_iterations == 1

@@ -6,7 +6,7 @@
 For every model, on the same held-out geometries as ``benchmarks/scf_guess.py``, PySCF at the
 model's level of theory (tolerance 1e-9 Ha) starts from: minao; the predicted guess; and, for
 each scale a, the density of the reference Hamiltonian plus a times the prediction's
-occupied-virtual error in the reference orbitals' basis (``phisnet.scf_guess.scaled_error_guess``:
+occupied-virtual error in the reference orbitals' basis (``phisnet.scf_guess.OccupiedVirtualError``:
 the only part of the error that moves the density; a = 1 is the prediction to first order,
 a = 0 the converged answer). Prints the mean iterations per start with the ratio to minao, the
 share of geometries at each count, and the root-mean-square occupied-virtual error (uHa) and
@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,15 +30,7 @@ from phisnet.metrics import MICRO  # noqa: E402
 from phisnet.model import load  # noqa: E402
 from phisnet.observables import predict_wavefunction  # noqa: E402
 from phisnet.reference import run_dft  # noqa: E402
-from phisnet.scf_guess import DEFAULT_CONV_TOL, scaled_error_guess  # noqa: E402
-
-
-def occupied_virtual_error(hamiltonian, reference, overlap, n_occupied: int) -> tuple[float, float]:
-    """RMS of the occupied-virtual block of C^T (H - H_ref) C (Hartree) and of it divided by the gap."""
-    energies, C = scipy.linalg.eigh(reference, overlap)
-    block = (C.T @ (hamiltonian - reference) @ C)[:n_occupied, n_occupied:]
-    gaps = energies[None, n_occupied:] - energies[:n_occupied, None]
-    return float(np.sqrt((block**2).mean())), float(np.sqrt(((block / gaps) ** 2).mean()))
+from phisnet.scf_guess import DEFAULT_CONV_TOL, OccupiedVirtualError  # noqa: E402
 
 
 def main() -> None:
@@ -69,13 +60,14 @@ def main() -> None:
             wavefunction = predict_wavefunction(predictor, atoms)
             H, S = wavefunction.hamiltonian, wavefunction.exact_overlap
             n_electrons = int(atoms.numbers.sum())
-            error = occupied_virtual_error(H, reference, S, n_electrons // 2)
+            ov = OccupiedVirtualError.from_matrices(H, reference, S, n_electrons)
+            error = (ov.rms, ov.rotation_rms)
             run = dict(forces=False, conv_tol=DEFAULT_CONV_TOL, **settings)
             counts["minao"].append(run_dft(atoms, init_guess="minao", **run).n_iterations)
             counts["predicted"].append(run_dft(atoms, dm0=wavefunction.orbitals.density_matrix, **run).n_iterations)
             errors["predicted"].append(error)
             for a, start in zip(args.scales, starts[2:], strict=True):
-                dm = scaled_error_guess(H, reference, S, n_electrons, a)
+                dm = ov.guess(a)
                 counts[start].append(run_dft(atoms, dm0=dm, **run).n_iterations)
                 errors[start].append((a * error[0], a * error[1]))
         minao = np.mean(counts["minao"])

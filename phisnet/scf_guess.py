@@ -168,18 +168,83 @@ def _result(guess: str, ref, predict_seconds: float) -> GuessResult:
     )
 
 
+@dataclass
+class OccupiedVirtualError:
+    """A predicted Hamiltonian's error in the basis of the reference orbitals, the part that moves the density.
+
+    In the basis C of the reference orbitals (generalized eigenvectors of H_ref and S), errors
+    within the occupied or within the virtual orbitals leave the occupied space as it is; only
+    the occupied-virtual block X of C^T (H_pred - H_ref) C moves the density, to first order by
+    a rotation X_ia / (eps_a - eps_i) of occupied orbital i towards virtual a. Built once per
+    geometry with ``from_matrices``; ``guess(scale)`` gives what-if guesses for any scale.
+
+    Attributes
+    ----------
+    reference, overlap : the reference H and the exact S, (nao, nao), Hartree.
+    energies : reference orbital energies eps, (nao,), Hartree.
+    orbitals : reference orbitals C (columns by energy), (nao, nao).
+    block : the occupied-virtual block X, (n_occupied, nao - n_occupied), Hartree.
+    """
+
+    reference: np.ndarray
+    overlap: np.ndarray
+    energies: np.ndarray
+    orbitals: np.ndarray
+    block: np.ndarray
+
+    @classmethod
+    def from_matrices(
+        cls, hamiltonian: np.ndarray, reference: np.ndarray, overlap: np.ndarray, n_electrons: int
+    ) -> OccupiedVirtualError:
+        """From the predicted H, reference H and exact S (nao, nao; Hartree) of a closed shell."""
+        import scipy.linalg
+
+        energies, C = scipy.linalg.eigh(reference, overlap)
+        n_occupied = n_electrons // 2
+        block = (C[:, :n_occupied].T @ (hamiltonian - reference) @ C)[:, n_occupied:]
+        return cls(reference=reference, overlap=overlap, energies=energies, orbitals=C, block=block)
+
+    @property
+    def n_occupied(self) -> int:
+        return self.block.shape[0]
+
+    @property
+    def rms(self) -> float:
+        """Root-mean-square of X, Hartree."""
+        return float(np.sqrt(np.mean(self.block**2)))
+
+    @property
+    def rotation_rms(self) -> float:
+        """Root-mean-square of the first-order rotations X_ia / (eps_a - eps_i), dimensionless."""
+        n = self.n_occupied
+        gaps = self.energies[None, n:] - self.energies[:n, None]
+        return float(np.sqrt(np.mean((self.block / gaps) ** 2)))
+
+    def guess(self, scale: float) -> np.ndarray:
+        """Density matrix of H_ref + S C (scale X) C^T S (X and its transpose in the occupied-virtual blocks).
+
+        ``scale=0`` gives the reference density, ``scale=1`` the prediction's density to first
+        order in its error. Returns (nao, nao) in PySCF order, for ``mf.kernel(dm0=dm)``.
+        """
+        import scipy.linalg
+
+        n = self.n_occupied
+        X = np.zeros_like(self.reference)
+        X[:n, n:] = scale * self.block
+        X[n:, :n] = scale * self.block.T
+        SC = self.overlap @ self.orbitals
+        _, orbitals = scipy.linalg.eigh(self.reference + SC @ X @ SC.T, self.overlap)
+        occupied = orbitals[:, :n]
+        return 2.0 * occupied @ occupied.T
+
+
 def scaled_error_guess(
     hamiltonian: np.ndarray, reference: np.ndarray, overlap: np.ndarray, n_electrons: int, scale: float
 ) -> np.ndarray:
     """Density matrix of a Hamiltonian whose density-moving error is ``scale`` times the prediction's.
 
-    What-if guesses that say how accurate a model must be to save a given number of SCF cycles:
-    in the basis C of the reference orbitals (generalized eigenvectors of ``reference`` and
-    ``overlap``), only the occupied-virtual block of C^T (H_pred - H_ref) C moves the density
-    (errors within the occupied or within the virtual orbitals leave the occupied space as it is).
-    That block, times ``scale``, is added to the reference, H = H_ref + S C X C^T S, and the
-    density matrix of H's orbitals is returned: ``scale=0`` gives the reference density, ``scale=1``
-    the prediction's density to first order in its error.
+    What-if guesses that say how accurate a model must be to save a given number of SCF cycles;
+    see ``OccupiedVirtualError`` (build that once per geometry for several scales).
 
     Parameters
     ----------
@@ -191,15 +256,4 @@ def scaled_error_guess(
     -------
     density matrix (nao, nao) in PySCF order, for ``mf.kernel(dm0=dm)``.
     """
-    import scipy.linalg
-
-    n_occupied = n_electrons // 2
-    _, C = scipy.linalg.eigh(reference, overlap)
-    error = C.T @ (hamiltonian - reference) @ C
-    X = np.zeros_like(error)
-    X[:n_occupied, n_occupied:] = scale * error[:n_occupied, n_occupied:]
-    X[n_occupied:, :n_occupied] = scale * error[n_occupied:, :n_occupied]
-    SC = overlap @ C
-    _, orbitals = scipy.linalg.eigh(reference + SC @ X @ SC.T, overlap)
-    occupied = orbitals[:, :n_occupied]
-    return 2.0 * occupied @ occupied.T
+    return OccupiedVirtualError.from_matrices(hamiltonian, reference, overlap, n_electrons).guess(scale)

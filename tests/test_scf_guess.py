@@ -2,13 +2,14 @@
 
 import numpy as np
 import pytest
+import scipy.linalg
 
 from phisnet import InputError
 from phisnet.io import read_molecules
 from phisnet.model import load
 from phisnet.observables import solve
 from phisnet.reference import run_dft
-from phisnet.scf_guess import PREDICTED, compare, scaled_error_guess
+from phisnet.scf_guess import PREDICTED, OccupiedVirtualError, compare, scaled_error_guess
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +68,34 @@ def test_scaled_error_guess_interpolates_between_the_reference_and_the_predictio
     assert np.linalg.norm(dm[0.5] - dm_ref) == pytest.approx(0.5 * np.linalg.norm(dm[1.0] - dm_ref), rel=0.05)
     # The reference density is converged already: PySCF stops after one cycle from it.
     assert run_dft(atoms, dm0=dm[0.0], forces=False).n_iterations == 1
+
+
+def test_occupied_virtual_error_sees_only_the_block_that_moves_the_density():
+    rng = np.random.default_rng(3)
+    nao, n_electrons = 9, 6
+    A = rng.normal(size=(nao, nao))
+    overlap = A @ A.T / nao + np.eye(nao)
+    reference = rng.normal(size=(nao, nao))
+    reference = reference + reference.T
+    ov = OccupiedVirtualError.from_matrices(reference, reference, overlap, n_electrons)
+    C, eps = ov.orbitals, ov.energies
+    SC = overlap @ C
+    d, homo, lumo = 1e-3, 2, 3
+    # An error between HOMO and LUMO, and one within the occupied orbitals that must not count.
+    coupling = np.outer(SC[:, homo], SC[:, lumo])
+    within = np.outer(SC[:, 0], SC[:, 1])
+    H = reference + d * (coupling + coupling.T) + 5 * d * (within + within.T)
+    ov = OccupiedVirtualError.from_matrices(H, reference, overlap, n_electrons)
+    assert ov.block.shape == (3, 6)
+    expected = np.zeros((3, 6))
+    expected[homo, 0] = d
+    np.testing.assert_allclose(ov.block, expected, atol=1e-12)
+    assert ov.rms == pytest.approx(d / np.sqrt(18), rel=1e-9)
+    assert ov.rotation_rms == pytest.approx(d / (eps[lumo] - eps[homo]) / np.sqrt(18), rel=1e-9)
+    # The what-if guess at scale 1 is the density of H to first order; at 0 the reference density.
+    dm_ref = 2 * C[:, :3] @ C[:, :3].T
+    _, orbitals = scipy.linalg.eigh(H, overlap)
+    dm_H = 2 * orbitals[:, :3] @ orbitals[:, :3].T
+    np.testing.assert_allclose(ov.guess(0.0), dm_ref, atol=1e-12)
+    assert np.linalg.norm(ov.guess(1.0) - dm_H) < 1e-3 * np.linalg.norm(dm_H - dm_ref)
+    np.testing.assert_allclose(ov.guess(0.5), scaled_error_guess(H, reference, overlap, n_electrons, 0.5))

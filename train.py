@@ -24,6 +24,8 @@ NOTES = {
     "matrix_weight": "weight of the H and S entry loss ",
     "orbital_weight": "weight of the loss on H in the basis of the reference orbitals (orbital energies and mixing; "
     "then best.pt has the lowest validation loss) ",
+    "density_weight": "weight of the loss on the occupied-virtual block in the reference orbitals' basis, each "
+    "entry times HOMO-LUMO gap / (eps_a - eps_i) (the density error an SCF guess starts from) ",
     "energy_weight": "weight of the end-to-end energy MSE in eV^2 ",
     "force_weight": "weight of the end-to-end force MSE in (eV/A)^2 ",
     "energy_target": "ccsd_t, reference or auto (CCSD(T) labels when the data has them) ",
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "overlap_weight",
         "matrix_weight",
         "orbital_weight",
+        "density_weight",
         "energy_weight",
         "force_weight",
         "energy_target",

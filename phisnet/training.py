@@ -12,7 +12,12 @@ for the occupied orbitals and as many of the lowest virtual ones (rows) against 
 them (columns): to first order the orbital-energy errors are its diagonal and the
 occupied-virtual mixing that moves the density its off-diagonal, and an error along a
 nearly dependent AO combination, small in H but amplified ~1/lambda(S) in the orbitals
-(a virtual falling below the HOMO), counts as large as it acts. With ``energy_weight`` or
+(a virtual falling below the HOMO), counts as large as it acts. With ``density_weight`` above
+zero the loss adds the MSE + MAE of the occupied-virtual block X of that matrix with each entry
+times gap / (eps_a - eps_i) (gap: the structure's HOMO-LUMO gap, so the HOMO-LUMO entry counts
+as it is and a core-to-high-virtual entry far less): X_ia / (eps_a - eps_i) is the first-order
+rotation of occupied orbital i towards virtual a, the density error an SCF guess starts from,
+and validation reports its root-mean-square. With ``energy_weight`` or
 ``force_weight`` above zero the loss adds the MSE of the end-to-end energy (eV) and forces
 (eV/Angstrom) of the predicted Fock matrix (``phisnet.observables.end_to_end``) against the dataset's CCSD(T) labels
 (``phisnet ccsdt``) or its own reference energies; ``init`` starts from the weights of
@@ -81,6 +86,7 @@ class TrainConfig:
     overlap_weight: float = 1.0
     matrix_weight: float = 1.0  # weight of the H and S entry loss
     orbital_weight: float = 0.0  # weight of the loss on H in the reference orbitals' basis (see module docstring)
+    density_weight: float = 0.0  # weight of the gap-weighted occupied-virtual loss (see module docstring)
     energy_weight: float = 0.0  # weight of the end-to-end energy MSE (eV^2)
     force_weight: float = 0.0  # weight of the end-to-end force MSE ((eV/A)^2)
     energy_target: str = "auto"  # ccsd_t, reference, or auto (ccsd_t when the data has CCSD(T) labels)
@@ -190,13 +196,40 @@ def orbital_loss(
     return (d**2).mean() + d.abs().mean()
 
 
+def occupied_virtual(
+    predicted: torch.Tensor, target: torch.Tensor, orbitals: torch.Tensor, energies: torch.Tensor, n_occupied: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The occupied-virtual block X of C^T (H_pred - H_ref) C, (batch, n_occupied, n_virtual), and the
+    orbital-energy differences eps_a - eps_i of the same shape; ``orbitals`` (batch, nao, nao) and
+    ``energies`` (batch, nao) are the reference ones, by energy."""
+    error = predicted - target
+    block = orbitals[:, :, :n_occupied].transpose(1, 2) @ error @ orbitals[:, :, n_occupied:]
+    gaps = energies[:, None, n_occupied:] - energies[:, :n_occupied, None]
+    return block, gaps
+
+
+def density_loss(
+    predicted: torch.Tensor,
+    target: torch.Tensor,
+    orbitals: torch.Tensor,
+    energies: torch.Tensor,
+    n_occupied: int,
+    scale,
+) -> torch.Tensor:
+    """Scaled MSE + MAE of the occupied-virtual block X, each entry times HOMO-LUMO gap / (eps_a - eps_i)."""
+    block, gaps = occupied_virtual(predicted, target, orbitals, energies, n_occupied)
+    d = block * (gaps[:, -1:, :1] / gaps) / scale
+    return (d**2).mean() + d.abs().mean()
+
+
 class OrbitalCache:
-    """Reference orbitals of each structure, from the generalized eigenproblem of its reference H and S
-    (float64, once per structure); the loss takes the occupied ones and as many virtual ones as rows."""
+    """Reference orbitals and orbital energies of each structure, from the generalized eigenproblem of its
+    reference H and S (float64, once per structure); the orbital loss takes the occupied orbitals and as
+    many virtual ones as rows."""
 
     def __init__(self, dataset, charge: int):
         self.dataset, self.charge = dataset, charge
-        self.items: dict[int, np.ndarray] = {}
+        self.items: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def n_occupied(self, index: int) -> int:
         return (int(self.dataset[index]["atomic_numbers"].sum()) - self.charge + 1) // 2
@@ -204,24 +237,46 @@ class OrbitalCache:
     def rows(self, index: int) -> int:
         return min(2 * self.n_occupied(index), self.dataset[index]["hamiltonian"].shape[-1])
 
-    def batch(self, indices: list[int], dtype, device) -> torch.Tensor:
+    def _solved(self, indices: list[int], part: int, dtype, device) -> torch.Tensor:
         import scipy.linalg
 
         for i in indices:
             if i not in self.items:
                 sample = self.dataset[i]
                 h, s = (sample[key].double().numpy() for key in ("hamiltonian", "overlap"))
-                self.items[i] = scipy.linalg.eigh(h, s)[1]
-        return torch.from_numpy(np.stack([self.items[i] for i in indices])).to(device=device, dtype=dtype)
+                self.items[i] = scipy.linalg.eigh(h, s)
+        return torch.from_numpy(np.stack([self.items[i][part] for i in indices])).to(device=device, dtype=dtype)
+
+    def batch(self, indices: list[int], dtype, device) -> torch.Tensor:
+        """Reference orbitals C, (batch, nao, nao), columns by energy."""
+        return self._solved(indices, 1, dtype, device)
+
+    def energies(self, indices: list[int], dtype, device) -> torch.Tensor:
+        """Reference orbital energies, (batch, nao), Hartree, ascending."""
+        return self._solved(indices, 0, dtype, device)
 
 
-def _orbital_term(pred: dict, batch: dict, group: list[int], orbitals: OrbitalCache, model: PhiSNet) -> torch.Tensor:
+def _orbital_term(
+    pred: dict, batch: dict, group: list[int], orbitals: OrbitalCache, model: PhiSNet, config: TrainConfig
+) -> torch.Tensor:
+    """The orbital and density losses of one composition's batch, each times its weight."""
     if orbitals is None:
         raise ValueError(
-            "orbital_weight > 0 needs the reference orbitals: pass orbitals=OrbitalCache(dataset, charge)."
+            "orbital_weight or density_weight > 0 needs the reference orbitals: pass "
+            "orbitals=OrbitalCache(dataset, charge)."
         )
-    c = orbitals.batch(group, pred["hamiltonian"].dtype, pred["hamiltonian"].device)
-    return orbital_loss(pred["hamiltonian"], batch["hamiltonian"], c, orbitals.rows(group[0]), model.h_scale)
+    h = pred["hamiltonian"]
+    c = orbitals.batch(group, h.dtype, h.device)
+    term = torch.zeros((), dtype=h.dtype, device=h.device)
+    if config.orbital_weight > 0:
+        term = term + config.orbital_weight * orbital_loss(
+            h, batch["hamiltonian"], c, orbitals.rows(group[0]), model.h_scale
+        )
+    if config.density_weight > 0:
+        eps = orbitals.energies(group, h.dtype, h.device)
+        n_occupied = orbitals.n_occupied(group[0])
+        term = term + config.density_weight * density_loss(h, batch["hamiltonian"], c, eps, n_occupied, model.h_scale)
+    return term
 
 
 def _energy_target(config: TrainConfig, dataset) -> str:
@@ -366,14 +421,15 @@ def _batch_loss(
     batches = [_stack(dataset, group, dtype, device) for group in groups]
     weights = [len(group) / sum(len(g) for g in groups) for group in groups]
     loss = torch.zeros((), dtype=torch.float64)
-    if config.matrix_weight > 0 or config.orbital_weight > 0:
+    with_orbitals = config.orbital_weight > 0 or config.density_weight > 0
+    if config.matrix_weight > 0 or with_orbitals:
         preds = ddp_model([b["positions"] for b in batches], [b["atomic_numbers"] for b in batches])
         for pred, batch, weight, group in zip(preds, batches, weights, groups, strict=True):
             if config.matrix_weight > 0:
                 lh, ls = loss_terms(pred, batch, model)
                 loss = loss + weight * config.matrix_weight * (lh + config.overlap_weight * ls)
-            if config.orbital_weight > 0:
-                loss = loss + weight * config.orbital_weight * _orbital_term(pred, batch, group, orbitals, model)
+            if with_orbitals:
+                loss = loss + weight * _orbital_term(pred, batch, group, orbitals, model, config)
     if config.energy_weight > 0 or config.force_weight > 0:
         for group, batch, weight in zip(groups, batches, weights, strict=True):
             de, df = energy_terms(
@@ -438,12 +494,13 @@ def validate(
 ) -> dict:
     """Validation loss (the training loss) and MAE of H (uHa) and S (1e-6); with energy or force
     weights also the end-to-end energy (meV) and force (meV/A) MAE; with the orbital loss also the MAE
-    (uHa) of the occupied orbitals' energies, the diagonal of C^T H_pred C (first order, exact S)."""
+    (uHa) of the occupied orbitals' energies, the diagonal of C^T H_pred C (first order, exact S), and the
+    root-mean-square first-order occupied-virtual rotation X_ia / (eps_a - eps_i) (1e-6)."""
     config = config or TrainConfig()
     with_energy = integrals is not None and (config.energy_weight > 0 or config.force_weight > 0)
     model.eval()
-    n, loss, h_abs, s_abs, e_abs, f_abs, eps_abs = 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-    with_orbitals = orbitals is not None and config.orbital_weight > 0
+    n, loss, h_abs, s_abs, e_abs, f_abs, eps_abs, rotation_sq = 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    with_orbitals = orbitals is not None and (config.orbital_weight > 0 or config.density_weight > 0)
     device = next(model.parameters()).device
     for mini_batch in _batches(dataset, indices, batch_size, None):
         groups = _groups(dataset, mini_batch)
@@ -457,10 +514,16 @@ def validate(
             h_abs += float((pred["hamiltonian"] - batch["hamiltonian"]).abs().mean()) * k
             s_abs += float((pred["overlap"] - batch["overlap"]).abs().mean()) * k
             if with_orbitals:
-                batch_loss += config.orbital_weight * float(_orbital_term(pred, batch, chunk, orbitals, model))
-                c = orbitals.batch(chunk, torch.float64, device)[:, :, : orbitals.n_occupied(chunk[0])]
+                batch_loss += float(_orbital_term(pred, batch, chunk, orbitals, model, config))
+                c, n_occupied = orbitals.batch(chunk, torch.float64, device), orbitals.n_occupied(chunk[0])
                 error = (pred["hamiltonian"] - batch["hamiltonian"]).double()
-                eps_abs += float(torch.einsum("bpi,bpq,bqi->bi", c, error, c).abs().mean()) * k
+                c_occupied = c[:, :, :n_occupied]
+                eps_abs += float(torch.einsum("bpi,bpq,bqi->bi", c_occupied, error, c_occupied).abs().mean()) * k
+                eps = orbitals.energies(chunk, torch.float64, device)
+                block, gaps = occupied_virtual(
+                    pred["hamiltonian"].double(), batch["hamiltonian"].double(), c, eps, n_occupied
+                )
+                rotation_sq += float(((block / gaps) ** 2).mean()) * k
             if with_energy:
                 de, df = energy_terms(model, dataset, chunk, batch, integrals, target, forces=True, train=False)
                 de, df = de.detach(), df.detach()
@@ -475,6 +538,7 @@ def validate(
         metrics.update({"val_E_MAE_meV": e_abs / n * 1e3, "val_F_MAE_meV/A": f_abs / n * 1e3})
     if with_orbitals:
         metrics["val_eps_MAE_uHa"] = eps_abs / n * MICRO
+        metrics["val_rotation_RMS_1e-6"] = (rotation_sq / n) ** 0.5 * MICRO
     return metrics
 
 
@@ -566,9 +630,11 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         )
     charge = int((dataset.metadata.get("settings") or {}).get("charge", 0))
     integrals = IntegralCache(dataset, basis, charge) if with_energy else None
-    if config.orbital_weight < 0:
-        raise InputError(f"--orbital-weight is a weight, 0 (off) or more; got {config.orbital_weight}.")
-    orbitals = OrbitalCache(dataset, charge) if config.orbital_weight > 0 else None
+    for name in ("orbital_weight", "density_weight"):
+        if getattr(config, name) < 0:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} is a weight, 0 (off) or more; got {getattr(config, name)}.")
+    orbitals = OrbitalCache(dataset, charge) if config.orbital_weight > 0 or config.density_weight > 0 else None
     # Which number picks the best checkpoint: H MAE for matrix training on the entries alone, the validation
     # loss (what training lowers) when it also weighs orbitals, energies or forces.
     best_key = "val_H_MAE_uHa" if not with_energy and orbitals is None else "val_loss"
@@ -821,7 +887,10 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                     )
                     eps_note = ""
                     if orbitals is not None:
-                        eps_note = f"first-order eps MAE {metrics['val_eps_MAE_uHa']:.1f} uHa, "
+                        eps_note = (
+                            f"first-order eps MAE {metrics['val_eps_MAE_uHa']:.1f} uHa, "
+                            f"rotation RMS {metrics['val_rotation_RMS_1e-6']:.1f}e-6, "
+                        )
                     bar.write(
                         f"step {step}: val H MAE {metrics['val_H_MAE_uHa']:.1f} uHa, "
                         f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6, {eps_note}{energy_note}"

@@ -423,6 +423,28 @@ def test_orbital_loss_sees_an_orbital_energy_shift_exactly(water_db):
         assert float(loss) == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
+def test_density_loss_weighs_an_occupied_virtual_mixing_by_the_homo_lumo_gap_over_its_own(water_db):
+    """H_ref + d S (c_i c_a^T + c_a c_i^T) S mixes occupied i with virtual a and nothing else: the density loss
+    has exactly one entry, d times gap_HL / (eps_a - eps_i); a mixing within the occupied orbitals adds none."""
+    from phisnet.training import OrbitalCache, density_loss
+
+    dataset = HamiltonianDataset(water_db)
+    sample = dataset[0]
+    h, s = sample["hamiltonian"].double().numpy(), sample["overlap"].double().numpy()
+    cache = OrbitalCache(dataset, charge=0)
+    c, eps = cache.batch([0], torch.float64, None), cache.energies([0], torch.float64, None)
+    C, energies, n_occupied, nao = c[0].numpy(), eps[0].numpy(), cache.n_occupied(0), h.shape[0]
+    gap = energies[n_occupied] - energies[n_occupied - 1]
+    d, scale = 2e-3, 0.5
+    within = np.outer(s @ C[:, 0], s @ C[:, 1])
+    for i, a in ((n_occupied - 1, n_occupied), (0, n_occupied), (2, nao - 1)):  # HOMO-LUMO, core-LUMO, far
+        mixing = np.outer(s @ C[:, i], s @ C[:, a])
+        mixed = h + d * (mixing + mixing.T) + d * (within + within.T)
+        loss = density_loss(torch.from_numpy(mixed)[None], torch.from_numpy(h)[None], c, eps, n_occupied, scale)
+        entry = d * gap / (energies[a] - energies[i]) / scale
+        assert float(loss) == pytest.approx((entry**2 + entry) / (n_occupied * (nao - n_occupied)), rel=1e-8)
+
+
 def test_train_cli_orbital_weight_logs_eps_and_keeps_the_lowest_loss(water_db, tmp_path, capsys):
     import train
 
@@ -439,6 +461,13 @@ def test_train_cli_orbital_weight_logs_eps_and_keeps_the_lowest_loss(water_db, t
     assert training["validation"]["val_H_MAE_uHa"] == pytest.approx(best["val_H_MAE_uHa"])  # what the app shows
     assert train.main([*args, "--orbital-weight", "-1", *TINY_ARGS]) == 2
     assert "--orbital-weight is a weight" in capsys.readouterr().err
+    assert train.main([*args, "--density-weight", "-1", *TINY_ARGS]) == 2
+    assert "--density-weight is a weight" in capsys.readouterr().err
+    dense = tmp_path / "density"
+    dense_args = [*args[:3], str(dense), *args[4:], "--max-steps", "4", "--val-every", "4"]
+    assert train.main([*dense_args, "--density-weight", "1", *TINY_ARGS]) == 0
+    (record,) = read_metrics(dense)
+    assert record["val_rotation_RMS_1e-6"] > 0 and record["val_eps_MAE_uHa"] > 0
 
 
 def test_validate_reports_the_first_order_occupied_orbital_energy_error_exactly(water_db):
@@ -479,3 +508,4 @@ def test_validate_reports_the_first_order_occupied_orbital_energy_error_exactly(
         metrics = validate(Shifted(orbital), dataset, indices, 2, torch.float64, settings, orbitals=cache)
         assert metrics["val_eps_MAE_uHa"] == pytest.approx(expected * 1e6, rel=1e-9, abs=1e-6)
         assert metrics["val_S_MAE_1e-6"] == 0.0 and metrics["val_H_MAE_uHa"] > 0
+        assert metrics["val_rotation_RMS_1e-6"] < 1e-6  # an energy shift mixes no occupied with virtual orbitals

@@ -32,6 +32,7 @@ NOTES = {
     "overlap_fit_steps": "with --add-two-center-overlap: steps fitting the new S part alone first ",
     "init": "start from this checkpoint's weights and configuration ",
     "schedule": "plateau (halve after PATIENCE validations without improvement) or cosine (to LR_MIN at MAX_STEPS) ",
+    "warmup_steps": "with --schedule cosine: the learning rate rises linearly to LR over these first steps ",
     "ema": "decay of the moving average of the weights that is validated and kept as best.pt, e.g. 0.999; 0 is off ",
     "device": "cpu, cuda, or auto (cuda when torch sees a GPU; under torchrun one GPU per process, nccl) ",
 }
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "lr_factor",
         "patience",
         "schedule",
+        "warmup_steps",
         "ema",
         "val_every",
         "max_steps",

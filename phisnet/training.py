@@ -79,6 +79,7 @@ class TrainConfig:
     lr_factor: float = 0.5
     patience: int = 10  # validations without improvement before the learning rate decays
     schedule: str = "plateau"  # plateau (decay by lr_factor after patience) or cosine (lr -> lr_min at max_steps)
+    warmup_steps: int = 0  # cosine: the learning rate rises linearly from lr / warmup_steps to lr over these steps
     ema: float = 0.0  # decay of a moving average of the weights that is validated and saved as best.pt (0: off)
     val_every: int = 50  # steps
     max_steps: int = 100_000
@@ -571,6 +572,11 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     device = _device(config.device)
     if config.schedule not in ("plateau", "cosine"):
         raise InputError(f"schedule must be plateau or cosine, got {config.schedule!r}.")
+    if config.warmup_steps < 0 or (config.warmup_steps > 0 and config.schedule != "cosine"):
+        raise InputError(
+            f"--warmup-steps is a number of steps, 0 (off) or more, and works with --schedule cosine; got "
+            f"{config.warmup_steps} with the {config.schedule} schedule."
+        )
     if not 0.0 <= config.ema < 1.0:
         raise InputError(f"ema is a decay per step in [0, 1), e.g. 0.999; got {config.ema}.")
     low, high = config.model.fine_radial_min, config.model.fine_radial_max
@@ -713,9 +719,13 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     if config.schedule == "cosine":  # stepped every training step
         # Closed form in the step (not torch's recursive CosineAnnealingLR), so that a resume with a larger
         # --max-steps continues on the curve of the new length.
+        # The warm-up matters most for --init: Adam's first updates move every weight by about lr whatever
+        # its gradient, which knocks a converged model far off before the moment estimates settle.
         def cosine(s: int) -> float:
             progress = min(s, config.max_steps) / max(config.max_steps, 1)
-            return (config.lr_min + (config.lr - config.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))) / config.lr
+            warmup = min(1.0, (s + 1) / config.warmup_steps) if config.warmup_steps > 0 else 1.0
+            curve = config.lr_min + (config.lr - config.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))
+            return warmup * curve / config.lr
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     else:  # stepped with the validation loss

@@ -324,6 +324,13 @@ def test_moving_average_and_cosine_schedule(water_db, tmp_path):
     resumed, straight = read_metrics(tmp_path / "d"), read_metrics(tmp_path / "e")
     assert [m["val_H_MAE_uHa"] for m in resumed] == pytest.approx([m["val_H_MAE_uHa"] for m in straight], rel=1e-5)
 
+    # A warm-up scales the cosine by (step + 1) / warmup_steps until it reaches 1.
+    run(config(water_db, tmp_path / "w", schedule="cosine", lr=1e-2, lr_min=1e-4, warmup_steps=8), **quiet)
+    warmed = [m["lr"] for m in read_metrics(tmp_path / "w")]
+    assert warmed == pytest.approx([5 / 8 * (1e-2 + 1e-4) / 2, 1e-4])
+    with pytest.raises(InputError, match="works with --schedule cosine"):
+        run(config(water_db, tmp_path / "w2", warmup_steps=8), **quiet)
+
     with pytest.raises(InputError, match="resume it with --schedule plateau"):
         run(config(water_db, tmp_path / "d", schedule="cosine", max_steps=16, resume=True), **quiet)
     with pytest.raises(InputError, match="ema"):

@@ -185,41 +185,60 @@ def _write_row(db, index: int, positions: np.ndarray, symbols: list[str], ref, *
     )
 
 
+def _check_resumed_settings(db, metadata: dict, settings) -> None:
+    """Refuse to resume a database made with other settings, naming each that differs (either side missing
+    counts: a dataset made without forces must not be resumed with them)."""
+    stored, wanted = metadata["settings"], settings.to_json()
+    diff = [k for k in dict.fromkeys([*wanted, *stored]) if stored.get(k) != wanted.get(k)]
+    if diff:
+        raise InputError(
+            f"{db.filename} was made with other settings ({', '.join(diff)} differ); "
+            "use the same settings to resume it, or a new --out file."
+        )
+
+
+def _new_metadata(title: str, fmt: str, settings, method: str, sampling: dict | None = None, **extra) -> dict:
+    """Metadata of a new dataset: what it is, how its structures were sampled (``method`` and ``sampling``
+    beside the temperature and seed), units, library versions; ``extra`` adds top-level entries."""
+    return {
+        "title": title,
+        "format": fmt,
+        "level_of_theory": settings.xc,
+        "basis": settings.basis,
+        "settings": settings.to_json(),
+        "sampling": {
+            "method": method,
+            "temperature_K": settings.temperature,
+            "seed": settings.seed,
+            **(sampling or {}),
+            "min_wavenumber_cm1": 50.0,
+        },
+        "units": {"hamiltonian": "Hartree", "energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
+        "versions": library_versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
 def _prepare(db, molecule: str, settings: GenerationSettings, log) -> tuple[NormalModes, dict]:
     """Optimised structure and normal modes, from the metadata or computed and stored once."""
     metadata = dict(db.metadata)
     if metadata.get("settings"):
-        stored = metadata["settings"]
-        if stored != settings.to_json():
-            diff = [k for k in settings.to_json() if stored.get(k) != settings.to_json()[k]]
-            raise InputError(
-                f"{db.filename} was made with other settings ({', '.join(diff)} differ); "
-                "use the same settings to resume it, or a new --out file."
-            )
+        _check_resumed_settings(db, metadata, settings)
         return NormalModes.from_json(metadata["normal_modes"]), metadata
     atoms = read_molecules(molecule, charge=settings.charge, spin=settings.spin, basis=settings.basis)[0]
     log(f"Optimising {molecule} at {settings.xc}/{settings.basis} with geomeTRIC ...")
     atoms = optimise(atoms, settings.xc, settings.basis, settings.charge, settings.spin)
     log("Computing the analytic Hessian and normal modes ...")
     modes = normal_modes(atoms, settings.xc, settings.basis, settings.charge, settings.spin)
-    metadata = {
-        "title": f"{molecule} {settings.xc}/{settings.basis} thermal normal-mode samples",
-        "format": "phisnet-dataset-1",
-        "level_of_theory": settings.xc,
-        "basis": settings.basis,
-        "settings": settings.to_json(),
-        "sampling": {
-            "method": "classical harmonic Boltzmann sampling of normal modes, random orientation",
-            "temperature_K": settings.temperature,
-            "seed": settings.seed,
-            "min_wavenumber_cm1": 50.0,
-        },
-        "units": {"hamiltonian": "Hartree", "energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
-        "versions": library_versions(),
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "normal_modes": modes.to_json(),
-        "failed_indices": [],
-    }
+    metadata = _new_metadata(
+        f"{molecule} {settings.xc}/{settings.basis} thermal normal-mode samples",
+        "phisnet-dataset-1",
+        settings,
+        "classical harmonic Boltzmann sampling of normal modes, random orientation",
+        normal_modes=modes.to_json(),
+        failed_indices=[],
+    )
     db.metadata = metadata
     return modes, metadata
 
@@ -481,34 +500,18 @@ def _prepare_set(db, entries, settings: SetSettings, log) -> dict:
             "give a new --out file for a molecule set."
         )
     if metadata:
-        stored = metadata["settings"]
-        diff = [k for k, v in settings.to_json().items() if stored.get(k) != v]
-        if diff:
-            raise InputError(
-                f"{db.filename} was made with other settings ({', '.join(diff)} differ); "
-                "use the same settings to resume it, or a new --out file."
-            )
+        _check_resumed_settings(db, metadata, settings)
     else:
-        metadata = {
-            "title": f"molecule set {settings.xc}/{settings.basis} thermal samples of force-field conformers",
-            "format": SET_FORMAT,
-            "level_of_theory": settings.xc,
-            "basis": settings.basis,
-            "settings": settings.to_json(),
-            "sampling": {
-                "method": "RDKit ETKDG conformers relaxed with MMFF94 (UFF where MMFF lacks parameters); classical "
-                "harmonic Boltzmann sampling of the force-field normal modes; random orientation",
-                "temperature_K": settings.temperature,
-                "seed": settings.seed,
-                "conformers": settings.conformers,
-                "min_wavenumber_cm1": 50.0,
-            },
-            "units": {"hamiltonian": "Hartree", "energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
-            "versions": library_versions(),
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "molecules": {},
-            "failed": {},
-        }
+        metadata = _new_metadata(
+            f"molecule set {settings.xc}/{settings.basis} thermal samples of force-field conformers",
+            SET_FORMAT,
+            settings,
+            "RDKit ETKDG conformers relaxed with MMFF94 (UFF where MMFF lacks parameters); classical "
+            "harmonic Boltzmann sampling of the force-field normal modes; random orientation",
+            sampling={"conformers": settings.conformers},
+            molecules={},
+            failed={},
+        )
     known = metadata["molecules"]
     new = []
     for entry in entries:

@@ -207,6 +207,9 @@ def test_datasets_without_forces(water_db, tmp_path):
         assert float(a["energy"]) == pytest.approx(float(b["energy"]), abs=1e-6)
     generate("water", 3, path, forces=False, progress=False, log=lambda m: None)  # resumes with the same option
     assert len(rows(path)) == 3
+    with pytest.raises(InputError, match="forces differ"):  # and a dataset without forces does not take them
+        generate("water", 4, path, progress=False, log=lambda m: None)
+    assert len(rows(path)) == 3
 
 
 def test_a_models_guess_starts_the_scf_and_changes_no_answer(tmp_path):
@@ -343,6 +346,10 @@ def test_set_resumes_extends_and_refuses_changes(set_db, tmp_path):
         generate_set([MoleculeEntry("methane", "C")], 2, path, **SET_LEVEL)
     with pytest.raises(InputError, match="temperature"):
         generate_set(SET, 2, path, temperature=300, **SET_LEVEL)
+    without = tmp_path / "without-forces.db"
+    generate_set(SET[:1], 1, without, forces=False, **SET_LEVEL)
+    with pytest.raises(InputError, match="forces differ"):  # forces off is a setting that must hold on resume
+        generate_set(SET[:1], 2, without, **SET_LEVEL)
 
 
 def test_set_dataset_holds_out_whole_molecules(set_db, water_db):

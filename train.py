@@ -157,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"{model_defaults.two_center_overlap})",
     )
     parser.add_argument(
+        "--integral-baseline",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="model: the network learns H minus a baseline of the geometry's S, T and V_nuc integrals, one "
+        "least-squares combination per kind of shell-pair block, fitted to the training structures first "
+        f"(default {model_defaults.integral_baseline})",
+    )
+    parser.add_argument(
         "--add-two-center-overlap",
         action="store_true",
         default=None,

@@ -34,6 +34,7 @@ from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
 
+from phisnet.baseline import OneElectronBaseline
 from phisnet.basis import DEFAULT_BASIS, element_shells
 from phisnet.conventions import e3nn_to_pyscf_index, to_e3nn_coordinates
 from phisnet.errors import InputError
@@ -82,6 +83,9 @@ class PhiSNetConfig:
         set per ordered pair of elements, times the spherical harmonics), through the same Clebsch-Gordan head.
         S then no longer draws on the atom and pair features, which serve H alone. Without it S comes from the
         same features as H, like the paper.
+    integral_baseline : the network predicts H minus a baseline made of the geometry's exact one-electron integrals
+        (``phisnet.baseline``: per kind of shell-pair block a least-squares combination of S, T and V_nuc, fitted to
+        the training structures before training); a prediction then computes those integrals with PySCF (milliseconds).
     """
 
     elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
@@ -101,6 +105,7 @@ class PhiSNetConfig:
     fine_radial_max: float = 3.0
     fine_radial_interactions: bool = False
     two_center_overlap: bool = False
+    integral_baseline: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -566,6 +571,16 @@ class PhiSNet(nn.Module):
             self.register_buffer("overlap_centers", overlap_centers, persistent=False)
         self.register_buffer("centers", torch.linspace(0.0, config.cutoff, config.n_radial), persistent=False)
         self.width = config.cutoff / config.n_radial
+        self.baseline = None
+        if config.integral_baseline:
+            slot, l_of, m_of = [], [], []
+            for s, (l, _) in enumerate(self.orbitals.slots):
+                slot += [s] * (2 * l + 1)
+                l_of += [l] * (2 * l + 1)
+                m_of += list(range(2 * l + 1))
+            self.baseline = OneElectronBaseline(
+                self.orbitals.element_index, slot, l_of, m_of, len(self.orbitals.slots), config.basis
+            )
 
     def element_indices(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """Index of each atom's element in ``config.elements``; InputError naming unknown elements."""
@@ -729,6 +744,10 @@ class PhiSNet(nn.Module):
         outputs = [{} for _ in graph["groups"]]
         h_diag, h_off = self.heads["h_diagonal"](diag, Q), self.heads["h_offdiagonal"](pair, Q)  # [nodes|edges, K, K]
         self._assemble(graph, h_diag, h_off, self.h_reference, self.h_scale, outputs, "hamiltonian")
+        if self.baseline is not None:
+            for out, pos, numbers in zip(outputs, positions, atomic_numbers, strict=True):
+                H0 = self.baseline.hamiltonian(pos, numbers, self.element_indices(numbers))  # [B, nao, nao]
+                out["hamiltonian"] = out["hamiltonian"] + H0.to(dtype)
         if self.config.two_center_overlap:  # on-site: the reference alone; pairs: two-centre features
             s_diag, s_off = None, self.heads["s_offdiagonal"](self._two_center(graph), Q)
         else:
@@ -753,13 +772,31 @@ class PhiSNet(nn.Module):
         return out
 
     @torch.no_grad()
-    def fit_references(self, samples) -> None:
+    def fit_references(self, samples) -> dict | None:
         """Set per-element invariant diagonal references and output scales from training samples.
 
         The reference of element e is, for every pair of its shells with equal l, the mean
         of ``trace(block) / (2l+1)`` times the identity: the rotation-invariant part of its
-        mean diagonal block, so adding it keeps the model exactly equivariant.
+        mean diagonal block, so adding it keeps the model exactly equivariant. With
+        ``config.integral_baseline`` the baseline is fitted first and the references and scales
+        are those of what it leaves; returns its fit report (``OneElectronBaseline.fit``) then.
         """
+        report = None
+        if self.baseline is not None:
+            samples = list(samples)
+            report = self.baseline.fit(samples, self.element_indices)
+            samples = [
+                {
+                    **sample,
+                    "hamiltonian": sample["hamiltonian"].double()
+                    - self.baseline.hamiltonian(
+                        sample["positions"][None].to(self.baseline.onsite.dtype),
+                        sample["atomic_numbers"],
+                        self.element_indices(sample["atomic_numbers"]),
+                    )[0],
+                }
+                for sample in samples
+            ]
         slots = self.orbitals.slots
         starts = [self.orbitals.slot_start[s] for s in slots]
         for key, reference in (("hamiltonian", self.h_reference), ("overlap", self.s_reference)):
@@ -799,6 +836,7 @@ class PhiSNet(nn.Module):
                 ref = torch.block_diag(*per_atom).double()
                 residuals.append((target - ref).reshape(-1))
             scale.fill_(float(torch.cat(residuals).std()))
+        return report
 
 
 # ----------------------------------------------------------------------------- checkpoints and prediction
@@ -984,7 +1022,10 @@ def widened(model: PhiSNet, channels: int, noise: float = 0.1, seed: int = 0) ->
         missing = {p for p, _ in new.named_parameters()} - done
         if missing:
             raise ValueError(f"widened does not know how to widen {sorted(missing)}.")
-        for key in ("h_reference", "s_reference", "h_scale", "s_scale"):  # fitted from data, no channel axis
+        fitted = ["h_reference", "s_reference", "h_scale", "s_scale"]
+        if model.baseline is not None:
+            fitted += ["baseline.onsite", "baseline.offsite"]
+        for key in fitted:  # fitted from data, no channel axis
             new.get_buffer(key).copy_(model.get_buffer(key))
     return new.to(next(model.parameters()).device).train(model.training)
 

@@ -247,8 +247,8 @@ class GeometryIntegrals:
     ----------
     overlap, core_hamiltonian : (nao, nao) S and h = T + V_nuc (+ ECP), Hartree.
     nuclear_repulsion : E_nuc, Hartree.
-    overlap_gradient, core_hamiltonian_gradient : (n_atoms, 3, nao, nao) dS/dR and dh/dR,
-        per Angstrom (None when derivatives were not asked for).
+    overlap_gradient, core_hamiltonian_gradient, kinetic_gradient : (n_atoms, 3, nao, nao) dS/dR, dh/dR and
+        dT/dR (T the kinetic part of h), per Angstrom (None when derivatives were not asked for).
     nuclear_repulsion_gradient : (n_atoms, 3) dE_nuc/dR, Hartree/Angstrom.
     n_electrons : electron count (charge applied).
     """
@@ -260,6 +260,7 @@ class GeometryIntegrals:
     overlap_gradient: np.ndarray | None = None
     core_hamiltonian_gradient: np.ndarray | None = None
     nuclear_repulsion_gradient: np.ndarray | None = None
+    kinetic_gradient: np.ndarray | None = None
 
 
 def geometry_integrals(atoms, basis: str = "def2-svp", charge: int = 0, derivatives: bool = True) -> GeometryIntegrals:
@@ -286,13 +287,17 @@ def geometry_integrals(atoms, basis: str = "def2-svp", charge: int = 0, derivati
     gradients = grad.rhf.Gradients(mf)
     hcore_deriv = gradients.hcore_generator(mol)
     s1 = -mol.intor("int1e_ipovlp")  # (3, nao, nao): <d mu / dR_A | nu> for mu on atom A
+    t1 = -mol.intor("int1e_ipkin")  # the same for the kinetic energy, whose operator has no nuclear position
     dS = np.zeros((n_atoms, 3, nao, nao))
+    dT = np.zeros((n_atoms, 3, nao, nao))
     dh = np.zeros((n_atoms, 3, nao, nao))
     for atom, (_, _, p0, p1) in enumerate(mol.aoslice_by_atom()):
-        dS[atom, :, p0:p1, :] += s1[:, p0:p1, :]
-        dS[atom, :, :, p0:p1] += s1[:, p0:p1, :].transpose(0, 2, 1)
+        for d, one in ((dS, s1), (dT, t1)):
+            d[atom, :, p0:p1, :] += one[:, p0:p1, :]
+            d[atom, :, :, p0:p1] += one[:, p0:p1, :].transpose(0, 2, 1)
         dh[atom] = hcore_deriv(atom)
     result.overlap_gradient = dS / BOHR
+    result.kinetic_gradient = dT / BOHR
     result.core_hamiltonian_gradient = dh / BOHR
     result.nuclear_repulsion_gradient = np.asarray(grad.rhf.grad_nuc(mol)) / BOHR
     return result
@@ -312,7 +317,7 @@ def stack_integrals(items: list[GeometryIntegrals]) -> dict:
         "n_electrons": items[0].n_electrons,
     }
     if items[0].overlap_gradient is not None:
-        for name in ("overlap_gradient", "core_hamiltonian_gradient", "nuclear_repulsion_gradient"):
+        for name in ("overlap_gradient", "core_hamiltonian_gradient", "nuclear_repulsion_gradient", "kinetic_gradient"):
             batch[name] = stack(name)
     return batch
 
@@ -403,9 +408,15 @@ def end_to_end(model, positions, atomic_numbers, integrals: dict, forces: bool =
     S, h, e_nuc = integrals["overlap"], integrals["core_hamiltonian"], integrals["nuclear_repulsion"]
     if forces:
         dR = (R - R.detach()).double()  # zero, with the gradient of R
-        S = S + torch.einsum("bax,baxij->bij", dR, integrals["overlap_gradient"])
-        h = h + torch.einsum("bax,baxij->bij", dR, integrals["core_hamiltonian_gradient"])
+        dS = torch.einsum("bax,baxij->bij", dR, integrals["overlap_gradient"])
+        dh = torch.einsum("bax,baxij->bij", dR, integrals["core_hamiltonian_gradient"])
+        S, h = S + dS, h + dh
         e_nuc = e_nuc + torch.einsum("bax,bax->b", dR, integrals["nuclear_repulsion_gradient"])
+        baseline = getattr(model, "module", model).baseline  # the network sees its baseline's integrals as constants
+        if baseline is not None:
+            dT = torch.einsum("bax,baxij->bij", dR, integrals["kinetic_gradient"])
+            change = torch.stack([dS, dT, dh - dT], dim=1)  # [B, 3, nao, nao]: S, T, V_nuc = h - T
+            F = F + baseline(change, getattr(model, "module", model).element_indices(atomic_numbers), constant=False)
     energy = energy_from_hamiltonian(F, S, h, e_nuc, integrals["n_electrons"])
     if not forces:
         return energy, None

@@ -668,6 +668,11 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             )
         model = build_from_checkpoint(payload, dtype).train()
         before = model.config
+        if config.model.integral_baseline and not before.integral_baseline:
+            raise InputError(
+                f"{config.init} predicts H without a one-electron baseline; a baseline changes what the network "
+                "learns, so train it from the start (--integral-baseline without --init)."
+            )
         if config.add_fine_radial_interactions and not (model.config.fine_radial or config.add_fine_radial):
             raise InputError(f"{config.init} has no fine radial Gaussians; add them with --add-fine-radial N as well.")
         model = with_options(
@@ -707,7 +712,12 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         log(f"Starting from the weights of {config.init}.")
     else:
         model = PhiSNet(config.model).to(dtype)
-        model.fit_references([dataset[i] for i in splits["train"]])
+        report = model.fit_references([dataset[i] for i in splits["train"]])
+        if report is not None:
+            log(
+                f"One-electron baseline fitted to the {len(splits['train'])} training structures ({report['kinds']} "
+                f"kinds of shell-pair block): H MAE {report['mae_uHa']:.1f} uHa before the network."
+            )
         state = None
     model = model.to(device)
     ddp_model = model

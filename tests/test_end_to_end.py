@@ -101,10 +101,38 @@ def finite_difference_forces(model, atoms, step=1e-4):
     return forces
 
 
-@pytest.mark.parametrize("which", ["random float64 model", "pretrained water model"])
+def _baseline_model():
+    """A float64 model with a one-electron baseline fitted to the HF Fock matrices of three water geometries."""
+    (atoms,) = read_molecules("water")
+    rng = np.random.default_rng(5)
+    samples = []
+    for _ in range(3):
+        moved = atoms.copy()
+        moved.positions += rng.normal(scale=0.05, size=moved.positions.shape)
+        samples.append(
+            {
+                "positions": torch.tensor(moved.positions),
+                "atomic_numbers": torch.tensor(moved.numbers),
+                "hamiltonian": torch.tensor(converged_hf(moved).get_fock()),
+                "overlap": torch.tensor(build_mol(moved).intor("int1e_ovlp")),
+            }
+        )
+    with default_dtype(torch.float64):
+        torch.manual_seed(0)
+        config = PhiSNetConfig(
+            elements=[1, 8], channels=4, n_interactions=1, n_radial=8, radial_hidden=8, integral_baseline=True
+        )
+        model = PhiSNet(config)
+    model.fit_references(samples)
+    return model
+
+
+@pytest.mark.parametrize("which", ["random float64 model", "pretrained water model", "model with a baseline"])
 def test_forces_are_minus_the_gradient_of_the_same_energy(water, which):
     if which == "random float64 model":
         model = _model()
+    elif which == "model with a baseline":  # the baseline's integrals move with the atoms too
+        model = _baseline_model()
     else:
         model = load("pretrained/water.pt", dtype=torch.float64).model
     ints = stack_integrals([geometry_integrals(water)])
@@ -140,5 +168,7 @@ def test_geometry_integrals_derivatives_match_finite_differences(water):
         assert np.abs((ip.overlap - im.overlap) / (2 * step) - ints.overlap_gradient[a, x]).max() < 1e-6
         dh = (ip.core_hamiltonian - im.core_hamiltonian) / (2 * step)
         assert np.abs(dh - ints.core_hamiltonian_gradient[a, x]).max() < 1e-5
+        mp, mm = (build_mol(moved).intor("int1e_kin") for moved in (plus, minus))
+        assert np.abs((mp - mm) / (2 * step) - ints.kinetic_gradient[a, x]).max() < 1e-5
         de = (ip.nuclear_repulsion - im.nuclear_repulsion) / (2 * step)
         assert de == pytest.approx(ints.nuclear_repulsion_gradient[a, x], abs=1e-6)

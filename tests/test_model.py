@@ -33,10 +33,14 @@ def build64(**options) -> PhiSNet:
         return PhiSNet(PhiSNetConfig(elements=[1, 6, 7, 8], **{**TINY, **options})).eval()
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["S from features", "two-centre S"])
+@pytest.fixture(
+    scope="module",
+    params=[{}, {"two_center_overlap": True}, {"integral_baseline": True}],
+    ids=["S from features", "two-centre S", "one-electron baseline"],
+)
 def model64(request):
-    """Every optional part on; S from the atom and pair features, or from two-centre features."""
-    return build64(pair_layers=2, fine_radial=6, fine_radial_interactions=True, two_center_overlap=request.param)
+    """Every optional part on; S from the atom and pair features, or from two-centre features; or H on a baseline."""
+    return build64(pair_layers=2, fine_radial=6, fine_radial_interactions=True, **request.param)
 
 
 def predict(model, atoms):
@@ -50,7 +54,7 @@ def relative(a, b):
 
 @pytest.fixture(scope="module")
 def invariant_model(model64):
-    """model64 with per-element references fitted to random targets, so they are non-trivial."""
+    """model64 with per-element references (and baseline coefficients) fitted to random targets: non-trivial."""
     samples = []
     rng = np.random.default_rng(0)
     for name in ("water", "ethanol"):
@@ -59,6 +63,7 @@ def invariant_model(model64):
         A = rng.normal(size=(nao, nao))
         samples.append(
             {
+                "positions": torch.tensor(atoms.positions),
                 "atomic_numbers": torch.tensor(atoms.numbers),
                 "hamiltonian": torch.tensor(A + A.T),
                 "overlap": torch.tensor(A @ A.T),

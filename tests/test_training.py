@@ -287,6 +287,26 @@ def test_multi_molecule_batches_and_held_out_molecules(set_db, tmp_path, capsys)
     assert [line.split()[1] for line in printed.splitlines() if line.startswith("methane ")] == ["4"]
 
 
+def test_integral_baseline_is_fitted_first_and_leaves_the_network_less_to_learn(set_db, tmp_path):
+    messages = []
+    maes = {}
+    for baseline in (False, True):
+        model = PhiSNetConfig(**{**TINY.to_json(), "integral_baseline": baseline})
+        out = tmp_path / f"baseline-{baseline}"
+        settings = dict(train=5, val=2, batch_size=4, max_steps=2, val_every=2, model=model)
+        run(config(set_db, out, **settings), progress=False, log=messages.append)
+        maes[baseline] = read_metrics(out)[-1]["val_H_MAE_uHa"]
+    fitted = [m for m in messages if m.startswith("One-electron baseline fitted to the 5 training structures")]
+    assert len(fitted) == 1
+    assert maes[True] < 0.5 * maes[False]
+    assert load(tmp_path / "baseline-True" / "best.pt").model.config.integral_baseline
+    # A baseline changes what the network learns: it does not go onto an older model's weights.
+    with pytest.raises(InputError, match="train it from the start"):
+        late = PhiSNetConfig(**{**TINY.to_json(), "integral_baseline": True})
+        init = str(tmp_path / "baseline-False" / "best.pt")
+        run(config(set_db, tmp_path / "late", init=init, model=late), progress=False, log=lambda m: None)
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_is_a_clear_error(water_db, tmp_path):
 

@@ -1,0 +1,200 @@
+"""A one-electron baseline for the Kohn-Sham H: per shell pair, a fitted linear combination of S, T and V_nuc.
+
+The network then learns H minus this baseline (``PhiSNetConfig.integral_baseline``). The baseline is exactly
+equivariant without any learned geometry: the overlap S, kinetic T and nuclear-attraction V_nuc integrals of a
+geometry are exact PySCF integrals, which rotate as ``D M D^T`` like H, and each shell-pair block of the baseline is
+a fixed combination ``c_S S_ab + c_T T_ab + c_V V_ab`` (plus ``c_1`` times the identity on an atom's own blocks of
+equal l), with one coefficient vector per kind of block: on-site (element, shell a, shell b) or off-site
+(element i, shell a, element j, shell b). Permuting atoms permutes blocks, because the kinds depend on elements and
+shells alone. The coefficients come from least squares on the training structures (:meth:`OneElectronBaseline.fit`);
+a kind of block no training structure holds gets zeros (the network alone predicts it).
+
+Why: the extended-Hueckel picture, H_ij ~ S_ij (H_ii + H_jj) / 2, already carries most of how an off-diagonal block
+changes with geometry, and V_nuc adds how each atom's neighbours pull on its orbitals; on ``phisnet generate`` data
+this baseline alone is within about 3 mHa (water) to 7 mHa (ethanol) of H. For a model across many molecules with
+few structures each, the network is left the smaller, smoother part. The integrals cost milliseconds per geometry
+(one-electron only), which a prediction then pays.
+
+Shapes: ``B`` structures of one composition, ``nao`` orbitals, ``E`` elements, ``n_slots`` padded shell slots.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import nn
+
+#: The integral matrices the baseline combines, in the order of the coefficients' last axis (then the identity).
+FEATURES = ("overlap", "kinetic", "nuclear")
+#: Integral matrices kept per geometry (so training computes each once); about 0.5 GB of float64 at 150 orbitals.
+CACHE_SIZE = 2000
+
+
+def one_electron_integrals(atomic_numbers: np.ndarray, positions: np.ndarray, basis: str) -> np.ndarray:
+    """S, T and V_nuc of one geometry from PySCF: array of shape (3, nao, nao), Hartree, PySCF AO order.
+
+    positions : (N, 3) Angstrom.
+    """
+    import ase
+
+    from phisnet.reference import build_mol
+
+    mol = build_mol(ase.Atoms(numbers=atomic_numbers, positions=positions), basis=basis)
+    return np.stack([mol.intor("int1e_ovlp"), mol.intor("int1e_kin"), mol.intor("int1e_nuc")])
+
+
+class OneElectronBaseline(nn.Module):
+    """Baseline blocks from S, T, V_nuc; coefficients in the buffers ``onsite`` and ``offsite``.
+
+    Parameters
+    ----------
+    element_index : per element, the padded orbital indices its AOs use, in PySCF AO order.
+    orbital_slot, orbital_l, orbital_m : per padded orbital, its shell slot, angular momentum and component.
+    n_slots : number of padded shell slots.
+    basis : AO basis of the integrals.
+    """
+
+    def __init__(self, element_index, orbital_slot, orbital_l, orbital_m, n_slots: int, basis: str):
+        super().__init__()
+        E = len(element_index)
+        self.basis = basis
+        self.element_index = [list(idx) for idx in element_index]
+        self.orbital_slot = np.asarray(orbital_slot)
+        self.orbital_l = np.asarray(orbital_l)
+        self.orbital_m = np.asarray(orbital_m)
+        dtype = torch.get_default_dtype()
+        self.register_buffer("onsite", torch.zeros(E, n_slots, n_slots, len(FEATURES) + 1, dtype=dtype))
+        self.register_buffer("offsite", torch.zeros(E, n_slots, E, n_slots, len(FEATURES), dtype=dtype))
+        self._indices: dict[tuple, tuple] = {}
+        self._integrals: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    # ------------------------------------------------------------------------- kinds of blocks
+
+    def _kinds(self, elements: torch.Tensor) -> tuple:
+        """Per AO pair of a composition (element indices ``elements`` [N]): what picks its coefficients.
+
+        Returns (same atom [nao, nao] bool, e_mu, s_mu, e_nu, s_nu [nao, nao] long, identity pattern [nao, nao]).
+        """
+        key = tuple(elements.tolist())
+        if key not in self._indices:
+            atom, element, orbital = [], [], []
+            for i, e in enumerate(key):
+                for p in self.element_index[e]:
+                    atom.append(i)
+                    element.append(e)
+                    orbital.append(p)
+            atom, element, orbital = np.array(atom), np.array(element), np.array(orbital)
+            slot, l, m = self.orbital_slot[orbital], self.orbital_l[orbital], self.orbital_m[orbital]
+            same = atom[:, None] == atom[None, :]
+            identity = same & (l[:, None] == l[None, :]) & (m[:, None] == m[None, :])
+            grid = np.broadcast_arrays(element[:, None], slot[:, None], element[None, :], slot[None, :])
+            self._indices[key] = (torch.as_tensor(same), *(torch.as_tensor(g.copy()) for g in grid), identity)
+        return self._indices[key]
+
+    def coefficients(self, elements: torch.Tensor) -> torch.Tensor:
+        """Coefficient of each feature for every AO pair: tensor of shape (4, nao, nao) (S, T, V_nuc, identity)."""
+        same, e_mu, s_mu, e_nu, s_nu, identity = self._kinds(elements)
+        on = self.onsite[e_mu, s_mu, s_nu]  # [nao, nao, 4]; the fit leaves S and T at 0 on-site
+        off = self.offsite[e_mu, s_mu, e_nu, s_nu]  # [nao, nao, 3]
+        off = torch.cat([off, torch.zeros_like(off[..., :1])], dim=-1)
+        C = torch.where(same[..., None], on, off)
+        C[..., -1] = C[..., -1] * torch.as_tensor(identity, dtype=C.dtype)
+        return C.permute(2, 0, 1)
+
+    def forward(self, integrals: torch.Tensor, elements: torch.Tensor, constant: bool = True) -> torch.Tensor:
+        """The baseline (B, nao, nao) from integrals (B, 3, nao, nao); ``constant=False`` drops the identity term.
+
+        Linear in the integrals, so it also maps their first-order change (for forces: dR . dM/dR).
+        """
+        C = self.coefficients(elements).to(integrals.dtype)
+        H0 = torch.einsum("kij,bkij->bij", C[:3], integrals)
+        if constant:
+            H0 = H0 + C[3]
+        return 0.5 * (H0 + H0.transpose(1, 2))
+
+    # ------------------------------------------------------------------------- integrals of geometries
+
+    def integrals(self, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """S, T, V_nuc of each structure: positions (B, N, 3) Angstrom -> tensor (B, 3, nao, nao), float64.
+
+        Computed by PySCF at the positions given (no gradient flows through them) and kept for the last
+        CACHE_SIZE geometries.
+        """
+        numbers = atomic_numbers.detach().cpu().numpy()
+        out = []
+        for pos in positions.detach().cpu().double().numpy():
+            key = numbers.tobytes() + pos.tobytes()
+            M = self._integrals.get(key)
+            if M is None:
+                M = one_electron_integrals(numbers, pos, self.basis)
+                self._integrals[key] = M
+                if len(self._integrals) > CACHE_SIZE:
+                    self._integrals.popitem(last=False)
+            else:
+                self._integrals.move_to_end(key)
+            out.append(M)
+        return torch.as_tensor(np.stack(out)).to(positions.device)
+
+    def hamiltonian(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, elements: torch.Tensor):
+        """The baseline H (B, nao, nao), float64, of structures positions (B, N, 3) of one composition."""
+        return self(self.integrals(positions, atomic_numbers), elements)
+
+    # ------------------------------------------------------------------------- fitting
+
+    @torch.no_grad()
+    def fit(self, samples, element_indices) -> dict:
+        """Least-squares coefficients from samples (dicts with positions, atomic_numbers, hamiltonian).
+
+        ``element_indices`` maps atomic numbers to element indices. Each kind of block gets the coefficients that
+        minimise the squared error of its entries over all samples (minimum-norm where features coincide, as
+        S and T of an atom's own shells do). Returns {"mae_uHa": baseline H MAE over the samples, "kinds": fitted}.
+        """
+        E, n_slots = self.onsite.shape[0], self.onsite.shape[1]
+        n_off = E * n_slots * E * n_slots
+        n_keys = n_off + E * n_slots * n_slots
+        normal = np.zeros((n_keys, 4, 4))
+        right = np.zeros((n_keys, 4))
+        prepared = []
+        for sample in samples:
+            numbers = sample["atomic_numbers"]
+            elements = element_indices(numbers)
+            positions = sample["positions"].to(self.onsite.dtype)  # as the network sees them: one cache entry
+            M = self.integrals(positions[None], numbers)[0].numpy()  # [3, nao, nao]
+            same, e_mu, s_mu, e_nu, s_nu, identity = (np.asarray(t) for t in self._kinds(elements))
+            on_key = n_off + (e_mu * n_slots + s_mu) * n_slots + s_nu
+            keys = np.where(same, on_key, ((e_mu * n_slots + s_mu) * E + e_nu) * n_slots + s_nu)
+            # On an atom's own blocks S and T are the same for every geometry (the identity term covers them) or
+            # zero by symmetry (between shells of different l: rounding noise that a fit would amplify).
+            M = np.where(same[None], np.array([0.0, 0.0, 1.0])[:, None, None] * M, M)
+            X = np.concatenate([M, identity[None].astype(float)]).reshape(4, -1).T  # [nao^2, 4]
+            y = sample["hamiltonian"].double().numpy().reshape(-1)
+            k = keys.reshape(-1)
+            np.add.at(normal, k, X[:, :, None] * X[:, None, :])
+            np.add.at(right, k, X * y[:, None])
+            prepared.append((k, X, y))
+        fitted = 0
+        onsite = np.zeros(self.onsite.shape)
+        offsite = np.zeros(self.offsite.shape)
+        for key in np.flatnonzero(normal[:, np.arange(4), np.arange(4)].sum(-1) > 0):
+            present = np.diag(normal[key]) > 1e-20  # a feature absent from this kind of block keeps coefficient 0
+            scale = np.sqrt(np.diag(normal[key])[present])  # columns to unit size for the solve
+            A = normal[key][np.ix_(present, present)] / scale[:, None] / scale[None, :]
+            c = np.zeros(4)
+            c[present] = np.linalg.lstsq(A, right[key][present] / scale, rcond=1e-10)[0] / scale
+            if key >= n_off:
+                e, rest = divmod(key - n_off, n_slots * n_slots)
+                onsite[e, rest // n_slots, rest % n_slots] = c
+            else:
+                offsite.reshape(-1, 3)[key] = c[:3]
+            fitted += 1
+        self.onsite.copy_(torch.as_tensor(onsite, dtype=self.onsite.dtype))
+        self.offsite.copy_(torch.as_tensor(offsite, dtype=self.offsite.dtype))
+        offsite_rows = np.concatenate([offsite.reshape(-1, 3), np.zeros((n_off, 1))], 1)  # no identity off-site
+        every = np.concatenate([offsite_rows, onsite.reshape(-1, 4)])  # [n_keys, 4], indexed like the keys
+        error = count = 0.0
+        for k, X, y in prepared:
+            error += np.abs((X * every[k]).sum(-1) - y).sum()
+            count += y.size
+        return {"mae_uHa": 1e6 * error / max(count, 1), "kinds": fitted}

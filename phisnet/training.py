@@ -718,6 +718,9 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 f"One-electron baseline fitted to the {len(splits['train'])} training structures ({report['kinds']} "
                 f"kinds of shell-pair block): H MAE {report['mae_uHa']:.1f} uHa before the network."
             )
+            with torch.no_grad():  # the network's H starts at zero: training starts from the baseline, not noise
+                for name in ("h_diagonal", "h_offdiagonal"):
+                    model.heads[name].linear.weight.zero_()
         state = None
     model = model.to(device)
     ddp_model = model

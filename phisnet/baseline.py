@@ -41,7 +41,10 @@ def one_electron_integrals(atomic_numbers: np.ndarray, positions: np.ndarray, ba
 
     from phisnet.reference import build_mol
 
-    mol = build_mol(ase.Atoms(numbers=atomic_numbers, positions=positions), basis=basis)
+    # One-electron integrals do not depend on the electrons: any consistent spin lets PySCF build the molecule
+    # (an odd electron count, as in Predictor.warm_up's two atoms, or an ion's geometry).
+    spin = int(np.sum(atomic_numbers)) % 2
+    mol = build_mol(ase.Atoms(numbers=atomic_numbers, positions=positions), basis=basis, spin=spin)
     return np.stack([mol.intor("int1e_ovlp"), mol.intor("int1e_kin"), mol.intor("int1e_nuc")])
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 
-import torch
-
 from phisnet.data import HamiltonianDataset
 from phisnet.metrics import evaluate, format_table, model_split
 from phisnet.model import Predictor, load
@@ -23,9 +21,7 @@ from phisnet.model import Predictor, load
 def baseline_alone(predictor: Predictor) -> Predictor:
     """The same checkpoint with the network's H switched off: baseline plus on-site references."""
     model = copy.deepcopy(predictor.model)
-    with torch.no_grad():
-        for name in ("h_diagonal", "h_offdiagonal"):
-            model.heads[name].linear.weight.zero_()
+    model.zero_hamiltonian_heads()
     return Predictor(model, predictor.metadata, predictor.threads)
 
 

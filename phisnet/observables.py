@@ -412,11 +412,11 @@ def end_to_end(model, positions, atomic_numbers, integrals: dict, forces: bool =
         dh = torch.einsum("bax,baxij->bij", dR, integrals["core_hamiltonian_gradient"])
         S, h = S + dS, h + dh
         e_nuc = e_nuc + torch.einsum("bax,bax->b", dR, integrals["nuclear_repulsion_gradient"])
-        baseline = getattr(model, "module", model).baseline  # the network sees its baseline's integrals as constants
-        if baseline is not None:
+        network = getattr(model, "module", model)  # under DistributedDataParallel
+        if network.baseline is not None:  # the network sees its baseline's integrals as constants
             dT = torch.einsum("bax,baxij->bij", dR, integrals["kinetic_gradient"])
             change = torch.stack([dS, dT, dh - dT], dim=1)  # [B, 3, nao, nao]: S, T, V_nuc = h - T
-            F = F + baseline(change, getattr(model, "module", model).element_indices(atomic_numbers), constant=False)
+            F = F + network.baseline(change, network.element_indices(atomic_numbers), constant=False)
     energy = energy_from_hamiltonian(F, S, h, e_nuc, integrals["n_electrons"])
     if not forces:
         return energy, None

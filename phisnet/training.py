@@ -718,9 +718,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 f"One-electron baseline fitted to the {len(splits['train'])} training structures ({report['kinds']} "
                 f"kinds of shell-pair block): H MAE {report['mae_uHa']:.1f} uHa before the network."
             )
-            with torch.no_grad():  # the network's H starts at zero: training starts from the baseline, not noise
-                for name in ("h_diagonal", "h_offdiagonal"):
-                    model.heads[name].linear.weight.zero_()
+            model.zero_hamiltonian_heads()  # training starts from the baseline, not from noise on top of it
         state = None
     model = model.to(device)
     ddp_model = model

@@ -165,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {model_defaults.integral_baseline})",
     )
     parser.add_argument(
+        "--baseline-screening",
+        type=float,
+        nargs="+",
+        metavar="ZETA",
+        default=None,
+        help="model, with --integral-baseline: exponents (1/Bohr^2) of screened nuclear attractions added to the "
+        "baseline's integrals, e.g. 0.1 0.3 1 3 10 (default none)",
+    )
+    parser.add_argument(
         "--add-two-center-overlap",
         action="store_true",
         default=None,

@@ -1,21 +1,30 @@
-"""A one-electron baseline for the Kohn-Sham H: per shell pair, a fitted linear combination of S, T and V_nuc.
+"""A one-electron baseline for the Kohn-Sham H: per shell pair, a fitted linear combination of one-electron integrals.
 
 The network then learns H minus this baseline (``PhiSNetConfig.integral_baseline``). The baseline is exactly
 equivariant without any learned geometry: the overlap S, kinetic T and nuclear-attraction V_nuc integrals of a
-geometry are exact PySCF integrals, which rotate as ``D M D^T`` like H, and each shell-pair block of the baseline is
-a fixed combination ``c_S S_ab + c_T T_ab + c_V V_ab`` (plus ``c_1`` times the identity on an atom's own blocks of
-equal l), with one coefficient vector per kind of block: on-site (element, shell a, shell b) or off-site
+geometry (and, with ``PhiSNetConfig.baseline_screening``, screened attractions W_zeta) are exact PySCF integrals,
+which rotate as ``D M D^T`` like H, and each shell-pair block of the baseline is a fixed combination
+``c_S S_ab + c_T T_ab + c_V V_ab + sum_zeta c_zeta W_zeta,ab`` (plus ``c_1`` times the identity on an atom's own
+blocks of equal l), with one coefficient vector per kind of block: on-site (element, shell a, shell b) or off-site
 (element i, shell a, element j, shell b). Permuting atoms permutes blocks, because the kinds depend on elements and
 shells alone. The coefficients come from least squares on the training structures (:meth:`OneElectronBaseline.fit`);
 a kind of block no training structure holds gets zeros (the network alone predicts it).
 
 Why: the extended-Hueckel picture, H_ij ~ S_ij (H_ii + H_jj) / 2, already carries most of how an off-diagonal block
 changes with geometry, and V_nuc adds how each atom's neighbours pull on its orbitals; on ``phisnet generate`` data
-this baseline alone is within about 3 mHa (water) to 7 mHa (ethanol) of H. For a model across many molecules with
-few structures each, the network is left the smaller, smoother part. The integrals cost milliseconds per geometry
-(one-electron only), which a prediction then pays.
+this baseline alone is within about 3 mHa (water) to 7 mHa (ethanol) of H. V_nuc is bare, though: in a molecule each
+nucleus is screened by its own electrons, so its pull on a neighbour's orbitals is far shorter-ranged than Z/r. The
+screened attraction
 
-Shapes: ``B`` structures of one composition, ``nao`` orbitals, ``E`` elements, ``n_slots`` padded shell slots.
+    W_zeta = -sum_C Z_C <mu| erfc(sqrt(zeta) |r - R_C|) / |r - R_C| |nu>
+
+(nucleus C minus a Gaussian cloud of its charge with exponent zeta, 1/Bohr^2) is that short-ranged part; a few
+zeta let the fit shape the screening per kind of block (the README measures what they give the general model).
+Each W_zeta is one PySCF nuclear-attraction call with Gaussian nuclei (``Mole.set_nuc_mod``): a prediction pays
+milliseconds per zeta on small molecules, about 0.07 s on 30 atoms.
+
+Shapes: ``B`` structures of one composition, ``nao`` orbitals, ``E`` elements, ``n_slots`` padded shell slots,
+``F`` integral features (3 plus the number of screening exponents).
 """
 
 from __future__ import annotations
@@ -26,17 +35,14 @@ import numpy as np
 import torch
 from torch import nn
 
-#: The integral matrices the baseline combines, in the order of the coefficients' last axis (then the identity).
+#: The integral matrices the baseline always combines, in the order of the coefficients' last axis; the screened
+#: attractions W_zeta follow, one per screening exponent, then the identity.
 FEATURES = ("overlap", "kinetic", "nuclear")
-#: Integral matrices kept per geometry (so training computes each once); about 0.5 GB of float64 at 150 orbitals.
-CACHE_SIZE = 2000
+#: Bytes of integral matrices kept (so training computes each geometry's once): 2 GiB of float64.
+CACHE_BYTES = 2 * 1024**3
 
 
-def one_electron_integrals(atomic_numbers: np.ndarray, positions: np.ndarray, basis: str) -> np.ndarray:
-    """S, T and V_nuc of one geometry from PySCF: array of shape (3, nao, nao), Hartree, PySCF AO order.
-
-    positions : (N, 3) Angstrom.
-    """
+def _mol(atomic_numbers: np.ndarray, positions: np.ndarray, basis: str):
     import ase
 
     from phisnet.reference import build_mol
@@ -44,8 +50,46 @@ def one_electron_integrals(atomic_numbers: np.ndarray, positions: np.ndarray, ba
     # One-electron integrals do not depend on the electrons: any consistent spin lets PySCF build the molecule
     # (an odd electron count, as in Predictor.warm_up's two atoms, or an ion's geometry).
     spin = int(np.sum(atomic_numbers)) % 2
-    mol = build_mol(ase.Atoms(numbers=atomic_numbers, positions=positions), basis=basis, spin=spin)
-    return np.stack([mol.intor("int1e_ovlp"), mol.intor("int1e_kin"), mol.intor("int1e_nuc")])
+    return build_mol(ase.Atoms(numbers=atomic_numbers, positions=positions), basis=basis, spin=spin)
+
+
+def _gaussian_nuclei(mol, zeta: float):
+    """A copy of ``mol`` whose nuclei are Gaussian charges of exponent zeta (1/Bohr^2): int1e_nuc then gives
+    -sum_C Z_C <erf(sqrt(zeta) r_C) / r_C>."""
+    smeared = mol.copy()
+    for atom in range(smeared.natm):
+        smeared.set_nuc_mod(atom, zeta)
+    return smeared
+
+
+def one_electron_integrals(atomic_numbers: np.ndarray, positions: np.ndarray, basis: str, screening=()) -> np.ndarray:
+    """S, T, V_nuc and W_zeta (zeta in ``screening``) of one geometry from PySCF: array (F, nao, nao), Hartree.
+
+    positions : (N, 3) Angstrom; PySCF AO order.
+    """
+    mol = _mol(atomic_numbers, positions, basis)
+    nuclear = mol.intor("int1e_nuc")
+    screened = [nuclear - _gaussian_nuclei(mol, zeta).intor("int1e_nuc") for zeta in screening]
+    return np.stack([mol.intor("int1e_ovlp"), mol.intor("int1e_kin"), nuclear, *screened])
+
+
+def screened_attraction_gradient(atoms, basis: str, screening) -> np.ndarray:
+    """dW_zeta / dR_A of every zeta in ``screening`` and atom A: (n_zeta, n_atoms, 3, nao, nao), Hartree/Bohr.
+
+    From PySCF's own core-Hamiltonian derivative (``Gradients.hcore_generator``, which handles Gaussian nuclei
+    through ``with_rinv_at_nucleus``): W_zeta = V_point - V_gauss and the kinetic parts cancel.
+    """
+    from pyscf import grad, scf
+
+    mol = _mol(atoms.numbers, atoms.positions, basis)
+    point = grad.rhf.Gradients(scf.RHF(mol)).hcore_generator(mol)
+    out = np.zeros((len(screening), mol.natm, 3, mol.nao, mol.nao))
+    for k, zeta in enumerate(screening):
+        smeared = _gaussian_nuclei(mol, zeta)
+        gauss = grad.rhf.Gradients(scf.RHF(smeared)).hcore_generator(smeared)
+        for atom in range(mol.natm):
+            out[k, atom] = point(atom) - gauss(atom)
+    return out
 
 
 class OneElectronBaseline(nn.Module):
@@ -57,21 +101,26 @@ class OneElectronBaseline(nn.Module):
     orbital_slot, orbital_l, orbital_m : per padded orbital, its shell slot, angular momentum and component.
     n_slots : number of padded shell slots.
     basis : AO basis of the integrals.
+    screening : exponents zeta (1/Bohr^2) of the screened attractions W_zeta that join S, T and V_nuc.
     """
 
-    def __init__(self, element_index, orbital_slot, orbital_l, orbital_m, n_slots: int, basis: str):
+    def __init__(self, element_index, orbital_slot, orbital_l, orbital_m, n_slots: int, basis: str, screening=()):
         super().__init__()
         E = len(element_index)
         self.basis = basis
+        self.screening = tuple(float(zeta) for zeta in screening)
+        self.n_features = len(FEATURES) + len(self.screening)
+        F = self.n_features
         self.element_index = [list(idx) for idx in element_index]
         self.orbital_slot = np.asarray(orbital_slot)
         self.orbital_l = np.asarray(orbital_l)
         self.orbital_m = np.asarray(orbital_m)
         dtype = torch.get_default_dtype()
-        self.register_buffer("onsite", torch.zeros(E, n_slots, n_slots, len(FEATURES) + 1, dtype=dtype))
-        self.register_buffer("offsite", torch.zeros(E, n_slots, E, n_slots, len(FEATURES), dtype=dtype))
+        self.register_buffer("onsite", torch.zeros(E, n_slots, n_slots, F + 1, dtype=dtype))
+        self.register_buffer("offsite", torch.zeros(E, n_slots, E, n_slots, F, dtype=dtype))
         self._indices: dict[tuple, tuple] = {}
         self._integrals: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
 
     # ------------------------------------------------------------------------- kinds of blocks
 
@@ -97,33 +146,34 @@ class OneElectronBaseline(nn.Module):
         return self._indices[key]
 
     def coefficients(self, elements: torch.Tensor) -> torch.Tensor:
-        """Coefficient of each feature for every AO pair: tensor of shape (4, nao, nao) (S, T, V_nuc, identity)."""
+        """Coefficient of each feature for every AO pair: tensor (F + 1, nao, nao) (S, T, V_nuc, W..., identity)."""
         same, e_mu, s_mu, e_nu, s_nu, identity = self._kinds(elements)
-        on = self.onsite[e_mu, s_mu, s_nu]  # [nao, nao, 4]; the fit leaves S and T at 0 on-site
-        off = self.offsite[e_mu, s_mu, e_nu, s_nu]  # [nao, nao, 3]
+        on = self.onsite[e_mu, s_mu, s_nu]  # [nao, nao, F + 1]; the fit leaves S and T at 0 on-site
+        off = self.offsite[e_mu, s_mu, e_nu, s_nu]  # [nao, nao, F]
         off = torch.cat([off, torch.zeros_like(off[..., :1])], dim=-1)
         C = torch.where(same[..., None], on, off)
         C[..., -1] = C[..., -1] * torch.as_tensor(identity, dtype=C.dtype)
         return C.permute(2, 0, 1)
 
     def forward(self, integrals: torch.Tensor, elements: torch.Tensor, constant: bool = True) -> torch.Tensor:
-        """The baseline (B, nao, nao) from integrals (B, 3, nao, nao); ``constant=False`` drops the identity term.
+        """The baseline (B, nao, nao) from integrals (B, F, nao, nao); ``constant=False`` drops the identity term.
 
         Linear in the integrals, so it also maps their first-order change (for forces: dR . dM/dR).
         """
         C = self.coefficients(elements).to(integrals.dtype)
-        H0 = torch.einsum("kij,bkij->bij", C[:3], integrals)
+        F = self.n_features
+        H0 = torch.einsum("kij,bkij->bij", C[:F], integrals)
         if constant:
-            H0 = H0 + C[3]
+            H0 = H0 + C[F]
         return 0.5 * (H0 + H0.transpose(1, 2))
 
     # ------------------------------------------------------------------------- integrals of geometries
 
     def integrals(self, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        """S, T, V_nuc of each structure: positions (B, N, 3) Angstrom -> tensor (B, 3, nao, nao), float64.
+        """The integral features of each structure: positions (B, N, 3) Angstrom -> tensor (B, F, nao, nao), float64.
 
-        Computed by PySCF at the positions given (no gradient flows through them) and kept for the last
-        CACHE_SIZE geometries.
+        Computed by PySCF at the positions given (no gradient flows through them) and kept for the most recent
+        geometries, up to CACHE_BYTES.
         """
         numbers = atomic_numbers.detach().cpu().numpy()
         out = []
@@ -131,10 +181,11 @@ class OneElectronBaseline(nn.Module):
             key = numbers.tobytes() + pos.tobytes()
             M = self._integrals.get(key)
             if M is None:
-                M = one_electron_integrals(numbers, pos, self.basis)
+                M = one_electron_integrals(numbers, pos, self.basis, self.screening)
                 self._integrals[key] = M
-                if len(self._integrals) > CACHE_SIZE:
-                    self._integrals.popitem(last=False)
+                self._cached_bytes += M.nbytes
+                while self._cached_bytes > CACHE_BYTES and len(self._integrals) > 1:
+                    self._cached_bytes -= self._integrals.popitem(last=False)[1].nbytes
             else:
                 self._integrals.move_to_end(key)
             out.append(M)
@@ -155,40 +206,49 @@ class OneElectronBaseline(nn.Module):
         S and T of an atom's own shells do). Returns {"kinds": how many kinds of block were fitted}.
         """
         E, n_slots = self.onsite.shape[0], self.onsite.shape[1]
+        F = self.n_features
         n_off = E * n_slots * E * n_slots
         n_keys = n_off + E * n_slots * n_slots
-        normal = np.zeros((n_keys, 4, 4))
-        right = np.zeros((n_keys, 4))
+        normal = np.zeros((n_keys, F + 1, F + 1))
+        right = np.zeros((n_keys, F + 1))
+        onsite_features = np.ones(F)
+        onsite_features[:2] = 0.0
         for sample in samples:
             numbers = sample["atomic_numbers"]
             elements = element_indices(numbers)
             positions = sample["positions"].to(self.onsite.dtype)  # as the network sees them: one cache entry
-            M = self.integrals(positions[None], numbers)[0].numpy()  # [3, nao, nao]
+            M = self.integrals(positions[None], numbers)[0].numpy()  # [F, nao, nao]
             same, e_mu, s_mu, e_nu, s_nu, identity = (np.asarray(t) for t in self._kinds(elements))
             on_key = n_off + (e_mu * n_slots + s_mu) * n_slots + s_nu
             keys = np.where(same, on_key, ((e_mu * n_slots + s_mu) * E + e_nu) * n_slots + s_nu)
             # On an atom's own blocks S and T are the same for every geometry (the identity term covers them) or
             # zero by symmetry (between shells of different l: rounding noise that a fit would amplify).
-            M = np.where(same[None], np.array([0.0, 0.0, 1.0])[:, None, None] * M, M)
-            X = np.concatenate([M, identity[None].astype(float)]).reshape(4, -1).T  # [nao^2, 4]
+            M = np.where(same[None], onsite_features[:, None, None] * M, M)
+            X = np.concatenate([M, identity[None].astype(float)]).reshape(F + 1, -1).T  # [nao^2, F + 1]
             y = sample["hamiltonian"].double().numpy().reshape(-1)
             k = keys.reshape(-1)
-            np.add.at(normal, k, X[:, :, None] * X[:, None, :])
-            np.add.at(right, k, X * y[:, None])
+            # Sums per kind of block: sort the entries by kind once, then add contiguous runs (np.add.at over
+            # nao^2 (F + 1)^2 products is far slower).
+            order = np.argsort(k, kind="stable")
+            k, X, y = k[order], X[order], y[order]
+            kinds, starts = np.unique(k, return_index=True)
+            normal[kinds] += np.add.reduceat(X[:, :, None] * X[:, None, :], starts, axis=0)
+            right[kinds] += np.add.reduceat(X * y[:, None], starts, axis=0)
         fitted = 0
         onsite = np.zeros(self.onsite.shape)
         offsite = np.zeros(self.offsite.shape)
-        for key in np.flatnonzero(normal[:, np.arange(4), np.arange(4)].sum(-1) > 0):
+        diagonal = np.arange(F + 1)
+        for key in np.flatnonzero(normal[:, diagonal, diagonal].sum(-1) > 0):
             present = np.diag(normal[key]) > 1e-20  # a feature absent from this kind of block keeps coefficient 0
             scale = np.sqrt(np.diag(normal[key])[present])  # columns to unit size for the solve
             A = normal[key][np.ix_(present, present)] / scale[:, None] / scale[None, :]
-            c = np.zeros(4)
+            c = np.zeros(F + 1)
             c[present] = np.linalg.lstsq(A, right[key][present] / scale, rcond=1e-10)[0] / scale
             if key >= n_off:
                 e, rest = divmod(key - n_off, n_slots * n_slots)
                 onsite[e, rest // n_slots, rest % n_slots] = c
             else:
-                offsite.reshape(-1, 3)[key] = c[:3]
+                offsite.reshape(-1, F)[key] = c[:F]
             fitted += 1
         self.onsite.copy_(torch.as_tensor(onsite, dtype=self.onsite.dtype))
         self.offsite.copy_(torch.as_tensor(offsite, dtype=self.offsite.dtype))

@@ -86,6 +86,9 @@ class PhiSNetConfig:
     integral_baseline : the network predicts H minus a baseline made of the geometry's exact one-electron integrals
         (``phisnet.baseline``: per kind of shell-pair block a least-squares combination of S, T and V_nuc, fitted to
         the training structures before training); a prediction then computes those integrals with PySCF (milliseconds).
+    baseline_screening : exponents zeta (1/Bohr^2) of screened nuclear attractions W_zeta that join S, T and V_nuc in
+        the baseline (``phisnet.baseline``: each nucleus minus a Gaussian cloud of its charge, the short-ranged pull of
+        a screened atom); empty = none. Needs integral_baseline.
     """
 
     elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
@@ -106,6 +109,7 @@ class PhiSNetConfig:
     fine_radial_interactions: bool = False
     two_center_overlap: bool = False
     integral_baseline: bool = False
+    baseline_screening: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -503,6 +507,12 @@ class PhiSNet(nn.Module):
         super().__init__()
         if config.fine_radial_interactions and config.fine_radial < 1:
             raise ValueError("fine_radial_interactions needs fine_radial > 0: the Gaussians it feeds the layers.")
+        if config.baseline_screening and not config.integral_baseline:
+            raise ValueError("baseline_screening needs integral_baseline: the screened attractions join its integrals.")
+        if any(not zeta > 0 for zeta in config.baseline_screening):
+            raise ValueError(
+                f"baseline_screening exponents must be positive (1/Bohr^2), got {config.baseline_screening}."
+            )
         self.config = config
         dtype = torch.get_default_dtype()
         self.orbitals = OrbitalLayout(config.elements, config.basis)
@@ -579,7 +589,13 @@ class PhiSNet(nn.Module):
                 l_of += [l] * (2 * l + 1)
                 m_of += list(range(2 * l + 1))
             self.baseline = OneElectronBaseline(
-                self.orbitals.element_index, slot, l_of, m_of, len(self.orbitals.slots), config.basis
+                self.orbitals.element_index,
+                slot,
+                l_of,
+                m_of,
+                len(self.orbitals.slots),
+                config.basis,
+                config.baseline_screening,
             )
 
     def element_indices(self, atomic_numbers: torch.Tensor) -> torch.Tensor:

@@ -251,6 +251,8 @@ class GeometryIntegrals:
         dT/dR (T the kinetic part of h), per Angstrom (None when derivatives were not asked for).
     nuclear_repulsion_gradient : (n_atoms, 3) dE_nuc/dR, Hartree/Angstrom.
     n_electrons : electron count (charge applied).
+    screened_gradient : (n_zeta, n_atoms, 3, nao, nao) dW_zeta/dR of a baseline's screened attractions, per
+        Angstrom (``phisnet.baseline.screened_attraction_gradient``; None when no screening was asked for).
     """
 
     overlap: np.ndarray
@@ -261,13 +263,17 @@ class GeometryIntegrals:
     core_hamiltonian_gradient: np.ndarray | None = None
     nuclear_repulsion_gradient: np.ndarray | None = None
     kinetic_gradient: np.ndarray | None = None
+    screened_gradient: np.ndarray | None = None
 
 
-def geometry_integrals(atoms, basis: str = "def2-svp", charge: int = 0, derivatives: bool = True) -> GeometryIntegrals:
+def geometry_integrals(
+    atoms, basis: str = "def2-svp", charge: int = 0, derivatives: bool = True, screening=()
+) -> GeometryIntegrals:
     """S, h and E_nuc of ``atoms`` from PySCF, with their derivatives for forces.
 
     The derivatives come from PySCF's own gradient machinery (``int1e_ipovlp``, the RHF
-    gradient's ``hcore_generator`` and ``grad_nuc``), converted from Bohr to Angstrom.
+    gradient's ``hcore_generator`` and ``grad_nuc``), converted from Bohr to Angstrom. With
+    ``screening`` (a baseline's exponents), also the derivatives of its screened attractions.
     """
     from pyscf import grad, scf
 
@@ -300,6 +306,10 @@ def geometry_integrals(atoms, basis: str = "def2-svp", charge: int = 0, derivati
     result.kinetic_gradient = dT / BOHR
     result.core_hamiltonian_gradient = dh / BOHR
     result.nuclear_repulsion_gradient = np.asarray(grad.rhf.grad_nuc(mol)) / BOHR
+    if len(screening):
+        from phisnet.baseline import screened_attraction_gradient
+
+        result.screened_gradient = screened_attraction_gradient(atoms, basis, screening) / BOHR
     return result
 
 
@@ -319,6 +329,8 @@ def stack_integrals(items: list[GeometryIntegrals]) -> dict:
     if items[0].overlap_gradient is not None:
         for name in ("overlap_gradient", "core_hamiltonian_gradient", "nuclear_repulsion_gradient", "kinetic_gradient"):
             batch[name] = stack(name)
+    if items[0].screened_gradient is not None:
+        batch["screened_gradient"] = stack("screened_gradient")
     return batch
 
 
@@ -415,7 +427,15 @@ def end_to_end(model, positions, atomic_numbers, integrals: dict, forces: bool =
         network = getattr(model, "module", model)  # under DistributedDataParallel
         if network.baseline is not None:  # the network sees its baseline's integrals as constants
             dT = torch.einsum("bax,baxij->bij", dR, integrals["kinetic_gradient"])
-            change = torch.stack([dS, dT, dh - dT], dim=1)  # [B, 3, nao, nao]: S, T, V_nuc = h - T
+            change = [dS, dT, dh - dT]  # S, T, V_nuc = h - T
+            if network.baseline.screening:
+                if "screened_gradient" not in integrals:
+                    raise ValueError(
+                        "This model's baseline has screened attractions: build its integrals with "
+                        "geometry_integrals(..., screening=model.config.baseline_screening)."
+                    )
+                change += list(torch.einsum("bax,bkaxij->kbij", dR, integrals["screened_gradient"]))
+            change = torch.stack(change, dim=1)  # [B, F, nao, nao]
             F = F + network.baseline(change, network.element_indices(atomic_numbers), constant=False)
     energy = energy_from_hamiltonian(F, S, h, e_nuc, integrals["n_electrons"])
     if not forces:
@@ -435,7 +455,8 @@ def predict_energy_and_forces(
 
     predictor.check(atoms)
     basis = predictor.metadata.get("basis", "def2-svp")
-    integrals = stack_integrals([geometry_integrals(atoms, basis, charge, derivatives=forces)])
+    screening = predictor.model.config.baseline_screening if forces else ()
+    integrals = stack_integrals([geometry_integrals(atoms, basis, charge, derivatives=forces, screening=screening)])
     energy, gradient_forces = end_to_end(
         predictor.model,
         torch.as_tensor(atoms.positions, dtype=torch.float64)[None],

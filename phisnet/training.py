@@ -296,6 +296,7 @@ class IntegralCache:
 
     def __init__(self, dataset, basis: str, charge: int):
         self.dataset, self.basis, self.charge = dataset, basis, charge
+        self.screening: list[float] = []  # the model's baseline screening, set once the model is built
         self.items: dict[int, object] = {}
 
     def batch(self, indices: list[int]) -> dict:
@@ -304,7 +305,8 @@ class IntegralCache:
 
         for i in indices:
             if i not in self.items:
-                self.items[i] = geometry_integrals(sample_atoms(self.dataset[i]), self.basis, self.charge)
+                atoms = sample_atoms(self.dataset[i])
+                self.items[i] = geometry_integrals(atoms, self.basis, self.charge, screening=self.screening)
         return stack_integrals([self.items[i] for i in indices])
 
 
@@ -593,6 +595,14 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             + ("" if config.init else " without --init")
             + "."
         )
+    if config.model.baseline_screening and not config.model.integral_baseline:
+        raise InputError(
+            "--baseline-screening adds screened attractions to the one-electron baseline: give --integral-baseline."
+        )
+    if any(not zeta > 0 for zeta in config.model.baseline_screening):
+        raise InputError(
+            f"--baseline-screening takes positive exponents (1/Bohr^2); got {config.model.baseline_screening}."
+        )
     if config.model.fine_radial_interactions and not config.model.fine_radial and not config.init:
         raise InputError(
             "--fine-radial-interactions feeds the fine radial Gaussians to the layers: give --fine-radial N."
@@ -668,10 +678,13 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             )
         model = build_from_checkpoint(payload, dtype).train()
         before = model.config
-        if config.model.integral_baseline and not before.integral_baseline:
+        if (config.model.integral_baseline and not before.integral_baseline) or (
+            config.model.baseline_screening and list(config.model.baseline_screening) != list(before.baseline_screening)
+        ):
             raise InputError(
-                f"{config.init} predicts H without a one-electron baseline; a baseline changes what the network "
-                "learns, so train it from the start (--integral-baseline without --init)."
+                f"{config.init} predicts H without this one-electron baseline (its screening: "
+                f"{before.baseline_screening or 'none'}); a baseline changes what the network learns, so train it "
+                "from the start (--integral-baseline without --init)."
             )
         if config.add_fine_radial_interactions and not (model.config.fine_radial or config.add_fine_radial):
             raise InputError(f"{config.init} has no fine radial Gaussians; add them with --add-fine-radial N as well.")
@@ -720,6 +733,8 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             )
             model.zero_hamiltonian_heads()  # training starts from the baseline, not from noise on top of it
         state = None
+    if integrals is not None:
+        integrals.screening = model.config.baseline_screening
     model = model.to(device)
     ddp_model = model
     if world > 1:

@@ -86,3 +86,64 @@ def test_checkpoint_keeps_the_baseline_and_predicts_with_it(tmp_path):
         expected = model(torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
     np.testing.assert_array_equal(predictor.predict(atoms).hamiltonian, expected["hamiltonian"].double().numpy())
     predictor.warm_up()  # O-H, 9 electrons: the integrals need no consistent electron count
+
+
+SCREENING = [0.3, 1.0, 3.0]
+
+
+def test_screened_attractions_are_pyscf_erfc_potentials_and_their_gradients_are_exact():
+    from phisnet.baseline import one_electron_integrals, screened_attraction_gradient
+    from phisnet.reference import BOHR
+
+    (water,) = read_molecules("water")
+    M = one_electron_integrals(water.numbers, water.positions, "def2-svp", SCREENING)
+    assert M.shape[0] == 3 + len(SCREENING)
+    # Another route through PySCF: the erf-attenuated 1/r of each nucleus (with_rinv_zeta), subtracted from 1/r.
+    mol = build_mol(water)
+    for k, zeta in enumerate(SCREENING):
+        expected = 0.0
+        for atom in range(mol.natm):
+            with mol.with_rinv_origin(mol.atom_coord(atom)):
+                bare = mol.intor("int1e_rinv")
+                with mol.with_rinv_zeta(zeta):
+                    long_range = mol.intor("int1e_rinv")
+            expected = expected - mol.atom_charge(atom) * (bare - long_range)
+        np.testing.assert_allclose(M[3 + k], expected, atol=1e-12)
+    # Screening removes the long range: W is a part of V_nuc, the smaller the tighter the cloud (larger zeta).
+    sizes = [np.abs(M[3 + k]).mean() / np.abs(M[2]).mean() for k in range(len(SCREENING))]
+    assert 1 > sizes[0] > sizes[1] > sizes[2] > 0
+    # Derivatives against central differences of the integrals (Angstrom steps, gradient per Bohr).
+    dW = screened_attraction_gradient(water, "def2-svp", SCREENING)
+    step = 1e-4
+    for atom, axis in ((0, 2), (1, 0)):
+        plus, minus = water.positions.copy(), water.positions.copy()
+        plus[atom, axis] += step
+        minus[atom, axis] -= step
+        fd = (
+            one_electron_integrals(water.numbers, plus, "def2-svp", SCREENING)[3:]
+            - one_electron_integrals(water.numbers, minus, "def2-svp", SCREENING)[3:]
+        ) / (2 * step)
+        np.testing.assert_allclose(dW[:, atom, axis] / BOHR, fd, atol=1e-6)
+
+
+def test_screening_lowers_the_baseline_error_on_a_new_geometry():
+    train, held_out = pbe_waters(4, seed=0), pbe_waters(1, seed=1)[0]
+    numbers = held_out["atomic_numbers"]
+    errors = {}
+    for screening in ([], SCREENING):
+        with default_dtype(torch.float64):
+            model = PhiSNet(PhiSNetConfig(elements=[1, 8], integral_baseline=True, baseline_screening=screening, **TINY))
+        model.fit_references(train)
+        assert model.baseline.offsite.shape[-1] == 3 + len(screening)
+        H0 = model.baseline.hamiltonian(held_out["positions"][None], numbers, model.element_indices(numbers))[0]
+        errors[len(screening)] = float((H0 - held_out["hamiltonian"]).abs().mean())
+    assert errors[len(SCREENING)] < 0.8 * errors[0], errors
+
+
+def test_screening_needs_the_baseline_and_positive_exponents():
+    import pytest
+
+    with pytest.raises(ValueError, match="needs integral_baseline"):
+        PhiSNet(PhiSNetConfig(elements=[1, 8], baseline_screening=[1.0], **TINY))
+    with pytest.raises(ValueError, match="must be positive"):
+        PhiSNet(PhiSNetConfig(elements=[1, 8], integral_baseline=True, baseline_screening=[0.0], **TINY))

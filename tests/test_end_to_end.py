@@ -101,7 +101,7 @@ def finite_difference_forces(model, atoms, step=1e-4):
     return forces
 
 
-def _baseline_model():
+def _baseline_model(screening=()):
     """A float64 model with a one-electron baseline fitted to the HF Fock matrices of three water geometries."""
     (atoms,) = read_molecules("water")
     rng = np.random.default_rng(5)
@@ -120,22 +120,32 @@ def _baseline_model():
     with default_dtype(torch.float64):
         torch.manual_seed(0)
         config = PhiSNetConfig(
-            elements=[1, 8], channels=4, n_interactions=1, n_radial=8, radial_hidden=8, integral_baseline=True
+            elements=[1, 8],
+            channels=4,
+            n_interactions=1,
+            n_radial=8,
+            radial_hidden=8,
+            integral_baseline=True,
+            baseline_screening=list(screening),
         )
         model = PhiSNet(config)
     model.fit_references(samples)
     return model
 
 
-@pytest.mark.parametrize("which", ["random float64 model", "pretrained water model", "model with a baseline"])
+@pytest.mark.parametrize(
+    "which", ["random float64 model", "pretrained water model", "model with a baseline", "screened baseline"]
+)
 def test_forces_are_minus_the_gradient_of_the_same_energy(water, which):
     if which == "random float64 model":
         model = _model()
     elif which == "model with a baseline":  # the baseline's integrals move with the atoms too
         model = _baseline_model()
+    elif which == "screened baseline":  # and so do its screened attractions
+        model = _baseline_model(screening=(0.5, 2.0))
     else:
         model = load("pretrained/water.pt", dtype=torch.float64).model
-    ints = stack_integrals([geometry_integrals(water)])
+    ints = stack_integrals([geometry_integrals(water, screening=model.config.baseline_screening)])
     energy, forces = end_to_end(model, torch.tensor(water.positions)[None], torch.tensor(water.numbers), ints)
     assert float(energy[0].detach()) == pytest.approx(_energy(model, water), abs=1e-10)
     fd = finite_difference_forces(model, water)

@@ -290,21 +290,34 @@ def test_multi_molecule_batches_and_held_out_molecules(set_db, tmp_path, capsys)
 def test_integral_baseline_is_fitted_first_and_leaves_the_network_less_to_learn(set_db, tmp_path):
     messages = []
     maes = {}
-    for baseline in (False, True):
-        model = PhiSNetConfig(**{**TINY.to_json(), "integral_baseline": baseline})
-        out = tmp_path / f"baseline-{baseline}"
+    for name, options in (
+        ("none", {}),
+        ("plain", {"integral_baseline": True}),
+        ("screened", {"integral_baseline": True, "baseline_screening": [0.3, 1.0, 3.0]}),
+    ):
+        model = PhiSNetConfig(**{**TINY.to_json(), **options})
+        out = tmp_path / f"baseline-{name}"
         settings = dict(train=5, val=2, batch_size=4, max_steps=2, val_every=2, model=model)
         run(config(set_db, out, **settings), progress=False, log=messages.append)
-        maes[baseline] = read_metrics(out)[-1]["val_H_MAE_uHa"]
+        maes[name] = read_metrics(out)[-1]["val_H_MAE_uHa"]
     fitted = [m for m in messages if m.startswith("One-electron baseline fitted to the 5 training structures")]
-    assert len(fitted) == 1
-    assert maes[True] < 0.5 * maes[False]
-    assert load(tmp_path / "baseline-True" / "best.pt").model.config.integral_baseline
+    assert len(fitted) == 2
+    assert maes["plain"] < 0.5 * maes["none"]
+    assert maes["screened"] < maes["plain"], maes  # the screened attractions carry what bare V_nuc cannot
+    assert load(tmp_path / "baseline-plain" / "best.pt").model.config.integral_baseline
+    assert load(tmp_path / "baseline-screened" / "best.pt").model.config.baseline_screening == [0.3, 1.0, 3.0]
     # A baseline changes what the network learns: it does not go onto an older model's weights.
     with pytest.raises(InputError, match="train it from the start"):
         late = PhiSNetConfig(**{**TINY.to_json(), "integral_baseline": True})
-        init = str(tmp_path / "baseline-False" / "best.pt")
+        init = str(tmp_path / "baseline-none" / "best.pt")
         run(config(set_db, tmp_path / "late", init=init, model=late), progress=False, log=lambda m: None)
+    with pytest.raises(InputError, match="train it from the start"):  # nor does another screening
+        late = PhiSNetConfig(**{**TINY.to_json(), "integral_baseline": True, "baseline_screening": [1.0]})
+        init = str(tmp_path / "baseline-plain" / "best.pt")
+        run(config(set_db, tmp_path / "late", init=init, model=late), progress=False, log=lambda m: None)
+    with pytest.raises(InputError, match="give --integral-baseline"):
+        bare = PhiSNetConfig(**{**TINY.to_json(), "baseline_screening": [1.0]})
+        run(config(set_db, tmp_path / "bare", model=bare), progress=False, log=lambda m: None)
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")

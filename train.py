@@ -174,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
         "baseline's integrals, e.g. 0.1 0.3 1 3 10 (default none)",
     )
     parser.add_argument(
+        "--exact-overlap",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="model, with --integral-baseline: S is the exact overlap integral the baseline computes anyway, not a "
+        f"prediction (no S heads; default {model_defaults.exact_overlap})",
+    )
+    parser.add_argument(
         "--add-two-center-overlap",
         action="store_true",
         default=None,

@@ -89,6 +89,10 @@ class PhiSNetConfig:
     baseline_screening : exponents zeta (1/Bohr^2) of screened nuclear attractions W_zeta that join S, T and V_nuc in
         the baseline (``phisnet.baseline``: each nucleus minus a Gaussian cloud of its charge, the short-ranged pull of
         a screened atom); empty = none. Needs integral_baseline.
+    exact_overlap : S is not predicted but is the exact overlap integral that the baseline computes anyway
+        (PySCF's, in the model's basis): the model has no S heads, its S error is rounding, and eps and psi then
+        measure H alone. Needs integral_baseline (the paper predicts S because its model calls no quantum-chemistry
+        code; a baseline model calls PySCF's one-electron integrals already).
     """
 
     elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
@@ -110,6 +114,7 @@ class PhiSNetConfig:
     two_center_overlap: bool = False
     integral_baseline: bool = False
     baseline_screening: list[float] = field(default_factory=list)
+    exact_overlap: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -509,6 +514,8 @@ class PhiSNet(nn.Module):
             raise ValueError("fine_radial_interactions needs fine_radial > 0: the Gaussians it feeds the layers.")
         if config.baseline_screening and not config.integral_baseline:
             raise ValueError("baseline_screening needs integral_baseline: the screened attractions join its integrals.")
+        if config.exact_overlap and not config.integral_baseline:
+            raise ValueError("exact_overlap needs integral_baseline: S comes from the baseline's integrals.")
         if any(not zeta > 0 for zeta in config.baseline_screening):
             raise ValueError(
                 f"baseline_screening exponents must be positive (1/Bohr^2), got {config.baseline_screening}."
@@ -569,11 +576,11 @@ class PhiSNet(nn.Module):
         # Diagonal stage: x_i plus x_i (x) x_i.
         self.self_product = tensor_product_uuu(irreps_x, config.lmax)
         self.self_linear = o3.Linear(self.self_product.irreps_out.simplify(), irreps_x)
-        heads = ("h_diagonal", "h_offdiagonal", "s_offdiagonal")
-        if not config.two_center_overlap:
-            heads = (*heads, "s_diagonal")
+        heads = ("h_diagonal", "h_offdiagonal")
+        if not config.exact_overlap:
+            heads = (*heads, "s_offdiagonal") if config.two_center_overlap else (*heads, "s_offdiagonal", "s_diagonal")
         self.heads = nn.ModuleDict({name: MatrixHead(irreps_x, irreps_block) for name in heads})
-        if config.two_center_overlap:  # w(r, Z_i, Z_j) per channel and order, times Y(r_ij)
+        if config.two_center_overlap and not config.exact_overlap:  # w(r, Z_i, Z_j) per channel and order, Y(r_ij)
             self.overlap_radial = ElementPairRadial(
                 len(config.elements), OVERLAP_RADIAL, config.channels * (config.lmax + 1)
             )
@@ -711,7 +718,7 @@ class PhiSNet(nn.Module):
 
     def overlap(self, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """S alone, (B, nao, nao), without the atom and pair features; needs ``config.two_center_overlap``."""
-        if not self.config.two_center_overlap:
+        if not self.config.two_center_overlap or self.config.exact_overlap:
             raise ValueError("S without the atom features needs a model with two_center_overlap.")
         graph = self._graph([positions], [atomic_numbers])
         outputs = [{}]
@@ -720,8 +727,14 @@ class PhiSNet(nn.Module):
         return outputs[0]["overlap"]
 
     def _forward_many(self, positions: list[torch.Tensor], atomic_numbers: list[torch.Tensor]) -> list[dict]:
-        """H and S of every structure of every composition in one pass: positions[g] is (B_g, N_g, 3)."""
-        dtype = positions[0].dtype
+        """H and S of every structure of every composition in one pass: positions[g] is (B_g, N_g, 3).
+
+        The network runs in its parameters' dtype; a baseline's integrals are taken at the positions as given
+        (float64 positions from a float32 model's Predictor: the integrals, and an exact S, of the geometry itself).
+        """
+        given = positions
+        dtype = next(self.parameters()).dtype
+        positions = [p.to(dtype) for p in positions]
         graph = self._graph(positions, atomic_numbers)
         src, dst, n_nodes, sh, envelope = graph["src"], graph["dst"], graph["n_nodes"], graph["sh"], graph["envelope"]
         r = graph["r"]
@@ -761,9 +774,14 @@ class PhiSNet(nn.Module):
         h_diag, h_off = self.heads["h_diagonal"](diag, Q), self.heads["h_offdiagonal"](pair, Q)  # [nodes|edges, K, K]
         self._assemble(graph, h_diag, h_off, self.h_reference, self.h_scale, outputs, "hamiltonian")
         if self.baseline is not None:
-            for out, pos, numbers, group in zip(outputs, positions, atomic_numbers, graph["groups"], strict=True):
-                H0 = self.baseline.hamiltonian(pos, numbers, group[2])  # [B, nao, nao]; group[2]: element indices
+            for out, pos, numbers, group in zip(outputs, given, atomic_numbers, graph["groups"], strict=True):
+                M = self.baseline.integrals(pos, numbers)  # [B, F, nao, nao]
+                H0 = self.baseline(M, group[2])  # [B, nao, nao]; group[2]: element indices
                 out["hamiltonian"] = out["hamiltonian"] + H0.to(dtype)
+                if self.config.exact_overlap:  # float64 whatever the model's dtype: it is exact
+                    out["overlap"] = M[:, 0]
+        if self.config.exact_overlap:
+            return outputs
         if self.config.two_center_overlap:  # on-site: the reference alone; pairs: two-centre features
             s_diag, s_off = None, self.heads["s_offdiagonal"](self._two_center(graph), Q)
         else:
@@ -892,6 +910,7 @@ def with_options(
     fine_radial_interactions: bool = False,
     two_center_overlap: bool = False,
     add_interactions: int = 0,
+    exact_overlap: bool = False,
 ) -> PhiSNet:
     """The same function with the named parts added where the model lacks them (for fine-tuning an older model).
 
@@ -903,6 +922,8 @@ def with_options(
 
     ``two_center_overlap`` is the exception: it replaces how S is made, so the S head and its new MLP start
     untrained (fit them with ``phisnet.training.fit_overlap``); H stays exactly the same function.
+    ``exact_overlap`` (a model with an integral baseline) drops the S heads: S becomes the baseline's exact overlap
+    integral, H stays exactly the same function.
     """
     add = {
         "pair_mixing": pair_mixing and not model.config.pair_mixing,
@@ -910,7 +931,12 @@ def with_options(
         "fine_radial": fine_radial > 0 and not model.config.fine_radial,
         "fine_radial_interactions": fine_radial_interactions and not model.config.fine_radial_interactions,
         "two_center_overlap": two_center_overlap and not model.config.two_center_overlap,
+        "exact_overlap": exact_overlap and not model.config.exact_overlap,
     }
+    if add["exact_overlap"] and not model.config.integral_baseline:
+        raise ValueError("exact_overlap takes S from the one-electron baseline's integrals; this model has none.")
+    if add["exact_overlap"] and (add["two_center_overlap"] or model.config.exact_overlap):
+        raise ValueError("exact_overlap replaces the predicted S: do not also add two_center_overlap.")
     if add_interactions < 0:
         raise ValueError(f"add_interactions must be 0 or more, not {add_interactions}.")
     if not any(add.values()) and not add_interactions:
@@ -925,11 +951,17 @@ def with_options(
     options["n_interactions"] = old_layers + add_interactions
     upgraded = _new_model(PhiSNetConfig.from_json({**model.config.to_json(), **options}), dtype)
     state = model.state_dict()
-    if add["two_center_overlap"]:  # S from a new head: the old one read the atom and pair features
-        state = {key: value for key, value in state.items() if not key.startswith("heads.s_")}
+    if add["two_center_overlap"] or add["exact_overlap"]:  # S from a new head, or from the integrals
+        dropped = ("heads.s_", "overlap_radial.") if add["exact_overlap"] else ("heads.s_",)
+        state = {key: value for key, value in state.items() if not key.startswith(dropped)}
     missing, unexpected = upgraded.load_state_dict(state, strict=False)
     new_prefixes = (
-        tuple(f"{name}." for option, wanted in add.items() if wanted for name in optional_modules(upgraded, option))
+        tuple(
+            f"{name}."
+            for option, wanted in add.items()
+            if wanted and option in OPTIONAL_PARTS
+            for name in optional_modules(upgraded, option)
+        )
         + (("heads.s_offdiagonal.",) if add["two_center_overlap"] else ())
         + tuple(f"interactions.{i}." for i in range(old_layers, options["n_interactions"]))
     )
@@ -1183,11 +1215,10 @@ class Predictor:
     def predict(self, atoms) -> Prediction:
         """Predict H and S for one ``ase.Atoms`` (positions in Angstrom)."""
         self.check(atoms)
-        dtype = next(self.model.parameters()).dtype
         t0 = time.perf_counter()
-        with torch_threads(self.threads_for(atoms)):
+        with torch_threads(self.threads_for(atoms)):  # float64 positions: the model casts them for its network
             out = self.model(
-                torch.as_tensor(atoms.positions, dtype=dtype), torch.as_tensor(atoms.numbers, dtype=torch.long)
+                torch.as_tensor(atoms.positions, dtype=torch.float64), torch.as_tensor(atoms.numbers, dtype=torch.long)
             )
         H = out["hamiltonian"].double().numpy()
         S = out["overlap"].double().numpy()

@@ -595,7 +595,11 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             + ("" if config.init else " without --init")
             + "."
         )
-    if config.model.baseline_screening and not config.model.integral_baseline:
+    if config.model.exact_overlap and not config.model.integral_baseline and not config.init:
+        raise InputError(
+            "--exact-overlap takes S from the one-electron baseline's integrals: give --integral-baseline."
+        )
+    if config.model.baseline_screening and not config.model.integral_baseline and not config.init:
         raise InputError(
             "--baseline-screening adds screened attractions to the one-electron baseline: give --integral-baseline."
         )
@@ -686,6 +690,15 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 f"{before.baseline_screening or 'none'}); a baseline changes what the network learns, so train it "
                 "from the start (--integral-baseline without --init)."
             )
+        if config.model.exact_overlap and not before.integral_baseline:
+            raise InputError(
+                f"{config.init} has no one-electron baseline, whose integrals --exact-overlap takes S from; "
+                "train a model with --integral-baseline --exact-overlap from the start."
+            )
+        if config.model.exact_overlap and config.add_two_center_overlap:
+            raise InputError("--exact-overlap replaces the predicted S; leave out --add-two-center-overlap.")
+        if config.add_two_center_overlap and before.exact_overlap:
+            raise InputError(f"{config.init} takes S from its integrals (exact_overlap); there is no S to remake.")
         if config.add_fine_radial_interactions and not (model.config.fine_radial or config.add_fine_radial):
             raise InputError(f"{config.init} has no fine radial Gaussians; add them with --add-fine-radial N as well.")
         model = with_options(
@@ -696,6 +709,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             config.add_fine_radial_interactions,
             config.add_two_center_overlap,
             config.add_interactions,
+            config.model.exact_overlap,
         )
         if config.widen_channels:
             model = widened(model, config.widen_channels, seed=config.seed)
@@ -711,6 +725,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             "(starting at zero)",
             "channels": f"channels: {before.channels} -> {new.channels} per order, each old channel copied and its "
             f"weights split with noise that cancels ({same})",
+            "exact_overlap": f"S as the baseline's exact overlap integral, the S heads dropped (H {same})",
         }
         for name, what in added.items():
             if getattr(new, name) > getattr(before, name):  # a count grew or a switch went from False to True

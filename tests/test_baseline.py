@@ -83,7 +83,7 @@ def test_checkpoint_keeps_the_baseline_and_predicts_with_it(tmp_path):
     torch.testing.assert_close(predictor.model.baseline.offsite, model.baseline.offsite, rtol=0, atol=0)
     (atoms,) = read_molecules("water")
     with torch.no_grad():
-        expected = model(torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers))
+        expected = model(torch.tensor(atoms.positions), torch.tensor(atoms.numbers))  # float64, as Predictor passes
     np.testing.assert_array_equal(predictor.predict(atoms).hamiltonian, expected["hamiltonian"].double().numpy())
     predictor.warm_up()  # O-H, 9 electrons: the integrals need no consistent electron count
 
@@ -132,7 +132,9 @@ def test_screening_lowers_the_baseline_error_on_a_new_geometry():
     errors = {}
     for screening in ([], SCREENING):
         with default_dtype(torch.float64):
-            model = PhiSNet(PhiSNetConfig(elements=[1, 8], integral_baseline=True, baseline_screening=screening, **TINY))
+            model = PhiSNet(
+                PhiSNetConfig(elements=[1, 8], integral_baseline=True, baseline_screening=screening, **TINY)
+            )
         model.fit_references(train)
         assert model.baseline.offsite.shape[-1] == 3 + len(screening)
         H0 = model.baseline.hamiltonian(held_out["positions"][None], numbers, model.element_indices(numbers))[0]
@@ -147,3 +149,21 @@ def test_screening_needs_the_baseline_and_positive_exponents():
         PhiSNet(PhiSNetConfig(elements=[1, 8], baseline_screening=[1.0], **TINY))
     with pytest.raises(ValueError, match="must be positive"):
         PhiSNet(PhiSNetConfig(elements=[1, 8], integral_baseline=True, baseline_screening=[0.0], **TINY))
+
+
+def test_exact_overlap_is_pyscfs_and_survives_the_checkpoint(tmp_path):
+    import pytest
+
+    with default_dtype(torch.float32):
+        model = PhiSNet(PhiSNetConfig(elements=[1, 8], integral_baseline=True, exact_overlap=True, **TINY))
+    assert not any(name.startswith("s_") for name in model.heads)  # no S heads to train
+    model.fit_references(pbe_waters(2, seed=0))
+    save_checkpoint(tmp_path / "m.pt", model, {})
+    predictor = load(tmp_path / "m.pt", threads=torch.get_num_threads())
+    (atoms,) = read_molecules("water")
+    prediction = predictor.predict(atoms)
+    np.testing.assert_allclose(
+        prediction.overlap, build_mol(atoms).intor("int1e_ovlp"), atol=1e-14
+    )  # float64 even from a float32 model
+    with pytest.raises(ValueError, match="exact_overlap needs integral_baseline"):
+        PhiSNet(PhiSNetConfig(elements=[1, 8], exact_overlap=True, **TINY))

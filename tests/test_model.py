@@ -35,7 +35,11 @@ def build64(**options) -> PhiSNet:
 
 @pytest.fixture(
     scope="module",
-    params=[{}, {"two_center_overlap": True}, {"integral_baseline": True, "baseline_screening": [0.5, 2.0]}],
+    params=[
+        {},
+        {"two_center_overlap": True},
+        {"integral_baseline": True, "baseline_screening": [0.5, 2.0], "exact_overlap": True},
+    ],
     ids=["S from features", "two-centre S", "one-electron baseline"],
 )
 def model64(request):

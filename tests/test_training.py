@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from phisnet.cli import main as cli_main
-from phisnet.data import HamiltonianDataset, generate, generate_set
+from phisnet.data import HamiltonianDataset, generate, generate_set, sample_atoms
 from phisnet.errors import InputError
 from phisnet.model import PhiSNetConfig, load
 from phisnet.molecules import MoleculeEntry
+from phisnet.reference import build_mol
 from phisnet.training import TrainConfig, _batches, _groups, read_metrics, run
 
 TINY = PhiSNetConfig(channels=4, n_interactions=1, n_radial=8, radial_hidden=8)
@@ -315,6 +316,24 @@ def test_integral_baseline_is_fitted_first_and_leaves_the_network_less_to_learn(
         late = PhiSNetConfig(**{**TINY.to_json(), "integral_baseline": True, "baseline_screening": [1.0]})
         init = str(tmp_path / "baseline-plain" / "best.pt")
         run(config(set_db, tmp_path / "late", init=init, model=late), progress=False, log=lambda m: None)
+    # A baseline model can take S from its integrals afterwards: H stays the same function, S is PySCF's.
+    screened = tmp_path / "baseline-screened" / "best.pt"
+    exact = PhiSNetConfig(**{**TINY.to_json(), "exact_overlap": True})
+    run(
+        config(set_db, tmp_path / "exact", init=str(screened), max_steps=0, model=exact),
+        progress=False,
+        log=messages.append,
+    )
+    assert any("S as the baseline's exact overlap integral" in m for m in messages)
+    before, after = load(screened), load(tmp_path / "exact" / "best.pt")
+    assert after.model.config.exact_overlap and "s_offdiagonal" not in after.model.heads
+    atoms = sample_atoms(HamiltonianDataset(set_db)[0])
+    np.testing.assert_array_equal(after.predict(atoms).hamiltonian, before.predict(atoms).hamiltonian)
+    S = build_mol(atoms, basis=after.model.config.basis).intor("int1e_ovlp")
+    np.testing.assert_allclose(after.predict(atoms).overlap, S, atol=1e-14)
+    with pytest.raises(InputError, match="has no one-electron baseline"):
+        init = str(tmp_path / "baseline-none" / "best.pt")
+        run(config(set_db, tmp_path / "late", init=init, model=exact), progress=False, log=lambda m: None)
     with pytest.raises(InputError, match="give --integral-baseline"):
         bare = PhiSNetConfig(**{**TINY.to_json(), "baseline_screening": [1.0]})
         run(config(set_db, tmp_path / "bare", model=bare), progress=False, log=lambda m: None)

@@ -174,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
         "baseline's integrals, e.g. 0.1 0.3 1 3 10 (default none)",
     )
     parser.add_argument(
+        "--orbital-all-rows",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the orbital loss over every reference orbital (the whole C^T dH C), not the occupied and as many "
+        f"virtual rows (default {TrainConfig().orbital_all_rows})",
+    )
+    parser.add_argument(
         "--exact-overlap",
         action=argparse.BooleanOptionalAction,
         default=None,

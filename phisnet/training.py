@@ -12,7 +12,9 @@ for the occupied orbitals and as many of the lowest virtual ones (rows) against 
 them (columns): to first order the orbital-energy errors are its diagonal and the
 occupied-virtual mixing that moves the density its off-diagonal, and an error along a
 nearly dependent AO combination, small in H but amplified ~1/lambda(S) in the orbitals
-(a virtual falling below the HOMO), counts as large as it acts. With ``density_weight`` above
+(a virtual falling below the HOMO), counts as large as it acts. With ``orbital_all_rows`` every
+orbital gives a row (the whole matrix): the high virtuals along nearly dependent AO combinations,
+whose diagonal errors a model far from converged can make tenths of a Hartree, count too. With ``density_weight`` above
 zero the loss adds the MSE + MAE of the occupied-virtual block X of that matrix with each entry
 times gap / (eps_a - eps_i) (gap: the structure's HOMO-LUMO gap, so the HOMO-LUMO entry counts
 as it is and a core-to-high-virtual entry far less): X_ia / (eps_a - eps_i) is the first-order
@@ -88,6 +90,7 @@ class TrainConfig:
     matrix_weight: float = 1.0  # weight of the H and S entry loss
     orbital_weight: float = 0.0  # weight of the loss on H in the reference orbitals' basis (see module docstring)
     density_weight: float = 0.0  # weight of the gap-weighted occupied-virtual loss (see module docstring)
+    orbital_all_rows: bool = False  # the orbital loss over every reference orbital's row, not 2 x occupied
     energy_weight: float = 0.0  # weight of the end-to-end energy MSE (eV^2)
     force_weight: float = 0.0  # weight of the end-to-end force MSE ((eV/A)^2)
     energy_target: str = "auto"  # ccsd_t, reference, or auto (ccsd_t when the data has CCSD(T) labels)
@@ -270,9 +273,8 @@ def _orbital_term(
     c = orbitals.batch(group, h.dtype, h.device)
     term = torch.zeros((), dtype=h.dtype, device=h.device)
     if config.orbital_weight > 0:
-        term = term + config.orbital_weight * orbital_loss(
-            h, batch["hamiltonian"], c, orbitals.rows(group[0]), model.h_scale
-        )
+        rows = c.shape[-1] if config.orbital_all_rows else orbitals.rows(group[0])
+        term = term + config.orbital_weight * orbital_loss(h, batch["hamiltonian"], c, rows, model.h_scale)
     if config.density_weight > 0:
         eps = orbitals.energies(group, h.dtype, h.device)
         n_occupied = orbitals.n_occupied(group[0])

@@ -482,6 +482,31 @@ def test_orbital_loss_sees_an_orbital_energy_shift_exactly(water_db):
         assert float(loss) == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
+def test_orbital_all_rows_counts_the_highest_virtual_too(water_db):
+    """A shift of the highest orbital's energy (where nearly dependent AO combinations live) is outside the
+    default rows and inside with orbital_all_rows."""
+    from types import SimpleNamespace
+
+    from phisnet.training import OrbitalCache, _orbital_term
+
+    dataset = HamiltonianDataset(water_db)
+    sample = dataset[0]
+    h, s = sample["hamiltonian"].double().numpy(), sample["overlap"].double().numpy()
+    cache = OrbitalCache(dataset, charge=0)
+    c = cache.batch([0], torch.float64, None)[0].numpy()
+    top = s @ c[:, -1]
+    shifted = {"hamiltonian": torch.from_numpy(h + 3e-3 * np.outer(top, top))[None]}
+    batch = {"hamiltonian": torch.from_numpy(h)[None]}
+    model = SimpleNamespace(h_scale=torch.tensor(0.5, dtype=torch.float64))
+    losses = [
+        float(_orbital_term(shifted, batch, [0], cache, model, TrainConfig(orbital_weight=1.0, orbital_all_rows=rows)))
+        for rows in (False, True)
+    ]
+    d, nao = 3e-3 / 0.5, h.shape[0]
+    assert losses[0] == pytest.approx(0.0, abs=1e-15)
+    assert losses[1] == pytest.approx((d**2 + d) / (nao * nao), rel=1e-9)
+
+
 def test_density_loss_weighs_an_occupied_virtual_mixing_by_the_homo_lumo_gap_over_its_own(water_db):
     """H_ref + d S (c_i c_a^T + c_a c_i^T) S mixes occupied i with virtual a and nothing else: the density loss
     has exactly one entry, d times gap_HL / (eps_a - eps_i); a mixing within the occupied orbitals adds none."""

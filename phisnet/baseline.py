@@ -82,13 +82,14 @@ def screened_attraction_gradient(atoms, basis: str, screening) -> np.ndarray:
     from pyscf import grad, scf
 
     mol = _mol(atoms.numbers, atoms.positions, basis)
-    point = grad.rhf.Gradients(scf.RHF(mol)).hcore_generator(mol)
+    point_of = grad.rhf.Gradients(scf.RHF(mol)).hcore_generator(mol)
+    point = np.stack([point_of(atom) for atom in range(mol.natm)])  # once, not once per zeta
     out = np.zeros((len(screening), mol.natm, 3, mol.nao, mol.nao))
     for k, zeta in enumerate(screening):
         smeared = _gaussian_nuclei(mol, zeta)
         gauss = grad.rhf.Gradients(scf.RHF(smeared)).hcore_generator(smeared)
         for atom in range(mol.natm):
-            out[k, atom] = point(atom) - gauss(atom)
+            out[k, atom] = point[atom] - gauss(atom)
     return out
 
 

@@ -140,7 +140,15 @@ c2.metric("HOMO / eV", f"{orbitals.homo * HARTREE_EV:.3f}")
 c3.metric("LUMO / eV", f"{orbitals.lumo * HARTREE_EV:.3f}")
 c4.metric("HOMO-LUMO gap / eV", f"{orbitals.gap * HARTREE_EV:.3f}")
 c5.metric("Dipole / D", f"{np.linalg.norm(dipole):.3f}")
-st.caption("Orbitals from the predicted Hamiltonian with PySCF's exact overlap (H C = S C e).")
+st.caption(
+    "Orbitals from the predicted Hamiltonian with PySCF's exact overlap (H C = S C e)"
+    + (
+        f", solved in the span of the overlap's eigenvectors above {wf.subspace:g} ({len(orbitals.energies)} of "
+        f"{len(wf.exact_overlap)} functions; the model's setting, chosen on its validation data)."
+        if wf.subspace
+        else "."
+    )
+)
 
 table = pd.DataFrame(
     {
@@ -168,8 +176,9 @@ if with_reference:
     )
     n_occ = orbitals.n_occupied
     d5.metric("PySCF gap / eV", f"{(ref.mo_energy[n_occ] - ref.mo_energy[n_occ - 1]) * HARTREE_EV:.3f}")
-    table["PySCF / eV"] = ref.mo_energy * HARTREE_EV
-    table["error / meV"] = (orbitals.energies - ref.mo_energy) * HARTREE_EV * 1000
+    n_mo = len(orbitals.energies)  # fewer than the basis functions when the model solves in a subspace
+    table["PySCF / eV"] = ref.mo_energy[:n_mo] * HARTREE_EV
+    table["error / meV"] = (orbitals.energies - ref.mo_energy[:n_mo]) * HARTREE_EV * 1000
 else:
     st.caption("Switch on 'PySCF reference' in the sidebar to compare with DFT.")
 forces = None

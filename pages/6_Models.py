@@ -26,6 +26,7 @@ def summary(path: str, mtime: float) -> dict:
         "extra training structures": sum(e.get("n_structures", 0) for e in meta.get("extra_train", [])),
         "checkpoint / MB": round(Path(path).stat().st_size / 1e6, 2),
         "validation H MAE / uHa": ui.validation_h_mae(meta),
+        "orbital subspace (S eigenvalues >)": meta.get("subspace", 0.0),
         "trained on": "CCSD(T) energies and forces" if meta.get("energy_target") == "ccsd_t" else "H and S matrices",
         "training step": (meta.get("training") or {}).get("step"),
     }

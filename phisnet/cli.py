@@ -137,7 +137,37 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="what --end-to-end compares with: CCSD(T) labels, the data's own reference, or CCSD(T) when present",
     )
+    ev.add_argument(
+        "--subspace",
+        type=float,
+        help="solve the predicted orbitals above this overlap eigenvalue instead of the model's own subspace "
+        "(0: the full problem, the paper's metric; default: the model's, see phisnet subspace)",
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = sub.add_parser(
+        "subspace",
+        help="choose on validation data the overlap eigenvalue below which a model's orbitals are left out",
+        description="A predicted H's error along the overlap's near-null combinations of basis functions is "
+        "amplified about 1/eigenvalue in the orbitals. For each candidate threshold, solve the predicted H with the "
+        "exact S in the span of S's eigenvectors above it, and print how far the density's occupied space is from "
+        "the reference's (mean over the structures). --write stores the best threshold in the checkpoint; "
+        "predictions, evaluate, the SCF guess and the app then use it.",
+        formatter_class=fmt,
+    )
+    sp.add_argument("--model", required=True, help="checkpoint (.pt)")
+    sp.add_argument("--data", required=True, help="the dataset the model was trained on (its splits apply)")
+    sp.add_argument(
+        "--split", choices=["val", "train", "test", "test_ood"], default="val", help="which structures to compare on"
+    )
+    sp.add_argument(
+        "--candidates", type=float, nargs="+", help="thresholds to try, ascending (default 0 0.001 ... 0.1)"
+    )
+    sp.add_argument("--max-structures", type=int, default=60, help="at most this many structures (evenly spread)")
+    sp.add_argument(
+        "--write", action="store_true", help="store the chosen threshold in the checkpoint (only with --split val)"
+    )
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     pr = sub.add_parser(
         "predict",
@@ -184,7 +214,38 @@ def run(args: argparse.Namespace) -> int:
         return evaluate_command(args)
     if args.command == "predict":
         return predict_command(args)
+    if args.command == "subspace":
+        return subspace_command(args)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def subspace_command(args: argparse.Namespace) -> int:
+    from phisnet.data import HamiltonianDataset
+    from phisnet.metrics import SUBSPACE_CANDIDATES, choose_subspace, model_split
+    from phisnet.model import load, update_checkpoint_metadata
+
+    if args.write and args.split != "val":
+        raise InputError(
+            f"--write stores a choice the model is then reported with; make it on --split val, not {args.split}."
+        )
+    if args.max_structures < 1:
+        raise InputError(f"--max-structures must be at least 1, got {args.max_structures}.")
+    predictor = load(args.model)
+    dataset = HamiltonianDataset(args.data)
+    indices = model_split(predictor, dataset, args.split, args.model)
+    if len(indices) > args.max_structures:
+        indices = [indices[k] for k in np.linspace(0, len(indices) - 1, args.max_structures).round().astype(int)]
+    choice = choose_subspace(
+        predictor, dataset, indices, args.candidates or SUBSPACE_CANDIDATES, progress=not args.quiet
+    )
+    choice.split = args.split
+    print(f"model {args.model} on {args.data} ({args.split}, {choice.n_structures} structures):")
+    print(choice.format_table())
+    print(f"current setting: {predictor.subspace:g}")
+    if args.write:
+        update_checkpoint_metadata(args.model, {"subspace": choice.threshold, "subspace_choice": choice.to_json()})
+        print(f"wrote subspace {choice.threshold:g} into {args.model}")
+    return 0
 
 
 def generate_command(args: argparse.Namespace) -> int:
@@ -271,7 +332,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     report: dict = {"data": str(args.data), "split": label, "models": []}
     rows = []
     for path, predictor in zip(args.model, predictors, strict=True):
-        metrics = evaluate(predictor, dataset, indices, progress=not args.quiet, energies=not args.no_energy)
+        metrics = evaluate(
+            predictor, dataset, indices, progress=not args.quiet, energies=not args.no_energy, subspace=args.subspace
+        )
         name = f"{Path(args.data).stem} ({label})" if len(args.model) == 1 else Path(path).stem
         rows.append((name, metrics))
         report["models"].append({"model": str(path), **metrics.to_json()})
@@ -292,7 +355,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
                 f"{args.data} holds one molecule; --by-molecule is for a set (phisnet generate --molecules)."
             )
         for path, predictor, entry in zip(args.model, predictors, report["models"], strict=True):
-            molecule_rows = [(name, evaluate(predictor, dataset, group)) for name, group in by_molecule.items()]
+            molecule_rows = [
+                (name, evaluate(predictor, dataset, group, subspace=args.subspace))
+                for name, group in by_molecule.items()
+            ]
             print(f"\nper molecule, model {path}:")
             print(format_table(molecule_rows))
             entry["by_molecule"] = {name: m.to_json() for name, m in molecule_rows}
@@ -403,6 +469,7 @@ def predict_one(predictor, atoms, with_reference: bool):
         "basis": wf.basis,
         "predict_seconds": wf.predict_seconds,
         "solve_seconds": wf.solve_seconds,
+        "subspace": wf.subspace,
         "n_occupied": orb.n_occupied,
         "orbital_energies_hartree": orb.energies.tolist(),
         "homo_hartree": orb.homo,

@@ -33,6 +33,7 @@ class Metrics:
     n_orthogonalised: int = 0  # structures whose predicted S needed canonical orthogonalisation
     n_unsolvable: int = 0  # structures whose predicted S keeps fewer functions than occupied orbitals
     h_mae_by_block: dict[str, float] = field(default_factory=dict)  # uHa, see block_errors
+    subspace: float = 0.0  # orbitals solved in the span of S's eigenvectors above this (observables.solve)
 
     def to_json(self) -> dict:
         out = {
@@ -44,6 +45,7 @@ class Metrics:
         }
         out["n_predicted_S_orthogonalised"] = self.n_orthogonalised
         out["n_predicted_S_unsolvable"] = self.n_unsolvable
+        out["subspace"] = self.subspace
         if self.energy_mae_mev is not None:
             out["energy_MAE_meV"] = self.energy_mae_mev
             out["force_MAE_meV_per_A"] = self.force_mae_mev_a
@@ -89,16 +91,17 @@ def format_block_table(rows: list[tuple[str, Metrics]]) -> str:
     return "\n".join(lines)
 
 
-def orbital_errors(H_pred, S_pred, H_ref, S_ref, n_occupied: int) -> tuple[float, float]:
+def orbital_errors(H_pred, S_pred, H_ref, S_ref, n_occupied: int, subspace: float = 0.0) -> tuple[float, float]:
     """MAE of the occupied orbital energies (Hartree) and mean |cos| of their coefficients.
 
     A predicted S that is not positive definite (possible for a poorly trained model) is
     handled like a near-singular one: ``phisnet.observables.solve`` drops its eigenvalues below
-    ``LINDEP_THRESHOLD`` (canonical orthogonalisation) and warns.
+    ``LINDEP_THRESHOLD`` (canonical orthogonalisation) and warns. ``subspace``: the predicted
+    orbitals are solved in the span of S's eigenvectors above it (a model's ``subspace``).
     """
     from phisnet.observables import solve
 
-    predicted = solve(H_pred, S_pred, 2 * n_occupied)
+    predicted = solve(H_pred, S_pred, 2 * n_occupied, subspace=subspace)
     eps_p, C_p = predicted.energies, predicted.coefficients
     eps_r, C_r = scipy.linalg.eigh(H_ref, S_ref)
     occ = slice(0, n_occupied)
@@ -129,13 +132,16 @@ def model_split(predictor, dataset, split: str = "test", path: str = "the model"
     return parts[split]
 
 
-def evaluate(predictor, dataset, indices=None, progress: bool = False, energies: bool = False) -> Metrics:
+def evaluate(
+    predictor, dataset, indices=None, progress: bool = False, energies: bool = False, subspace: float | None = None
+) -> Metrics:
     """The paper's metrics of a predictor on dataset rows (all rows when indices is None).
 
     With ``energies``, also the MAE of the energy (meV) and forces (meV/Angstrom) of the
     predicted density against the dataset's DFT values: orbitals of the predicted H with
     the exact overlap, put into PySCF's energy functional and gradient (see
-    ``phisnet.observables.energy_and_forces`` for the approximation).
+    ``phisnet.observables.energy_and_forces`` for the approximation). The predicted orbitals
+    are solved within the model's ``subspace`` (``Predictor.subspace``), or the one given.
     """
     from phisnet.data import sample_atoms
     from phisnet.observables import LINDEP_THRESHOLD, energy_and_forces, solve
@@ -144,6 +150,7 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
     indices = list(range(len(dataset))) if indices is None else list(indices)
     if not indices:
         raise ValueError("no structures to evaluate")
+    subspace = predictor.subspace if subspace is None else float(subspace)
     h_err, s_err, eps_err, psi, e_err, f_err = [], [], [], [], [], []
     by_block: dict[str, tuple[float, int]] = {}
     basis = predictor.metadata.get("basis", "def2-svp")
@@ -166,12 +173,12 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                e, c = orbital_errors(pred.hamiltonian, pred.overlap, H_ref, S_ref, n_occupied)
+                e, c = orbital_errors(pred.hamiltonian, pred.overlap, H_ref, S_ref, n_occupied, subspace)
             n_orthogonalised += any("near-singular" in str(w.message) for w in caught)
             eps_err.append(e)
             psi.append(c)
         if energies:
-            orbitals = solve(pred.hamiltonian, mol.intor("int1e_ovlp"), mol.nelectron)
+            orbitals = solve(pred.hamiltonian, mol.intor("int1e_ovlp"), mol.nelectron, subspace=subspace)
             has_forces = bool(np.isfinite(sample["forces"].numpy()).all())  # not in data made with --no-forces
             energy, forces = energy_and_forces(mol, orbitals, predictor.metadata.get("xc", "pbe"), forces=has_forces)
             e_err.append(abs(energy - float(sample["energy"])))
@@ -189,6 +196,105 @@ def evaluate(predictor, dataset, indices=None, progress: bool = False, energies:
         n_orthogonalised=n_orthogonalised,
         n_unsolvable=n_unsolvable,
         h_mae_by_block={kind: total / count * MICRO for kind, (total, count) in by_block.items()},
+        subspace=subspace,
+    )
+
+
+#: Thresholds ``choose_subspace`` tries by default, ascending (0: the full problem).
+SUBSPACE_CANDIDATES = (0.0, 1e-3, 3e-3, 0.01, 0.02, 0.03, 0.05, 0.1)
+
+#: ``choose_subspace`` takes the smallest threshold whose error is within this fraction of the least.
+SUBSPACE_TOLERANCE = 0.01
+
+
+def occupied_space_error(density: np.ndarray, reference: np.ndarray, overlap: np.ndarray) -> float:
+    """How far a closed-shell density's occupied space is from the reference's, in occupied orbitals.
+
+    Tr[dD S dD S] / 8 for densities D = 2 C_occ C_occ^T: the sum of sin^2 of the principal angles
+    between the two occupied spaces, 0 when they are the same and 1 for one orbital wholly
+    misplaced. It is what an SCF started from the density has left to correct.
+    """
+    d = density - reference
+    return float(np.einsum("ij,jk,kl,li->", d, overlap, d, overlap) / 8.0)
+
+
+@dataclass
+class SubspaceChoice:
+    """A model's orbital subspace threshold chosen on data: the error of each candidate and the pick."""
+
+    threshold: float
+    candidates: list[float]
+    errors: list[float]  # mean occupied_space_error per candidate
+    n_structures: int
+    data: str = ""
+    split: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "threshold": self.threshold,
+            "candidates": self.candidates,
+            "occupied_space_errors": self.errors,
+            "n_structures": self.n_structures,
+            "data": self.data,
+            "split": self.split,
+        }
+
+    def format_table(self) -> str:
+        lines = [f"{'S eigenvalues kept >':>22}{'occupied-space error':>22}", "-" * 44]
+        for t, e in zip(self.candidates, self.errors, strict=True):
+            mark = "   <- chosen" if t == self.threshold else ""
+            lines.append(f"{t:>22g}{e:>22.4f}{mark}")
+        lines.append(
+            f"mean over {self.n_structures} structures of Tr[dD S dD S]/8 (occupied orbitals out of place) of the "
+            "predicted H's density, exact S; 0 solves the full problem."
+        )
+        return "\n".join(lines)
+
+
+def choose_subspace(
+    predictor, dataset, indices=None, candidates=SUBSPACE_CANDIDATES, progress: bool = False
+) -> SubspaceChoice:
+    """The overlap-eigenvalue threshold below which a model's orbitals are better left out, chosen on data.
+
+    For each structure the predicted H is solved with the exact S in the span of S's
+    eigenvectors above each candidate threshold (``phisnet.observables.solve``), and the
+    density compared with the reference's (``occupied_space_error``) over the rows ``indices``
+    (all when None). The pick is the smallest
+    candidate whose mean error is within ``SUBSPACE_TOLERANCE`` of the least: a model whose H is
+    right along S's near-null combinations keeps the full problem. Choose on validation data,
+    never on the test split the model is reported on.
+    """
+    from phisnet.data import sample_atoms
+    from phisnet.observables import solve
+
+    candidates = [float(t) for t in candidates]
+    if not candidates or any(not t >= 0 for t in candidates) or candidates != sorted(set(candidates)):
+        raise InputError(
+            f"subspace candidates must be distinct thresholds of at least 0 in ascending order, got {candidates}."
+        )
+    indices = list(range(len(dataset))) if indices is None else list(indices)
+    if not indices:
+        raise InputError("no structures to choose the subspace on")
+    settings = getattr(dataset, "metadata", {}).get("settings") or {}
+    charge = int(settings.get("charge", 0))
+    errors = np.zeros((len(indices), len(candidates)))
+    for row, k in enumerate(tqdm(indices, desc="subspace", unit="structure", disable=not progress)):
+        sample = dataset[k]
+        atoms = sample_atoms(sample)
+        H = predictor.predict(atoms).hamiltonian
+        S = sample["overlap"].numpy()
+        n_electrons = int(atoms.numbers.sum()) - charge
+        reference = solve(sample["hamiltonian"].numpy(), S, n_electrons).density_matrix
+        for col, t in enumerate(candidates):
+            errors[row, col] = occupied_space_error(solve(H, S, n_electrons, subspace=t).density_matrix, reference, S)
+    mean = errors.mean(0)
+    pick = int(np.flatnonzero(mean <= mean.min() * (1 + SUBSPACE_TOLERANCE))[0])
+    return SubspaceChoice(
+        threshold=candidates[pick],
+        candidates=candidates,
+        errors=[float(e) for e in mean],
+        n_structures=len(indices),
+        data=str(getattr(dataset, "path", "")),
     )
 
 
@@ -227,6 +333,11 @@ def format_table(rows: list[tuple[str, Metrics]]) -> str:
             lines.append(f"{len(flagged)} of {len(rows)} rows: " + text.format(k=k, n=n))
         else:
             lines.extend(f"{name}: " + text.format(k=getattr(m, field_name), n=m.n_structures) for name, m in flagged)
+    for value in sorted({m.subspace for _, m in rows if m.subspace}):
+        lines.append(
+            f"eps, psi{', E, F' if with_energy else ''}: predicted orbitals solved in the span of the overlap's "
+            f"eigenvectors with eigenvalues above {value:g} (the model's subspace; phisnet subspace)."
+        )
     if with_energy:
         lines.append(
             "E, F: energy and forces of the predicted density in PySCF's functional (no SCF) against the data's "

@@ -1099,8 +1099,19 @@ def save_checkpoint(path: str | Path, model: PhiSNet, metadata: dict, extra: dic
     }
     if extra:
         payload.update(extra)
+    _write_checkpoint(path, payload)
+
+
+def _write_checkpoint(path: str | Path, payload: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def update_checkpoint_metadata(path: str | Path, changes: dict) -> None:
+    """Merge ``changes`` (JSON-able) into a checkpoint's metadata, rewriting the file atomically; weights untouched."""
+    payload = read_checkpoint(path)
+    payload["metadata"] = {**payload["metadata"], **changes}
+    _write_checkpoint(path, payload)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -1191,6 +1202,14 @@ class Predictor:
     @property
     def elements(self) -> list[int]:
         return list(self.model.config.elements)
+
+    @property
+    def subspace(self) -> float:
+        """Overlap-eigenvalue threshold the model's orbitals are solved above (metadata ``subspace``; 0: all).
+
+        Chosen on validation data by ``phisnet subspace --write`` (``phisnet.metrics.choose_subspace``).
+        """
+        return float(self.metadata.get("subspace", 0.0))
 
     def check(self, atoms) -> None:
         """Raise InputError naming any element of ``atoms`` the model was not trained on."""

@@ -58,13 +58,19 @@ class Orbitals:
         return int(np.count_nonzero(self.occupations))
 
 
-def solve(H: np.ndarray, S: np.ndarray, n_electrons: int) -> Orbitals:
+def solve(H: np.ndarray, S: np.ndarray, n_electrons: int, subspace: float = 0.0) -> Orbitals:
     """Orbitals of a closed-shell molecule from its Hamiltonian and overlap.
 
     Parameters
     ----------
     H, S : arrays of shape (nao, nao), Hartree and dimensionless, symmetric.
     n_electrons : even number of electrons.
+    subspace : solve only within the span of S's eigenvectors with eigenvalues above this
+        (canonical orthogonalisation; 0 solves the full problem). A predicted H's error along
+        S's near-null combinations of basis functions is amplified about 1/eigenvalue in the
+        orbitals; a model can carry a threshold chosen on its validation data
+        (``choose_subspace``, metadata ``subspace``). There are then fewer orbitals than
+        basis functions.
 
     When S has eigenvalues below ``LINDEP_THRESHOLD`` (near linear dependence, possible
     with a predicted S), the problem is solved in the canonically orthogonalised basis
@@ -72,18 +78,22 @@ def solve(H: np.ndarray, S: np.ndarray, n_electrons: int) -> Orbitals:
     """
     if n_electrons % 2:
         raise ValueError(f"closed-shell orbitals need an even electron count, got {n_electrons}")
+    if not subspace >= 0:
+        raise ValueError(f"subspace must be a threshold of at least 0, got {subspace}")
     H = 0.5 * (np.asarray(H, dtype=float) + np.asarray(H, dtype=float).T)
     S = 0.5 * (np.asarray(S, dtype=float) + np.asarray(S, dtype=float).T)
     s, U = np.linalg.eigh(S)
-    keep = s > LINDEP_THRESHOLD
+    keep = s > max(LINDEP_THRESHOLD, subspace)
     if keep.all():
         energies, C = scipy.linalg.eigh(H, S)
     else:
-        warnings.warn(
-            f"The overlap matrix is near-singular: {int((~keep).sum())} of {len(s)} functions dropped "
-            "by canonical orthogonalisation.",
-            stacklevel=2,
-        )
+        singular = int((s <= LINDEP_THRESHOLD).sum())
+        if singular:
+            warnings.warn(
+                f"The overlap matrix is near-singular: {singular} of {len(s)} functions dropped "
+                "by canonical orthogonalisation.",
+                stacklevel=2,
+            )
         X = U[:, keep] / np.sqrt(s[keep])
         energies, V = np.linalg.eigh(X.T @ H @ X)
         C = X @ V
@@ -129,7 +139,8 @@ class PredictedWavefunction:
     mol : the PySCF molecule (basis and charge of the model), for integrals and exports.
     hamiltonian, overlap : predicted H and S (Hartree, PySCF order).
     exact_overlap : PySCF's S of the geometry, used for the orbitals (cheap and exact).
-    orbitals : solution of H C = S_exact C e.
+    orbitals : solution of H C = S_exact C e (within ``subspace``).
+    subspace : the overlap-eigenvalue threshold the orbitals were solved above (the model's; 0: all).
     predict_seconds : time of the network alone; ``solve_seconds`` of the eigenproblem.
     xc, basis : the model's level of theory.
     """
@@ -144,6 +155,7 @@ class PredictedWavefunction:
     solve_seconds: float
     xc: str
     basis: str
+    subspace: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -159,8 +171,11 @@ class PredictedWavefunction:
         return mulliken_charges(self.mol, self.orbitals.density_matrix)
 
 
-def predict_wavefunction(predictor, atoms, charge: int = 0) -> PredictedWavefunction:
+def predict_wavefunction(predictor, atoms, charge: int = 0, subspace: float | None = None) -> PredictedWavefunction:
     """Predict H and S for ``atoms`` and solve for the orbitals (closed shell).
+
+    The orbitals come from the predicted H and the exact S, within the model's ``subspace``
+    (``Predictor.subspace``, chosen on its validation data) unless another is given.
 
     Raises InputError for an element the model does not know or an odd electron count
     (the models are trained on closed-shell molecules).
@@ -179,7 +194,8 @@ def predict_wavefunction(predictor, atoms, charge: int = 0) -> PredictedWavefunc
     prediction = predictor.predict(atoms)
     t0 = time.perf_counter()
     S = mol.intor("int1e_ovlp")
-    orbitals = solve(prediction.hamiltonian, S, n_electrons)
+    subspace = predictor.subspace if subspace is None else float(subspace)
+    orbitals = solve(prediction.hamiltonian, S, n_electrons, subspace=subspace)
     return PredictedWavefunction(
         atoms=atoms,
         mol=mol,
@@ -191,6 +207,7 @@ def predict_wavefunction(predictor, atoms, charge: int = 0) -> PredictedWavefunc
         solve_seconds=time.perf_counter() - t0,
         xc=predictor.metadata.get("xc", "pbe"),
         basis=basis,
+        subspace=subspace,
     )
 
 

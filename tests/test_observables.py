@@ -1,5 +1,7 @@
 """phisnet.observables.solve against PySCF's own orbitals."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,22 @@ def test_align_orbital_signs(water_mf):
     aligned = align_orbital_signs(flipped, orbitals, water_mf.get_ovlp())
     np.testing.assert_allclose(aligned.coefficients, orbitals.coefficients, atol=1e-10)
     np.testing.assert_allclose(aligned.density_matrix, orbitals.density_matrix, atol=1e-12)
+
+
+def test_solve_in_a_subspace_of_the_overlap(water_mf):
+    H, S = water_mf.get_fock(), water_mf.get_ovlp()
+    s = np.linalg.eigvalsh(S)
+    full = solve(H, S, 10)
+    same = solve(H, S, 10, subspace=0.5 * s[0])  # below every eigenvalue: the full problem
+    assert np.allclose(same.energies, full.energies, atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a chosen subspace is not a near-singular S: no warning
+        cut = solve(H, S, 10, subspace=0.1)
+    kept = int((s > 0.1).sum())
+    assert cut.coefficients.shape == (len(S), kept) and len(cut.energies) == kept < len(S)
+    assert np.allclose(cut.coefficients.T @ S @ cut.coefficients, np.eye(kept), atol=1e-10)
+    # Fewer functions raise every orbital energy (variational), the occupied ones only a little here.
+    assert np.all(cut.energies[:5] >= full.energies[:5] - 1e-12)
+    assert np.abs(cut.energies[:5] - full.energies[:5]).max() < 0.05
+    with pytest.raises(ValueError, match="at least 0"):
+        solve(H, S, 10, subspace=-1.0)

@@ -134,6 +134,23 @@ def test_train_cli_and_evaluate_cli(water_db, tmp_path, capsys):
     assert cli_main([*evaluate, str(other)]) == 2  # another dataset: the checkpoint's split would not apply
     assert "is not the dataset" in capsys.readouterr().err
 
+    # phisnet subspace: chosen on validation only; --write stores it (weights untouched), evaluate then uses it.
+    model = out / "best.pt"
+    weights = load(model).model.state_dict()
+    subspace = ["subspace", "--model", str(model), "--data", str(water_db), "--quiet", "--write"]
+    assert cli_main([*subspace, "--split", "test"]) == 2
+    assert "make it on --split val" in capsys.readouterr().err
+    assert cli_main([*subspace, "--candidates", "0.05"]) == 0
+    printed = capsys.readouterr().out
+    assert "<- chosen" in printed and "wrote subspace 0.05 into" in printed
+    chosen = load(model)
+    assert chosen.subspace == 0.05 and chosen.metadata["subspace_choice"]["split"] == "val"
+    assert all(torch.equal(value, chosen.model.state_dict()[key]) for key, value in weights.items())
+    assert cli_main([*evaluate, str(water_db)]) == 0
+    assert "eigenvalues above 0.05 (the model's subspace" in capsys.readouterr().out
+    assert cli_main([*evaluate, str(water_db), "--subspace", "0"]) == 0
+    assert "the model's subspace" not in capsys.readouterr().out
+
 
 def test_train_cli_resume_takes_the_runs_own_settings(water_db, tmp_path):
     import train

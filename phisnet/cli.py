@@ -513,6 +513,14 @@ def format_prediction(result: dict, model: str) -> str:
         f"prediction {result['predict_seconds'] + result['solve_seconds']:.3f} s "
         f"(network {result['predict_seconds']:.3f} s, eigenproblem {result['solve_seconds']:.3f} s)"
         + (f"; PySCF SCF {ref['scf_seconds']:.2f} s, {ref['scf_iterations']} iterations" if ref else ""),
+    ]
+    if result.get("subspace"):
+        lines.append(
+            f"orbitals solved above overlap eigenvalue {result['subspace']:g} "
+            f"({len(result['orbital_energies_hartree'])} orbitals; the model's "
+            "subspace, chosen on its validation data)"
+        )
+    lines += [
         "",
         f"{'':<24}{'predicted':>12}" + (f"{'reference':>12}{'error':>12}" if ref else ""),
     ]

@@ -935,7 +935,7 @@ def with_options(
     }
     if add["exact_overlap"] and not model.config.integral_baseline:
         raise ValueError("exact_overlap takes S from the one-electron baseline's integrals; this model has none.")
-    if add["exact_overlap"] and (add["two_center_overlap"] or model.config.exact_overlap):
+    if add["exact_overlap"] and add["two_center_overlap"]:
         raise ValueError("exact_overlap replaces the predicted S: do not also add two_center_overlap.")
     if add_interactions < 0:
         raise ValueError(f"add_interactions must be 0 or more, not {add_interactions}.")

@@ -198,6 +198,16 @@ def test_a_users_molecule_goes_to_a_model_that_knows_it():
     assert at.session_state[app_common.MODEL_KEY] == general_model()
     assert "the general model" in " ".join(i.value for i in at.info)
     assert "C2H5NO" in at.subheader[0].value
+    # Its orbitals come from its subspace (fewer orbitals than functions; the reference, on for 9 atoms, is cut to
+    # match), and the page says so.
+    from phisnet.model import load
+
+    subspace = load(ROOT / "pretrained" / f"{general_model()}.pt").subspace
+    captions = " ".join(c.value for c in at.caption)
+    if subspace:
+        assert at.toggle[0].value is True and f"eigenvectors above {subspace:g}" in captions
+    else:
+        assert "eigenvectors above" not in captions
     at.text_input[0].set_value("CCO").run()  # the general model is kept once chosen
     assert at.session_state[app_common.MODEL_KEY] == general_model()
     at.selectbox[0].set_value("water").run()  # and so is the user's own choice (H2O2 has water's elements)

@@ -181,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"virtual rows (default {TrainConfig().orbital_all_rows})",
     )
     parser.add_argument(
+        "--choose-subspace",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="at the end, choose the orbital subspace on the validation split and store it in best.pt (what "
+        f"phisnet subspace --write does; default {TrainConfig().choose_subspace})",
+    )
+    parser.add_argument(
         "--exact-overlap",
         action=argparse.BooleanOptionalAction,
         default=None,

@@ -221,8 +221,8 @@ def run(args: argparse.Namespace) -> int:
 
 def subspace_command(args: argparse.Namespace) -> int:
     from phisnet.data import HamiltonianDataset
-    from phisnet.metrics import SUBSPACE_CANDIDATES, choose_subspace, model_split
-    from phisnet.model import load, update_checkpoint_metadata
+    from phisnet.metrics import SUBSPACE_CANDIDATES, choose_subspace, model_split, store_subspace
+    from phisnet.model import load
 
     if args.write and args.split != "val":
         raise InputError(
@@ -243,7 +243,7 @@ def subspace_command(args: argparse.Namespace) -> int:
     print(choice.format_table())
     print(f"current setting: {predictor.subspace:g}")
     if args.write:
-        update_checkpoint_metadata(args.model, {"subspace": choice.threshold, "subspace_choice": choice.to_json()})
+        store_subspace(args.model, choice)
         print(f"wrote subspace {choice.threshold:g} into {args.model}")
     return 0
 

@@ -254,6 +254,13 @@ class SubspaceChoice:
         return "\n".join(lines)
 
 
+def store_subspace(path, choice: SubspaceChoice) -> None:
+    """Write a choice into a checkpoint's metadata (``subspace`` and ``subspace_choice``); weights untouched."""
+    from phisnet.model import update_checkpoint_metadata
+
+    update_checkpoint_metadata(path, {"subspace": choice.threshold, "subspace_choice": choice.to_json()})
+
+
 def choose_subspace(
     predictor, dataset, indices=None, candidates=SUBSPACE_CANDIDATES, progress: bool = False
 ) -> SubspaceChoice:

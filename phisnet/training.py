@@ -91,6 +91,7 @@ class TrainConfig:
     orbital_weight: float = 0.0  # weight of the loss on H in the reference orbitals' basis (see module docstring)
     density_weight: float = 0.0  # weight of the gap-weighted occupied-virtual loss (see module docstring)
     orbital_all_rows: bool = False  # the orbital loss over every reference orbital's row, not 2 x occupied
+    choose_subspace: bool = False  # at the end: choose the orbital subspace on validation, store it in best.pt
     energy_weight: float = 0.0  # weight of the end-to-end energy MSE (eV^2)
     force_weight: float = 0.0  # weight of the end-to-end force MSE ((eV/A)^2)
     energy_target: str = "auto"  # ccsd_t, reference, or auto (ccsd_t when the data has CCSD(T) labels)
@@ -860,6 +861,8 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
                 f"No training steps (--max-steps 0): validation H MAE {metrics['val_H_MAE_uHa']:.1f} uHa, "
                 f"S MAE {metrics['val_S_MAE_1e-6']:.2f}e-6; saved {best_path}."
             )
+            if config.choose_subspace:
+                _choose_subspace(best_path, dataset, splits["val"], progress, log)
         if world > 1:  # the other processes wait until rank 0 has written best.pt, as after training
             torch.distributed.barrier()
         return best_path
@@ -955,9 +958,23 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         epoch += 1
         done_in_epoch = 0
     bar.close()
+    if config.choose_subspace and rank == 0:
+        _choose_subspace(best_path, dataset, splits["val"], progress, log)
     if world > 1:
         torch.distributed.barrier()
     return best_path
+
+
+def _choose_subspace(best_path: Path, dataset, indices, progress: bool, log) -> None:
+    """Choose the best model's orbital subspace on the validation structures and store it in its checkpoint."""
+    from phisnet.metrics import choose_subspace, store_subspace
+    from phisnet.model import load
+
+    choice = choose_subspace(load(best_path), dataset, indices, progress=progress)
+    choice.split = "val"
+    store_subspace(best_path, choice)
+    log(choice.format_table())
+    log(f"orbital subspace {choice.threshold:g} stored in {best_path}")
 
 
 def _append_json_line(path: Path, record: dict) -> None:

@@ -76,6 +76,16 @@ def test_run_writes_checkpoints_and_log_and_resumes(water_db, tmp_path):
     )
 
 
+def test_run_chooses_the_subspace_on_validation_when_asked(water_db, tmp_path):
+    messages = []
+    best = run(config(water_db, tmp_path / "s", max_steps=4, choose_subspace=True), progress=False, log=messages.append)
+    chosen = load(best).metadata["subspace_choice"]
+    assert chosen["split"] == "val" and chosen["n_structures"] == 2 and len(chosen["occupied_space_errors"]) == 8
+    assert load(best).subspace == chosen["threshold"] and any("stored in" in m for m in messages)
+    plain = run(config(water_db, tmp_path / "p", max_steps=4), progress=False, log=lambda m: None)
+    assert "subspace" not in load(plain).metadata
+
+
 def test_train_cli_and_evaluate_cli(water_db, tmp_path, capsys):
     import train
 

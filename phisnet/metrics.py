@@ -216,8 +216,8 @@ def occupied_space_error(density: np.ndarray, reference: np.ndarray, overlap: np
     between the two occupied spaces, 0 when they are the same and 1 for one orbital wholly
     misplaced. It is what an SCF started from the density has left to correct.
     """
-    d = density - reference
-    return float(np.einsum("ij,jk,kl,li->", d, overlap, d, overlap) / 8.0)
+    a = (density - reference) @ overlap
+    return float((a * a.T).sum() / 8.0)  # Tr[a a] without forming a @ a
 
 
 @dataclass

@@ -15,6 +15,16 @@ from phisnet.viz import learning_curve_figure, per_molecule_figure
 ui.page_setup("Models")
 
 
+def split_sizes(splits: dict | None) -> str:
+    """'450 / 50 / 100' (and '+ 18 unseen molecules' for a set's held-out molecules), seed in brackets."""
+    if not splits:
+        return ""
+    text = " / ".join(str(splits.get(name, 0)) for name in ("train", "val", "test"))
+    if splits.get("test_ood"):
+        text += f" + {splits['test_ood']} of unseen molecules"
+    return f"{text} (seed {splits.get('seed', '?')})"
+
+
 @st.cache_data(show_spinner=False)
 def summary(path: str, mtime: float) -> dict:
     payload = read_checkpoint(path)
@@ -22,7 +32,7 @@ def summary(path: str, mtime: float) -> dict:
     return {
         "xc/basis": f"{meta.get('xc', '?')}/{meta.get('basis', '?')}",
         "structures": meta.get("data", {}).get("n_structures"),
-        "splits": json.dumps(meta.get("splits")),
+        "train / val / test": split_sizes(meta.get("splits")),
         "extra training structures": sum(e.get("n_structures", 0) for e in meta.get("extra_train", [])),
         "checkpoint / MB": round(Path(path).stat().st_size / 1e6, 2),
         "validation H MAE / uHa": ui.validation_h_mae(meta),
@@ -58,9 +68,9 @@ for name, path, card, log in entries:
         if evaluation.is_file():  # written by phisnet evaluate --json (command in the card)
             report = json.loads(evaluation.read_text())
             for entry in report.get("models", [])[:1]:
-                right.markdown(
-                    f"**`phisnet evaluate` on the {report.get('split', '?')} split of {report.get('data')}**"
-                )
+                split = report.get("split", "?")
+                where = "every structure" if split == "all" else f"the {split} split"
+                right.markdown(f"**`phisnet evaluate` on {where} of {report.get('data')}**")
                 right.dataframe(
                     pd.DataFrame(
                         [

@@ -175,6 +175,13 @@ def test_models_page_shows_the_transfer_learning_table():
     report = json.loads((ROOT / "pretrained" / "water.evaluation.json").read_text())
     shown = [d.value["H MAE / uHa"].iloc[0] for d in at.dataframe if "H MAE / uHa" in d.value.columns]
     assert report["models"][0]["H_MAE_uHa"] in shown
+    # The summary table gives each model's split sizes as a person reads them, from the checkpoint's metadata.
+    summary = next(d.value for d in at.dataframe if "train / val / test" in d.value.columns)
+    water = summary.set_index("model").loc["water", "train / val / test"]
+    from phisnet.model import load
+
+    splits = load(ROOT / "pretrained" / "water.pt").metadata["splits"]
+    assert water == f"{splits['train']} / {splits['val']} / {splits['test']} (seed {splits['seed']})"
 
 
 def general_model() -> str:

@@ -16,7 +16,7 @@ ui.page_setup("Models")
 
 
 def split_sizes(splits: dict | None) -> str:
-    """'450 / 50 / 100' (and '+ 18 unseen molecules' for a set's held-out molecules), seed in brackets."""
+    """'450 / 50 / 100 (seed 0)'; a set with held-out molecules adds '+ 18 of unseen molecules' before the seed."""
     if not splits:
         return ""
     text = " / ".join(str(splits.get(name, 0)) for name in ("train", "val", "test"))

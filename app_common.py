@@ -119,6 +119,24 @@ def model_sidebar():
     return label, models[label], predictor
 
 
+def card_sections(text: str) -> list[tuple[str, str]]:
+    """A model card's markdown cut at its ``## `` headings: [(title, body)], the text before the first as "Summary".
+
+    Headings inside fenced code blocks (a printed table, a shell comment) do not cut. Deeper headings (``###``)
+    stay in their section. Empty sections are dropped; a card without ``## `` headings is one "Summary".
+    """
+    sections: list[tuple[str, list[str]]] = [("Summary", [])]
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("## "):
+            sections.append((line[3:].strip(), []))
+        else:
+            sections[-1][1].append(line)
+    return [(title, "\n".join(lines).strip()) for title, lines in sections if "\n".join(lines).strip()]
+
+
 def validation_h_mae(meta: dict) -> float | None:
     """Validation H MAE (uHa) of a checkpoint's weights: recorded with them, or, in checkpoints picked by it
     alone (and older ones), as the best value; None for a checkpoint picked by another number without it."""

@@ -57,8 +57,10 @@ st.dataframe(pd.DataFrame(rows), hide_index=True)
 for name, path, card, log in entries:
     with st.expander(name, expanded=name == entries[0][0]):
         left, right = st.columns([3, 2])
-        if card is not None and card.is_file():
-            left.markdown(card.read_text())
+        if card is not None and card.is_file():  # long cards read better a section at a time
+            sections = ui.card_sections(card.read_text())
+            for tab, (_, body) in zip(left.tabs([title for title, _ in sections]), sections):
+                tab.markdown(body)
         else:
             left.markdown(f"`{path}`: trained in the app; no model card.")
         if log.is_file():

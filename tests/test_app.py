@@ -182,6 +182,20 @@ def test_models_page_shows_the_transfer_learning_table():
 
     splits = load(ROOT / "pretrained" / "water.pt").metadata["splits"]
     assert water == f"{splits['train']} / {splits['val']} / {splits['test']} (seed {splits['seed']})"
+    # Each card reads a section at a time: a tab per "## " heading of the card, its text under it.
+    labels = [tab.label for tab in at.tabs]
+    assert labels.count("Summary") == len(list((ROOT / "pretrained").glob("*.md")))
+    assert "Test metrics" in labels and "Training" in labels
+
+
+def test_card_sections_cut_at_headings_outside_code():
+    card = "# Card\nintro\n## Data\n- 600\n```\n## not a heading\n```\n### detail\n## Empty\n\n## Status\nok"
+    assert app_common.card_sections(card) == [
+        ("Summary", "# Card\nintro"),
+        ("Data", "- 600\n```\n## not a heading\n```\n### detail"),
+        ("Status", "ok"),
+    ]
+    assert app_common.card_sections("no headings") == [("Summary", "no headings")]
 
 
 def general_model() -> str:

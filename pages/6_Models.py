@@ -58,8 +58,8 @@ for name, path, card, log in entries:
     with st.expander(name, expanded=name == entries[0][0]):
         left, right = st.columns([3, 2])
         if card is not None and card.is_file():  # long cards read better a section at a time
-            sections = ui.card_sections(card.read_text())
-            for tab, (_, body) in zip(left.tabs([title for title, _ in sections]), sections):
+            sections = ui.card_sections(card.read_text()) or [("Summary", "(empty card)")]
+            for tab, (_, body) in zip(left.tabs([title for title, _ in sections]), sections, strict=True):
                 tab.markdown(body)
         else:
             left.markdown(f"`{path}`: trained in the app; no model card.")

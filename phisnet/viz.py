@@ -278,13 +278,24 @@ def guess_figures(comparison):
     return bars, curves
 
 
+def _decade_ticks(values: list[float]) -> dict:
+    """Log-axis settings with one tick label per power of ten when the values span more than a decade.
+
+    Over a few decades plotly also labels the 2s and 5s between them, and on a 360-pixel plot those overlap.
+    """
+    positive = [v for v in values if v > 0]
+    if positive and np.log10(max(positive) / min(positive)) > 1:
+        return {"dtick": 1}
+    return {}
+
+
 def learning_curve_figure(metrics: list[dict], title: str = "Learning curve"):
     """Validation H MAE (uHa) and training loss against the training step, log scale."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    steps = [m["step"] for m in metrics]
-    fig.add_trace(go.Scatter(x=steps, y=[m["val_H_MAE_uHa"] for m in metrics], name="validation H MAE / uHa"))
+    steps, validation = [m["step"] for m in metrics], [m["val_H_MAE_uHa"] for m in metrics]
+    fig.add_trace(go.Scatter(x=steps, y=validation, name="validation H MAE / uHa"))
     trained = [m for m in metrics if "train_loss" in m]  # a validation without a step (--max-steps 0) has none
     fig.add_trace(
         go.Scatter(
@@ -295,8 +306,15 @@ def learning_curve_figure(metrics: list[dict], title: str = "Learning curve"):
         title=title,
         height=360,
         xaxis={"title": "step"},
-        yaxis={"title": "validation H MAE / uHa", "type": "log"},
-        yaxis2={"title": "training loss", "type": "log", "overlaying": "y", "side": "right", "tickformat": ".1g"},
+        yaxis={"title": "validation H MAE / uHa", "type": "log", **_decade_ticks(validation)},
+        yaxis2={
+            "title": "training loss",
+            "type": "log",
+            "overlaying": "y",
+            "side": "right",
+            "tickformat": ".1g",
+            **_decade_ticks([m["train_loss"] for m in trained]),
+        },
         legend={"orientation": "h", "y": -0.25},
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )

@@ -127,3 +127,15 @@ def test_learning_curve_takes_a_validation_without_a_training_step():
     fig = learning_curve_figure(metrics)
     assert list(fig.data[0].y) == [120.0, 110.0, 110.0]
     assert list(fig.data[1].x) == [100, 200] and list(fig.data[1].y) == [0.01, 0.008]
+
+
+def test_learning_curve_labels_decades_only_over_a_wide_range():
+    """Over more than a decade a log axis gets one label per power of ten (the 2s and 5s between overlapped)."""
+    from phisnet.viz import learning_curve_figure
+
+    wide = [{"step": s, "train_loss": 10.0 ** -s, "val_H_MAE_uHa": 10.0 ** (4 - s)} for s in (1, 2, 3)]
+    fig = learning_curve_figure(wide)
+    assert fig.layout.yaxis.dtick == 1 and fig.layout.yaxis2.dtick == 1
+    narrow = [{"step": s, "train_loss": 0.01 + s * 1e-3, "val_H_MAE_uHa": 50.0 - s} for s in (1, 2, 3)]
+    fig = learning_curve_figure(narrow)
+    assert fig.layout.yaxis.dtick is None and fig.layout.yaxis2.dtick is None

@@ -133,7 +133,7 @@ def test_learning_curve_labels_decades_only_over_a_wide_range():
     """Over more than a decade a log axis gets one label per power of ten (the 2s and 5s between overlapped)."""
     from phisnet.viz import learning_curve_figure
 
-    wide = [{"step": s, "train_loss": 10.0 ** -s, "val_H_MAE_uHa": 10.0 ** (4 - s)} for s in (1, 2, 3)]
+    wide = [{"step": s, "train_loss": 10.0**-s, "val_H_MAE_uHa": 10.0 ** (4 - s)} for s in (1, 2, 3)]
     fig = learning_curve_figure(wide)
     assert fig.layout.yaxis.dtick == 1 and fig.layout.yaxis2.dtick == 1
     narrow = [{"step": s, "train_loss": 0.01 + s * 1e-3, "val_H_MAE_uHa": 50.0 - s} for s in (1, 2, 3)]

@@ -297,11 +297,8 @@ def learning_curve_figure(metrics: list[dict], title: str = "Learning curve"):
     steps, validation = [m["step"] for m in metrics], [m["val_H_MAE_uHa"] for m in metrics]
     fig.add_trace(go.Scatter(x=steps, y=validation, name="validation H MAE / uHa"))
     trained = [m for m in metrics if "train_loss" in m]  # a validation without a step (--max-steps 0) has none
-    fig.add_trace(
-        go.Scatter(
-            x=[m["step"] for m in trained], y=[m["train_loss"] for m in trained], name="training loss", yaxis="y2"
-        )
-    )
+    losses = [m["train_loss"] for m in trained]
+    fig.add_trace(go.Scatter(x=[m["step"] for m in trained], y=losses, name="training loss", yaxis="y2"))
     fig.update_layout(
         title=title,
         height=360,
@@ -313,7 +310,7 @@ def learning_curve_figure(metrics: list[dict], title: str = "Learning curve"):
             "overlaying": "y",
             "side": "right",
             "tickformat": ".1g",
-            **_decade_ticks([m["train_loss"] for m in trained]),
+            **_decade_ticks(losses),
         },
         legend={"orientation": "h", "y": -0.25},
         margin={"l": 10, "r": 10, "t": 40, "b": 10},

@@ -116,6 +116,29 @@ class PhiSNetConfig:
     baseline_screening: list[float] = field(default_factory=list)
     exact_overlap: bool = False
 
+    def check(self) -> None:
+        """InputError naming the option and its training flag when the options contradict each other."""
+        if self.fine_radial_interactions and self.fine_radial < 1:
+            raise InputError(
+                "fine_radial_interactions needs fine_radial > 0: the Gaussians it feeds the layers "
+                "(train.py: give --fine-radial N with --fine-radial-interactions)."
+            )
+        if self.baseline_screening and not self.integral_baseline:
+            raise InputError(
+                "baseline_screening needs integral_baseline: the screened attractions join its integrals "
+                "(train.py: give --integral-baseline with --baseline-screening)."
+            )
+        if self.exact_overlap and not self.integral_baseline:
+            raise InputError(
+                "exact_overlap needs integral_baseline: S comes from the baseline's integrals "
+                "(train.py: give --integral-baseline with --exact-overlap)."
+            )
+        if any(not zeta > 0 for zeta in self.baseline_screening):
+            raise InputError(
+                f"baseline_screening exponents must be positive (1/Bohr^2; train.py's --baseline-screening), "
+                f"got {self.baseline_screening}."
+            )
+
     def to_json(self) -> dict:
         return asdict(self)
 
@@ -510,16 +533,7 @@ class PhiSNet(nn.Module):
 
     def __init__(self, config: PhiSNetConfig):
         super().__init__()
-        if config.fine_radial_interactions and config.fine_radial < 1:
-            raise ValueError("fine_radial_interactions needs fine_radial > 0: the Gaussians it feeds the layers.")
-        if config.baseline_screening and not config.integral_baseline:
-            raise ValueError("baseline_screening needs integral_baseline: the screened attractions join its integrals.")
-        if config.exact_overlap and not config.integral_baseline:
-            raise ValueError("exact_overlap needs integral_baseline: S comes from the baseline's integrals.")
-        if any(not zeta > 0 for zeta in config.baseline_screening):
-            raise ValueError(
-                f"baseline_screening exponents must be positive (1/Bohr^2), got {config.baseline_screening}."
-            )
+        config.check()
         self.config = config
         dtype = torch.get_default_dtype()
         self.orbitals = OrbitalLayout(config.elements, config.basis)

@@ -598,22 +598,8 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             + ("" if config.init else " without --init")
             + "."
         )
-    if config.model.exact_overlap and not config.model.integral_baseline and not config.init:
-        raise InputError(
-            "--exact-overlap takes S from the one-electron baseline's integrals: give --integral-baseline."
-        )
-    if config.model.baseline_screening and not config.model.integral_baseline and not config.init:
-        raise InputError(
-            "--baseline-screening adds screened attractions to the one-electron baseline: give --integral-baseline."
-        )
-    if any(not zeta > 0 for zeta in config.model.baseline_screening):
-        raise InputError(
-            f"--baseline-screening takes positive exponents (1/Bohr^2); got {config.model.baseline_screening}."
-        )
-    if config.model.fine_radial_interactions and not config.model.fine_radial and not config.init:
-        raise InputError(
-            "--fine-radial-interactions feeds the fine radial Gaussians to the layers: give --fine-radial N."
-        )
+    if not config.init:  # with --init the model's options are the checkpoint's, checked when it was made
+        config.model.check()
     if device.type != "cpu" and (config.energy_weight > 0 or config.force_weight > 0):
         raise InputError("Energy and force training runs on the CPU (its integrals are PySCF's); use --device cpu.")
     rank, world = _distributed(device)

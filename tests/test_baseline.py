@@ -147,7 +147,7 @@ def test_screening_needs_the_baseline_and_positive_exponents():
 
     with pytest.raises(ValueError, match="needs integral_baseline"):
         PhiSNet(PhiSNetConfig(elements=[1, 8], baseline_screening=[1.0], **TINY))
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(ValueError, match="exponents must be positive"):
         PhiSNet(PhiSNetConfig(elements=[1, 8], integral_baseline=True, baseline_screening=[0.0], **TINY))
 
 

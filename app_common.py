@@ -103,20 +103,39 @@ def model_sidebar():
         st.error(f"Cannot load {label}: {exc}")
         st.stop()
     meta = predictor.metadata
-    molecules = meta.get("molecules")
-    what = (
-        f"structures of {len(molecules['seen'])} molecules ({len(molecules['held_out'])} more held out)"
-        if molecules
-        else f"{trained_molecule(predictor)} structures"
-    )
     validation = validation_h_mae(meta)
     accuracy = f"; validation H MAE {validation:.0f} uHa" if validation is not None else ""
     st.sidebar.caption(
-        f"{meta.get('xc', '?').upper()}/{meta.get('basis', '?')}, trained on "
-        f"{meta.get('data', {}).get('n_structures', '?')} {what}; "
+        f"{meta.get('xc', '?').upper()}/{meta.get('basis', '?')}, {training_data(predictor)}; "
         f"elements {', '.join(ase.data.chemical_symbols[z] for z in predictor.elements)}{accuracy}"
     )
     return label, models[label], predictor
+
+
+def training_data(predictor) -> str:
+    """What the model trained on, for the sidebar: "trained on 1826 ethanol structures (30 validation, 50 test)".
+
+    Counts the training split plus every ``--extra-train`` structure; the dataset's own size alone would count its
+    validation and test structures and miss the extra ones. Checkpoints without stored split sizes give the dataset's.
+    """
+    meta = predictor.metadata
+    splits, molecules = meta.get("splits") or {}, meta.get("molecules")
+    what = (
+        f"structures of {len(molecules['seen'])} molecules"
+        if molecules
+        else f"{trained_molecule(predictor)} structures"
+    )
+    n_held = len(molecules["held_out"]) if molecules else 0
+    held_out = [f"{n_held} more molecule{'s' if n_held != 1 else ''} held out"] if molecules else []
+    if not all(isinstance(splits.get(k), int) for k in ("train", "val", "test")):
+        n_train, notes = meta.get("data", {}).get("n_structures", "?"), held_out
+    else:
+        n_train = splits["train"] + sum(e.get("n_structures", 0) for e in meta.get("extra_train", []))
+        notes = [f"{splits['val']} validation, {splits['test']} test", *held_out]
+    text = f"trained on {n_train} {what}" + (f" ({'; '.join(notes)})" if notes else "")
+    if meta.get("energy_target") == "ccsd_t":
+        text += ", then on CCSD(T) energies and forces of part of them"
+    return text
 
 
 def card_sections(text: str) -> list[tuple[str, str]]:

@@ -267,3 +267,25 @@ def test_validation_h_mae_of_a_checkpoint_picked_by_its_loss_or_its_h_mae():
     assert app_common.validation_h_mae({"training": {"best_val_H_MAE_uHa": 47.0}}) == 47.0  # older checkpoints
     assert app_common.validation_h_mae({"training": {"best_val_loss": 0.1}}) is None
     assert app_common.validation_h_mae({}) is None
+
+
+def test_sidebar_counts_the_training_split_and_the_extra_structures():
+    from types import SimpleNamespace
+
+    def said(metadata):
+        return app_common.training_data(SimpleNamespace(metadata=metadata))
+
+    data = {"n_structures": 300, "settings": {"molecule": "ethanol"}}
+    splits = {"seed": 0, "train": 220, "val": 30, "test": 50}
+    extra = [{"n_structures": 1606}, {"n_structures": 10}]
+    assert said({"data": data, "splits": splits, "extra_train": extra}) == (
+        "trained on 1836 ethanol structures (30 validation, 50 test)"
+    )
+    assert said({"data": data, "splits": splits}) == "trained on 220 ethanol structures (30 validation, 50 test)"
+    assert said({"data": data}) == "trained on 300 ethanol structures"  # no split sizes stored: the dataset's size
+    ccsdt = said({"data": data, "splits": splits, "energy_target": "ccsd_t"})
+    assert ccsdt.endswith("then on CCSD(T) energies and forces of part of them")
+    molecules = {"seen": ["CH4", "H2O"], "held_out": ["NH3"]}
+    assert said({"data": data, "splits": {**splits, "test_ood": 2}, "molecules": molecules}) == (
+        "trained on 220 structures of 2 molecules (30 validation, 50 test; 1 more molecule held out)"
+    )

@@ -125,17 +125,24 @@ def training_data(predictor) -> str:
         if molecules
         else f"{trained_molecule(predictor)} structures"
     )
-    n_held = len(molecules["held_out"]) if molecules else 0
-    held_out = [f"{n_held} more molecule{'s' if n_held != 1 else ''} held out"] if molecules else []
+    held_out = []
+    if molecules:
+        n_held = len(molecules["held_out"])
+        held_out.append(f"{n_held} more molecule{'s' if n_held != 1 else ''} held out")
     if not all(isinstance(splits.get(k), int) for k in ("train", "val", "test")):
         n_train, notes = meta.get("data", {}).get("n_structures", "?"), held_out
     else:
-        n_train = splits["train"] + sum(e.get("n_structures", 0) for e in meta.get("extra_train", []))
+        n_train = splits["train"] + extra_structures(meta)
         notes = [f"{splits['val']} validation, {splits['test']} test", *held_out]
     text = f"trained on {n_train} {what}" + (f" ({'; '.join(notes)})" if notes else "")
     if meta.get("energy_target") == "ccsd_t":
         text += ", then on CCSD(T) energies and forces of part of them"
     return text
+
+
+def extra_structures(meta: dict) -> int:
+    """How many training-only structures a checkpoint's ``--extra-train`` databases gave (0 without any)."""
+    return sum(e.get("n_structures", 0) for e in meta.get("extra_train", []))
 
 
 def card_sections(text: str) -> list[tuple[str, str]]:

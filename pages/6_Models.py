@@ -33,7 +33,7 @@ def summary(path: str, mtime: float) -> dict:
         "xc/basis": f"{meta.get('xc', '?')}/{meta.get('basis', '?')}",
         "structures": meta.get("data", {}).get("n_structures"),
         "train / val / test": split_sizes(meta.get("splits")),
-        "extra training structures": sum(e.get("n_structures", 0) for e in meta.get("extra_train", [])),
+        "extra training structures": ui.extra_structures(meta),
         "checkpoint / MB": round(Path(path).stat().st_size / 1e6, 2),
         "validation H MAE / uHa": ui.validation_h_mae(meta),
         "orbital subspace (S eigenvalues >)": meta.get("subspace", 0.0),

@@ -49,7 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--threads", type=int, help="PySCF threads per calculation (default: cores / workers; 1 on a Dask cluster)"
     )
-    gen.add_argument("--conformers", type=int, default=3, help="force-field conformers per molecule (--molecules)")
+    gen.add_argument(
+        "--sampler",
+        choices=["normal-modes", "md"],
+        default="normal-modes",
+        help="normal-modes: harmonic Boltzmann samples around the PBE minimum; md: snapshots of GFN2-xTB Langevin "
+        "dynamics at --temperature from several RDKit conformers (as MD17 sampled), which reach torsions and "
+        "other rotamers",
+    )
+    gen.add_argument(
+        "--conformers",
+        type=int,
+        default=3,
+        help="force-field conformers per molecule (--molecules), or that start the trajectories (--sampler md)",
+    )
+    gen.add_argument("--md-spacing", type=float, default=100.0, help="fs between kept MD snapshots (--sampler md)")
+    gen.add_argument("--md-block", type=int, default=20, help="snapshots per independent trajectory (--sampler md)")
     gen.add_argument("--xc", default="pbe", help="PySCF functional, or hf for Hartree-Fock")
     gen.add_argument("--basis", default="def2-svp", help="basis set")
     gen.add_argument("--charge", type=int, default=0, help="total charge")
@@ -255,6 +270,13 @@ def generate_command(args: argparse.Namespace) -> int:
         raise InputError("Give either one MOLECULE or --molecules FILE (or --molecules builtin), not both or neither.")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}.")
+    md = None
+    if args.sampler == "md":
+        from phisnet.md import MDSettings
+
+        if args.molecules is not None:
+            raise InputError("--sampler md samples one MOLECULE; a set (--molecules) is sampled around conformers.")
+        md = MDSettings(spacing_fs=args.md_spacing, block=args.md_block, conformers=args.conformers)
     common = dict(
         temperature=args.temperature,
         seed=args.seed,
@@ -273,7 +295,9 @@ def generate_command(args: argparse.Namespace) -> int:
             raise InputError("A molecule set is neutral and closed shell; --charge and --spin apply to one MOLECULE.")
         out = generate_set(args.molecules, args.n, args.out, conformers=args.conformers, **common)
     else:
-        out = generate(args.molecule, args.n, args.out, charge=args.charge, spin=args.spin, **common)
+        out = generate(
+            args.molecule, args.n, args.out, charge=args.charge, spin=args.spin, sampler=args.sampler, md=md, **common
+        )
     print(f"Wrote {out}; list it with: ase db {out}")
     return 0
 

@@ -38,8 +38,13 @@ import phisnet
 from phisnet.basis import DEFAULT_BASIS
 from phisnet.errors import InputError, check_stop
 from phisnet.io import read_molecules
+from phisnet.md import MDSampler, MDSettings, start_conformers
 from phisnet.reference import HARTREE_EV
 from phisnet.sampling import NormalModes, normal_modes, optimise, thermal_sample
+
+#: The geometry samplers of ``phisnet generate --sampler``.
+NORMAL_MODES, MD = "normal-modes", "md"
+SAMPLERS = (NORMAL_MODES, MD)
 
 #: Tight SCF tolerance for training data: the Fock matrix is then converged far below 1 uHa noise.
 DATASET_CONV_TOL = 1e-11
@@ -59,10 +64,23 @@ class GenerationSettings:
     seed: int = 0
     conv_tol: float = DATASET_CONV_TOL
     forces: bool = True  # False: no analytic forces (H and S training data; about 40 % of a calculation)
+    sampler: str = NORMAL_MODES  # or MD (phisnet.md)
+    md: MDSettings | None = None  # the MD sampler's settings (MDSettings() when sampler is MD and none given)
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}.")
+        if self.sampler == MD and self.md is None:
+            object.__setattr__(self, "md", MDSettings())
+        if self.sampler != MD and self.md is not None:
+            raise InputError("MD settings were given for a normal-mode dataset; use --sampler md.")
 
     def to_json(self) -> dict:
         d = _without_default_forces(asdict(self))
         d["symbols"] = list(self.symbols)
+        if self.sampler == NORMAL_MODES:  # as stored before the MD sampler, so those datasets resume unchanged
+            d.pop("sampler")
+            d.pop("md")
         return d
 
 
@@ -210,8 +228,7 @@ def _new_metadata(title: str, fmt: str, settings, method: str, sampling: dict | 
             "method": method,
             "temperature_K": settings.temperature,
             "seed": settings.seed,
-            **(sampling or {}),
-            "min_wavenumber_cm1": 50.0,
+            **(sampling or {"min_wavenumber_cm1": 50.0}),
         },
         "units": {"hamiltonian": "Hartree", "energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
         "versions": library_versions(),
@@ -220,18 +237,45 @@ def _new_metadata(title: str, fmt: str, settings, method: str, sampling: dict | 
     }
 
 
-def _prepare(db, molecule: str, settings: GenerationSettings, log) -> tuple[NormalModes, dict]:
-    """Optimised structure and normal modes, from the metadata or computed and stored once."""
+def _prepare(db, molecule: str, settings: GenerationSettings, log):
+    """The dataset's sampler, a function of the sample index returning (positions, row keys), and its
+    metadata; what the sampler starts from (normal modes, MD conformers) is computed and stored once."""
     metadata = dict(db.metadata)
     if metadata.get("settings"):
         _check_resumed_settings(db, metadata, settings)
-        return NormalModes.from_json(metadata["normal_modes"]), metadata
+    elif settings.sampler == MD:
+        metadata = _new_md_metadata(molecule, settings, log)
+        db.metadata = metadata
+    else:
+        metadata = _new_normal_mode_metadata(molecule, settings, log)
+        db.metadata = metadata
+    if settings.sampler == MD:
+        sampler = MDSampler(
+            list(settings.symbols),
+            [np.asarray(c, dtype=float) for c in metadata["md_conformers"]],
+            settings.md,
+            settings.temperature,
+            settings.seed,
+            settings.charge,
+            settings.spin,
+        )
+
+        def md_sample(i: int):
+            positions, temperature = sampler.snapshot(i)
+            return positions, {"kinetic_temperature_K": round(temperature, 2)}
+
+        return md_sample, metadata
+    modes = NormalModes.from_json(metadata["normal_modes"])
+    return (lambda i: (sample_positions(modes, settings, i), {})), metadata
+
+
+def _new_normal_mode_metadata(molecule: str, settings: GenerationSettings, log) -> dict:
     atoms = read_molecules(molecule, charge=settings.charge, spin=settings.spin, basis=settings.basis)[0]
     log(f"Optimising {molecule} at {settings.xc}/{settings.basis} with geomeTRIC ...")
     atoms = optimise(atoms, settings.xc, settings.basis, settings.charge, settings.spin)
     log("Computing the analytic Hessian and normal modes ...")
     modes = normal_modes(atoms, settings.xc, settings.basis, settings.charge, settings.spin)
-    metadata = _new_metadata(
+    return _new_metadata(
         f"{molecule} {settings.xc}/{settings.basis} thermal normal-mode samples",
         "phisnet-dataset-1",
         settings,
@@ -239,8 +283,24 @@ def _prepare(db, molecule: str, settings: GenerationSettings, log) -> tuple[Norm
         normal_modes=modes.to_json(),
         failed_indices=[],
     )
-    db.metadata = metadata
-    return modes, metadata
+
+
+def _new_md_metadata(molecule: str, settings: GenerationSettings, log) -> dict:
+    atoms = read_molecules(molecule, charge=settings.charge, spin=settings.spin, basis=settings.basis)[0]
+    md = settings.md
+    starts = start_conformers(atoms, md.conformers)
+    log(f"{len(starts)} starting conformer(s) of {molecule}: GFN2-xTB Langevin dynamics at {settings.temperature} K.")
+    return _new_metadata(
+        f"{molecule} {settings.xc}/{settings.basis} snapshots of {settings.temperature:g} K GFN2-xTB dynamics",
+        "phisnet-dataset-1",
+        settings,
+        f"Langevin molecular dynamics (ASE, fixcm=False) driven by {md.engine} (tblite); trajectory b starts from "
+        "conformer b mod n_conformers with Maxwell-Boltzmann velocities and its random numbers from (seed, b), "
+        f"is equilibrated {md.equilibration_fs:g} fs and keeps {md.block} snapshots {md.spacing_fs:g} fs apart",
+        {"engine": md.engine, **md.to_json(), "n_conformers": len(starts)},
+        md_conformers=[c.tolist() for c in starts],
+        failed_indices=[],
+    )
 
 
 def generate(
@@ -260,6 +320,8 @@ def generate(
     conv_tol: float = DATASET_CONV_TOL,
     forces: bool = True,
     guess_model: str | os.PathLike | None = None,
+    sampler: str = NORMAL_MODES,
+    md: MDSettings | None = None,
     progress: bool = True,
     log=print,
 ) -> Path:
@@ -282,6 +344,10 @@ def generate(
     guess_model : a model checkpoint whose predicted density starts every SCF (``check_guess_model``):
         the same answers in fewer iterations. Not part of the settings: a run may resume with or
         without it. Rows record ``guess`` (``model`` or ``minao``).
+    sampler : ``"normal-modes"`` (harmonic Boltzmann samples around the optimised structure) or ``"md"``
+        (snapshots of GFN2-xTB Langevin dynamics at ``temperature`` from several conformers; ``phisnet.md``;
+        rows record ``kinetic_temperature_K``).
+    md : the MD sampler's settings (``MDSettings()`` by default).
 
     Returns
     -------
@@ -305,6 +371,8 @@ def generate(
         seed=seed,
         conv_tol=conv_tol,
         forces=forces,
+        sampler=sampler,
+        md=md,
     )
     if guess_model is not None:
         guess_model = check_guess_model(guess_model, basis, spin, settings.symbols)
@@ -347,7 +415,7 @@ def _generate_locked(
     xc, basis = settings.xc, settings.basis
     # No `with db:` block: ASE would make the whole run one transaction; each write must commit alone.
     db = ase.db.connect(out, type="db", append=True)
-    modes, metadata = _prepare(db, molecule, settings, log)
+    sample, metadata = _prepare(db, molecule, settings, log)
     done = {row.sample_index for row in db.select(include_data=False)}
     failed = set(metadata.get("failed_indices", []))
     if len(done) >= n:
@@ -355,6 +423,7 @@ def _generate_locked(
         return out
     symbols, level = list(settings.symbols), _level(settings, guess_model)
     pending: set[int] = set()
+    keys: dict[int, dict] = {}  # the row keys of each structure in flight (the MD snapshot's temperature)
     counter = iter(range(10**9))
 
     def next_task():
@@ -362,11 +431,12 @@ def _generate_locked(
             return None
         i = next(k for k in counter if k not in done and k not in failed)
         pending.add(i)
-        return i, (symbols, sample_positions(modes, settings, i), level)
+        positions, keys[i] = sample(i)
+        return i, (symbols, positions, level)
 
     def record(i, task_args, ref):
         pending.discard(i)
-        _record(db, i, task_args[1], symbols, ref, done, failed, log)
+        _record(db, i, task_args[1], symbols, ref, done, failed, log, **keys.pop(i))
         bar.n = len(done)
         bar.refresh()
 
@@ -378,9 +448,9 @@ def _generate_locked(
     return out
 
 
-def _record(db, i, positions, symbols, ref, done: set, failed: set, log) -> None:
+def _record(db, i, positions, symbols, ref, done: set, failed: set, log, **keys) -> None:
     if ref.converged:
-        _write_row(db, i, positions, symbols, ref)
+        _write_row(db, i, positions, symbols, ref, **keys)
         done.add(i)
     else:
         failed.add(i)

@@ -195,28 +195,38 @@ def write_molecule_list(entries: list[MoleculeEntry], path: str | Path) -> None:
 def rdkit_molecule(entry: MoleculeEntry):
     """RDKit molecule with hydrogens for an entry (bonds from the SMILES, or perceived from G2 coordinates)."""
     from rdkit import Chem, RDLogger
-    from rdkit.Chem import rdDetermineBonds
 
     RDLogger.DisableLog("rdApp.*")
     if entry.spec.startswith("g2:"):
         name = entry.spec[3:]
         if name not in g2.names:
             raise InputError(f"{entry.name}: {name!r} is not a molecule of ASE's G2 collection.")
-        atoms = g2[name]
-        xyz = f"{len(atoms)}\n\n" + "\n".join(
-            f"{s} {x:.8f} {y:.8f} {z:.8f}"
-            for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)
-        )
-        mol = Chem.MolFromXYZBlock(xyz)
         try:
-            rdDetermineBonds.DetermineBonds(mol, charge=0)
-        except ValueError as exc:
-            raise InputError(f"{entry.name}: RDKit could not assign bonds to the G2 structure ({exc}).") from None
-        return mol
+            return rdkit_from_atoms(g2[name])
+        except InputError as exc:
+            raise InputError(f"{entry.name}: {exc}") from None
     mol = Chem.MolFromSmiles(entry.spec)
     if mol is None or mol.GetNumAtoms() == 0:
         raise InputError(f"{entry.name}: {entry.spec!r} is not a valid SMILES string.")
     return Chem.AddHs(mol)
+
+
+def rdkit_from_atoms(atoms: ase.Atoms, charge: int = 0):
+    """RDKit molecule of a structure, atom order and coordinates kept, bonds perceived from the geometry."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import rdDetermineBonds
+
+    RDLogger.DisableLog("rdApp.*")
+    xyz = f"{len(atoms)}\n\n" + "\n".join(
+        f"{s} {x:.8f} {y:.8f} {z:.8f}"
+        for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)
+    )
+    mol = Chem.MolFromXYZBlock(xyz)
+    try:
+        rdDetermineBonds.DetermineBonds(mol, charge=charge)
+    except ValueError as exc:
+        raise InputError(f"RDKit could not assign bonds to {atoms.get_chemical_formula()} ({exc}).") from None
+    return mol
 
 
 def canonical_smiles(entry: MoleculeEntry) -> str:

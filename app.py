@@ -93,14 +93,14 @@ try:
         name = f"{ds[test[k]].get('molecule', trained)} test geometry {k}"
     if atoms is not None and source_kind in ("SMILES", "Upload a file"):
         switch = ui.default_model_for(atoms, label, predictor)
-        if switch is not None:  # a user's own molecule goes to a model that knows it, unless they chose otherwise
-            better, general = switch
+        if switch is not None:  # a user's own molecule goes to a model good for it, unless they chose otherwise
+            better, why = switch
+            if not ui.is_own_molecule(atoms, predictor):
+                formula, trained = atoms.get_chemical_formula(), ui.trained_molecule(predictor)
+                why = f"{formula} is not {trained}, the molecule of the model {label}: {why}"
             ui.use_model(better, pinned=False)
-            st.session_state[SWITCH_NOTE_KEY] = (
-                f"{atoms.get_chemical_formula()} is not {ui.trained_molecule(predictor)}, the molecule of the model "
-                f"{label}, so {'the general model, ' if general else 'the model '}{better}, predicts it. Choose "
-                "another model in the sidebar to override."
-            )
+            note = f"{why[0].upper()}{why[1:]}. Choose another model in the sidebar to override."
+            st.session_state[SWITCH_NOTE_KEY] = note
             st.rerun()
     if atoms is not None:  # predict_wavefunction refuses elements the model does not know
         wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
@@ -127,6 +127,7 @@ st.subheader(
     f"{atoms.get_chemical_formula()}: {len(atoms)} atoms, {lay.nao} orbitals, "
     f"{int(orbitals.occupations.sum())} electrons"
 )
+ui.show_verdict(atoms, model_path)
 dipole = wf.dipole()
 c1, c2, c3, c4, c5 = st.columns(5)
 predict_seconds = predictor.median_seconds(atoms) + wf.solve_seconds

@@ -8,6 +8,7 @@ from phisnet.reference import HARTREE_EV
 from phisnet.viz import cube_text, molden_text, orbital_label, view_html
 
 label, path, predictor, atoms, name = ui.molecule_page("Orbitals")
+ui.show_verdict(atoms, path)
 wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
 orbitals = wf.orbitals
 reference = None
@@ -59,8 +60,9 @@ else:
     panels, titles = [predicted_cube, reference_cube], ["predicted", "PySCF reference"]
 st.iframe(view_html(atoms, panels, isovalue=isovalue, signed=signed, titles=titles, width=900, height=430), height=440)
 st.caption(
-    "Blue: positive, red: negative isosurface. Orbitals come from the predicted H with the exact overlap; their "
-    "signs are matched to the reference orbitals. Drag to rotate (the panels move together), scroll to zoom."
+    "Blue: positive, red: negative isosurface. Orbitals come from the predicted H with the exact overlap"
+    + ("; their signs are matched to the reference orbitals" if reference is not None else "")
+    + ". Drag to rotate (the panels move together), scroll to zoom."
 )
 formula = atoms.get_chemical_formula()
 d1, d2 = st.columns(2)

@@ -12,6 +12,7 @@ label, path, predictor, atoms, name = ui.molecule_page(
     "PySCF runs the same calculation from each starting density to the same tolerance; a good guess saves "
     "iterations and changes no answer.",
 )
+ui.show_verdict(atoms, path)
 guesses = st.multiselect("PySCF guesses to compare", STANDARD_GUESSES, default=list(STANDARD_GUESSES))
 
 

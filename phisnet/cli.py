@@ -198,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--frame", type=int, help="only this frame (from 0) of a multi-frame file")
     pr.add_argument("--charge", type=int, default=0, help="total charge")
     pr.add_argument("--reference", action="store_true", help="also run PySCF at the model's level and compare")
+    pr.add_argument(
+        "--no-assess",
+        action="store_true",
+        help="skip the reliability check (one PySCF Fock build at the predicted density: how self-consistent the "
+        "prediction is, and whether the molecule is one the model knows)",
+    )
     pr.add_argument("--json", help="write the results to this JSON file")
     pr.add_argument("--molden", help="write the predicted orbitals to this molden file")
     pr.add_argument(
@@ -454,7 +460,7 @@ def predict_command(args: argparse.Namespace) -> int:
     predictor.warm_up()
     results = []
     for atoms in frames:
-        result, wavefunction, reference = predict_one(predictor, atoms, args.reference)
+        result, wavefunction, reference = predict_one(predictor, atoms, args.reference, not args.no_assess)
         print(format_prediction(result, args.model))
         results.append(result)
         if args.molden:
@@ -474,8 +480,8 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_one(predictor, atoms, with_reference: bool):
-    """Prediction (and optionally the PySCF reference) of one molecule as a JSON-able dict."""
+def predict_one(predictor, atoms, with_reference: bool, with_assessment: bool = True):
+    """Prediction (optionally its reliability check and the PySCF reference) of one molecule as a JSON-able dict."""
     from phisnet.metrics import MICRO
     from phisnet.observables import dipole_moment, energy_and_forces, predict_wavefunction, solve
     from phisnet.reference import HARTREE_EV, run_dft
@@ -503,6 +509,10 @@ def predict_one(predictor, atoms, with_reference: bool):
         "dipole_norm_debye": float(np.linalg.norm(dipole)),
         "mulliken_charges": wf.charges().tolist(),
     }
+    if with_assessment:
+        from phisnet.trust import assess
+
+        result["assessment"] = assess(predictor, atoms, wavefunction=wf).to_json()
     reference_orbitals = None
     if with_reference:
         ref = run_dft(atoms, xc=wf.xc, basis=wf.basis, charge=charge, forces=True)
@@ -538,6 +548,10 @@ def format_prediction(result: dict, model: str) -> str:
         f"(network {result['predict_seconds']:.3f} s, eigenproblem {result['solve_seconds']:.3f} s)"
         + (f"; PySCF SCF {ref['scf_seconds']:.2f} s, {ref['scf_iterations']} iterations" if ref else ""),
     ]
+    if "assessment" in result:
+        from phisnet.trust import Assessment
+
+        lines.insert(0, "reliability: " + Assessment(**result["assessment"]).summary())
     if result.get("subspace"):
         lines.append(
             f"orbitals solved above overlap eigenvalue {result['subspace']:g} "

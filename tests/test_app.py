@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import ase.build
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -27,6 +28,11 @@ def home(molecule_source="Named molecule", pinned=True):
 
 def errors(at):
     return " ".join(e.value for e in at.error)
+
+
+def errors_besides_the_verdict(at):
+    """Error boxes other than an 'unreliable' verdict (the general model's on a molecule it predicts badly)."""
+    return [e.value for e in at.error if not e.value.startswith("**Reliability: unreliable")]
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +65,7 @@ def test_every_page_runs_with_its_defaults(page):
         assert float(relative) < 1e-5  # float32 model: exact up to rounding
         assert "Largest relative error" in text
     elif name == "SCF_guess":
-        assert "all final energies agree" in at.success[0].value
+        assert "all final energies agree" in at.success[-1].value  # after the verdict (success[0] when ok)
     elif name == "Orbitals":
         assert "Blue: positive" in text
     elif name == "Models":
@@ -205,17 +211,32 @@ def general_model() -> str:
     return next(p.stem for p in list_pretrained(ROOT / "pretrained") if load(p).metadata.get("molecules"))
 
 
+def xyz_text(atoms) -> str:
+    return f"{len(atoms)}\n\n" + "".join(
+        f"{s} {x:.8f} {y:.8f} {z:.8f}\n"
+        for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)
+    )
+
+
 def test_a_users_molecule_goes_to_a_model_that_knows_it():
     at = home("SMILES", pinned=False)
     at.text_input[0].set_value("O").run()  # water: the water model's own molecule stays with it
     assert not at.exception and not at.error, errors(at)
     assert at.session_state[app_common.MODEL_KEY] == "water"
-    at.text_input[0].set_value("OCC").run()  # ethanol: to the model trained on ethanol
-    assert at.session_state[app_common.MODEL_KEY] == "ethanol" and "C2H6O" in at.subheader[0].value
+    at.text_input[0].set_value("OCC").run()  # RDKit's gauche ethanol: the ethanol model is not reliable for it
+    assert not at.exception
+    assert at.session_state[app_common.MODEL_KEY] == general_model() and "C2H6O" in at.subheader[0].value
+    note = " ".join(i.value for i in at.info)
+    assert "the ethanol model's prediction for this geometry is unreliable" in note and "the general model" in note
+
+    at = home("Upload a file", pinned=False)  # ethanol near its minimum (ASE's G2 structure): the ethanol model
+    at.file_uploader[0].upload("ethanol.xyz", xyz_text(ase.build.molecule("CH3CH2OH")).encode()).run()
+    assert not at.exception and not at.error, errors(at)
+    assert at.session_state[app_common.MODEL_KEY] == "ethanol" and "Reliability: ok" in at.success[0].value
 
     at = home("SMILES", pinned=False)
     at.text_input[0].set_value("CC(N)=O").run()  # acetamide: no model of its own, so the general model
-    assert not at.exception and not at.error, errors(at)
+    assert not at.exception and not errors_besides_the_verdict(at), errors(at)
     assert at.session_state[app_common.MODEL_KEY] == general_model()
     assert "the general model" in " ".join(i.value for i in at.info)
     assert "C2H5NO" in at.subheader[0].value
@@ -256,9 +277,17 @@ def test_a_refused_molecule_offers_a_model_that_knows_its_elements():
     offer = " ".join(i.value for i in at.info)
     assert "Models that know every element of C2H6O: ethanol" in offer  # trained on C2H6O: first
     at.button[0].click().run()
-    assert not at.exception and not at.error
+    assert not at.exception
     assert at.session_state[app_common.MODEL_KEY] == "ethanol"
     assert "C2H6O" in at.subheader[0].value
+    # The user's choice is kept, and the verdict says in words, before any number, that it is not to be trusted.
+    assert "Reliability: unreliable" in errors(at)
+
+
+def test_every_prediction_carries_its_verdict():
+    at = home()  # water on the water model
+    assert not at.exception and "Reliability: ok" in at.success[0].value
+    assert "uHa RMS" in at.success[0].value
 
 
 def test_validation_h_mae_of_a_checkpoint_picked_by_its_loss_or_its_h_mae():

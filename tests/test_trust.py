@@ -1,0 +1,109 @@
+"""phisnet.trust: the self-consistency residual against real PySCF solutions, the domain and the verdict."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from phisnet import InputError
+from phisnet.io import read_molecules
+from phisnet.model import load
+from phisnet.observables import predict_wavefunction, solve
+from phisnet.reference import build_mol, run_dft
+from phisnet.trust import DOUBTFUL_GRADIENT, UNRELIABLE_GRADIENT, assess, self_consistency, verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def water():
+    return read_molecules("water")[0]
+
+
+@pytest.fixture(scope="module")
+def water_model():
+    return load(ROOT / "pretrained" / "water.pt")
+
+
+def with_hamiltonian(wavefunction, H):
+    """The same wavefunction object with its orbitals solved from another Hamiltonian."""
+    n_electrons = int(wavefunction.orbitals.occupations.sum())
+    return replace(wavefunction, hamiltonian=H, orbitals=solve(H, wavefunction.exact_overlap, n_electrons))
+
+
+def test_a_converged_pyscf_hamiltonian_is_self_consistent(water, water_model):
+    """PySCF's own converged Fock matrix as the 'prediction': the residual is the cheap Fock build's own floor."""
+    ref = run_dft(water, conv_tol=1e-11, forces=False)
+    wf = with_hamiltonian(predict_wavefunction(water_model, water), ref.hamiltonian)
+    exact = self_consistency(wf, grid_level=3, density_fit=False)  # PySCF's settings of the reference: ~0
+    assert exact["gradient_rms"] < 2e-6 and exact["fock_max"] < 1e-4
+    cheap = self_consistency(wf)
+    assert cheap["gradient_rms"] < 0.2 * DOUBTFUL_GRADIENT  # the coarse grid and fitted J leave a small floor
+    # A perturbed Hamiltonian: the residual grows with the perturbation, as the SCF's orbital gradient does.
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=ref.hamiltonian.shape)
+    noise = 0.5 * (noise + noise.T)
+    g = [self_consistency(with_hamiltonian(wf, ref.hamiltonian + s * noise))["gradient_rms"] for s in (1e-3, 1e-2)]
+    assert cheap["gradient_rms"] < g[0] < g[1] and g[1] > UNRELIABLE_GRADIENT
+
+
+def test_one_step_energy_estimate_matches_a_real_roothaan_step(water, water_model):
+    """The second-order estimate of one step's energy change against PySCF's energy after the step."""
+    from phisnet.reference import make_mf
+
+    ref = run_dft(water, conv_tol=1e-11, forces=False)
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=ref.hamiltonian.shape) * 2e-3
+    wf = with_hamiltonian(predict_wavefunction(water_model, water), ref.hamiltonian + 0.5 * (noise + noise.T))
+    estimate = self_consistency(wf, grid_level=3, density_fit=False)["step_energy"]
+    mol = build_mol(water)
+    mf = make_mf(mol, "pbe")
+    D0 = wf.orbitals.density_matrix
+    F0 = mf.get_fock(dm=D0)
+    D1 = solve(F0, wf.exact_overlap, 10).density_matrix
+    true_change = mf.energy_tot(dm=D1) - mf.energy_tot(dm=D0)
+    assert estimate < 0 and true_change < 0
+    assert estimate == pytest.approx(true_change, rel=0.5)  # second order in a small error: the same scale
+
+
+def test_the_shipped_water_model_is_ok_on_water_and_the_verdict_says_why(water, water_model):
+    result = assess(water_model, water)
+    assert result.verdict == "ok" and result.outside == []
+    assert result.gradient_rms < DOUBTFUL_GRADIENT and result.seconds > 0
+    assert "self-consistent" in result.summary()
+
+
+def test_a_molecule_the_model_was_not_trained_on_is_unreliable(water_model):
+    peroxide = read_molecules("OO", format="smiles")[0]  # water's elements, not water
+    result = assess(water_model, peroxide)
+    assert result.verdict == "unreliable" and "not water" in result.reason
+    with pytest.raises(InputError, match="not trained on C"):
+        assess(water_model, read_molecules("C", format="smiles")[0])
+
+
+def test_a_gauche_ethanol_on_the_normal_mode_ethanol_model_is_not_ok():
+    """The trial of issue 45: SMILES CCO builds a gauche ethanol that the shipped ethanol model gets 5 eV wrong."""
+    ethanol_model = load(ROOT / "pretrained" / "ethanol.pt")
+    result = assess(ethanol_model, read_molecules("CCO", format="smiles")[0])
+    assert result.verdict != "ok"
+    assert assess(ethanol_model, read_molecules("ethanol")[0]).verdict == "ok"  # near its training minimum
+
+
+def test_a_model_fitted_beyond_its_scf_level_is_not_vouched_for_by_the_residual(water):
+    result = assess(load(ROOT / "pretrained" / "water-ccsdt.pt"), water)
+    assert result.verdict == "doubtful" and "CCSD(T)" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("gradient", "outside", "expected"),
+    [
+        (1e-5, [], "ok"),
+        (DOUBTFUL_GRADIENT, [], "doubtful"),
+        (UNRELIABLE_GRADIENT, [], "unreliable"),
+        (1e-6, ["the model was not trained on Fe"], "unreliable"),
+    ],
+)
+def test_verdict_thresholds(gradient, outside, expected):
+    word, reason = verdict({"gradient_rms": gradient}, outside)
+    assert word == expected and reason.endswith(".")

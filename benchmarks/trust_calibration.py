@@ -92,6 +92,27 @@ def summary(rows: list[dict], label: str) -> str:
     )
 
 
+def variants_line(rows: list[dict]) -> str:
+    """The exact Fock build beside the assessment's: time, and how the two gradients agree."""
+    exact, cheap = [r["exact_gradient_rms"] for r in rows], [r["gradient_rms"] for r in rows]
+    rho = spearmanr(exact, cheap).statistic if len(rows) > 2 else float("nan")
+    exact_s, cheap_s = np.median([r["exact_seconds"] for r in rows]), np.median([r["assess_seconds"] for r in rows])
+    return (
+        f"    exact Fock build (grid 3, exact J): median {exact_s:.3f} s against {cheap_s:.3f} s; rank correlation "
+        f"of the two gradients {rho:.3f}; ratio of medians {np.median(exact) / np.median(cheap):.3f}"
+    )
+
+
+def scf_line(rows: list[dict]) -> str:
+    predicted = [r["scf_iterations_predicted"] for r in rows]
+    rho = spearmanr([r["gradient_rms"] for r in rows], predicted).statistic
+    minao = np.mean([r["scf_iterations_minao"] for r in rows])
+    return (
+        f"    SCF iterations: predicted guess {np.mean(predicted):.2f}, minao {minao:.2f}; rank correlation with "
+        f"the gradient {rho:.2f}"
+    )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", nargs="+", required=True, help="MODEL.pt:DATA.db pairs")
@@ -112,20 +133,9 @@ def main(argv=None) -> int:
         all_rows += rows
         lines.append(summary(rows, label))
         if args.variants:
-            exact = [r["exact_gradient_rms"] for r in rows]
-            rho = spearmanr(exact, [r["gradient_rms"] for r in rows]).statistic if len(rows) > 2 else float("nan")
-            lines.append(
-                f"    exact Fock build (grid 3, exact J): median {np.median([r['exact_seconds'] for r in rows]):.3f} s "
-                f"against {np.median([r['assess_seconds'] for r in rows]):.3f} s; rank correlation of the two "
-                f"gradients {rho:.3f}; ratio of medians {np.median(exact) / np.median([r['gradient_rms'] for r in rows]):.3f}"
-            )
+            lines.append(variants_line(rows))
         if args.scf:
-            p = np.mean([r["scf_iterations_predicted"] for r in rows])
-            m = np.mean([r["scf_iterations_minao"] for r in rows])
-            rho = spearmanr([r["gradient_rms"] for r in rows], [r["scf_iterations_predicted"] for r in rows]).statistic
-            lines.append(
-                f"    SCF iterations: predicted guess {p:.2f}, minao {m:.2f}; rank correlation with the gradient {rho:.2f}"
-            )
+            lines.append(scf_line(rows))
     header = (
         f"{'model on data (split)':42s} {'n':>4s} {'H uHa':>9s} {'grad uHa':>10s} {'rho H':>6s} {'rho eps':>6s} "
         f"{'ok':>4s} {'doub':>4s} {'unre':>4s} {'bad flag':>9s} {'good flag':>9s} {'sec':>7s}"

@@ -17,9 +17,11 @@ def hocc_torsion(symbols, positions) -> float:
     atoms = ase.Atoms(symbols, positions=positions)
     distances = atoms.get_all_distances()
     o = symbols.index("O")
-    h = next(i for i, s in enumerate(symbols) if s == "H" and distances[o, i] < 1.2)
-    c1 = next(i for i, s in enumerate(symbols) if s == "C" and distances[o, i] < 1.6)
-    c2 = next(i for i, s in enumerate(symbols) if s == "C" and i != c1 and distances[c1, i] < 1.7)
+    hydrogens = [i for i, s in enumerate(symbols) if s == "H"]
+    carbons = [i for i, s in enumerate(symbols) if s == "C"]
+    h = min(hydrogens, key=lambda i: distances[o, i])  # nearest neighbours: bonds stretch at 500 K
+    c1 = min(carbons, key=lambda i: distances[o, i])
+    c2 = next(i for i in carbons if i != c1)
     return atoms.get_dihedral(h, o, c1, c2)
 
 

@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="test",
         help="which structures; the split comes from the checkpoint (test_ood: the held-out molecules of a set)",
     )
+    ev.add_argument(
+        "--split-of",
+        metavar="CKPT",
+        help="take the split from this checkpoint instead (one trained on DATA), to score a model trained on other "
+        "data on that model's test structures",
+    )
     ev.add_argument("--json", help="also write the metrics to this JSON file")
     ev.add_argument(
         "--by-molecule",
@@ -349,7 +355,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     dataset = HamiltonianDataset(args.data)
     predictors = [load(path) for path in args.model]
     indices, label = None, "all"
-    if args.split != "all":
+    if args.split_of is not None:  # another checkpoint's split of this dataset, for models trained elsewhere
+        if args.split == "all":
+            raise InputError("--split-of names whose split to use; give the split too (--split test).")
+        indices, label = model_split(load(args.split_of), dataset, args.split, args.split_of), f"{args.split} of "
+        label += Path(args.split_of).stem
+    elif args.split != "all":
         chosen = None
         for path, predictor in zip(args.model, predictors, strict=True):
             these = model_split(predictor, dataset, args.split, path)

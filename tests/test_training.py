@@ -143,6 +143,11 @@ def test_train_cli_and_evaluate_cli(water_db, tmp_path, capsys):
         db.delete([1])
     assert cli_main([*evaluate, str(other)]) == 2  # another dataset: the checkpoint's split would not apply
     assert "is not the dataset" in capsys.readouterr().err
+    # --split-of: score a model on the test split another checkpoint recorded for this dataset.
+    assert cli_main([*evaluate, str(water_db), "--split-of", str(out / "best.pt")]) == 0
+    assert "(test of best)" in capsys.readouterr().out
+    assert cli_main([*evaluate, str(other), "--split-of", str(out / "best.pt")]) == 2  # that split is not this file's
+    assert "is not the dataset" in capsys.readouterr().err
 
     # phisnet subspace: chosen on validation only; --write stores it (weights untouched), evaluate then uses it.
     model = out / "best.pt"

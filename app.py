@@ -169,10 +169,10 @@ if with_reference:
     d1, d2, d3, d4, d5 = st.columns(5)
     d1.metric("PySCF SCF time / s", f"{ref.seconds:.2f}", help=f"{ref.n_iterations} SCF iterations")
     d2.metric("Speed-up", f"{ref.seconds / predict_seconds:.0f}x")
-    d3.metric("Occupied orbital energy MAE / meV", f"{eps_mae * HARTREE_EV * 1000:.1f}")
+    d3.metric("Occupied orbital energy MAE / meV", f"{eps_mae * HARTREE_EV * 1000:.3g}")
     d4.metric(
         "Energy error / meV",
-        f"{(energy - ref.energy) * HARTREE_EV * 1000:.2f}",
+        f"{(energy - ref.energy) * HARTREE_EV * 1000:.3g}",
         help="PySCF's energy functional at the predicted density, against the SCF energy",
     )
     n_occ = orbitals.n_occupied

@@ -42,7 +42,7 @@ AUTO_ASSESS_ATOMS = 16
 
 
 def page_setup(title: str) -> None:
-    st.set_page_config(page_title=f"phisnet: {title}", layout="wide")
+    st.set_page_config(page_title="phisnet" if title == "phisnet" else f"phisnet: {title}", layout="wide")
     st.title(title)
 
 

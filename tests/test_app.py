@@ -48,6 +48,7 @@ def test_home_predicts_water_and_compares_with_pyscf():
     assert float(metrics["Prediction time / ms"]) > 0
     assert 1.0 < float(metrics["Dipole / D"]) < 3.0
     assert float(metrics["PySCF SCF time / s"]) > 0  # the reference is on by default for small molecules
+    assert float(metrics["Occupied orbital energy MAE / meV"]) > 0  # significant digits: a small error is not 0.0
     assert "PySCF / eV" in at.dataframe[0].value.columns
 
 

@@ -21,7 +21,7 @@ import torch
 from phisnet import InputError
 from phisnet.jobs import DEFAULT_ROOT, list_jobs
 from phisnet.model import list_pretrained, load
-from phisnet.molecules import PAPER_MOLECULES, paper_molecule, same_molecule
+from phisnet.molecules import PAPER_MOLECULES, is_paper_molecule
 from phisnet.reference import run_dft
 from phisnet.trust import DOUBTFUL_GRADIENT
 
@@ -215,17 +215,11 @@ def default_model_for(atoms: ase.Atoms, label: str, predictor) -> tuple[str, str
     if st.session_state.get(PINNED_KEY) or predictor.metadata.get("molecules"):
         return None
     paths = available_models()
-    ranked = (
-        [label, *models_for(atoms, exclude=label)]
-        if set(atoms.numbers.tolist()) <= set(predictor.elements)
-        else models_for(atoms, exclude=label)
-    )
-    own = [
-        m
-        for m in ranked
-        if not cached_model(paths[m]).metadata.get("molecules") and is_own_molecule(atoms, cached_model(paths[m]))
-    ]
-    general = [m for m in ranked if cached_model(paths[m]).metadata.get("molecules")]
+    knows_all = set(atoms.numbers.tolist()) <= set(predictor.elements)
+    ranked = [label, *models_for(atoms, exclude=label)] if knows_all else models_for(atoms, exclude=label)
+    predictors = {m: cached_model(paths[m]) for m in ranked}
+    general = [m for m in ranked if predictors[m].metadata.get("molecules")]
+    own = [m for m in ranked if m not in general and is_own_molecule(atoms, predictors[m])]
     checked = []
     for m in own:
         result = cached_assessment(geometry_key(atoms), paths[m])
@@ -257,8 +251,7 @@ def _rank(result) -> tuple[int, float]:
 
 def is_own_molecule(atoms: ase.Atoms, predictor) -> bool:
     """Whether a per-molecule model was trained on this molecule (same formula and bonds)."""
-    own = trained_molecule(predictor)
-    return own in PAPER_MOLECULES and same_molecule(atoms, paper_molecule(own))
+    return is_paper_molecule(atoms, trained_molecule(predictor))
 
 
 def trained_molecule(predictor) -> str:
@@ -357,12 +350,12 @@ def cached_assessment(key: tuple, model_path: str):
     return assess(cached_model(model_path), atoms_from_key(key), charge=key[2])
 
 
-def assessment(atoms: ase.Atoms, model_path: str, ask: bool = True):
+def assessment(atoms: ase.Atoms, model_path: str):
     """The reliability check of the model's prediction for ``atoms``: computed at once up to AUTO_ASSESS_ATOMS
-    atoms or when asked before, else behind a button (``ask``), else None."""
+    atoms or when asked for before; else a button that asks for it, and None until it is pressed."""
     key = (geometry_key(atoms), model_path)
     done = st.session_state.setdefault("phisnet_assessed", set())
-    if len(atoms) <= AUTO_ASSESS_ATOMS or key in done or (ask and st.button("Check this prediction's reliability")):
+    if len(atoms) <= AUTO_ASSESS_ATOMS or key in done or st.button("Check this prediction's reliability"):
         done.add(key)
         return cached_assessment(*key)
     return None

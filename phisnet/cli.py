@@ -358,8 +358,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.split_of is not None:  # another checkpoint's split of this dataset, for models trained elsewhere
         if args.split == "all":
             raise InputError("--split-of names whose split to use; give the split too (--split test).")
-        indices, label = model_split(load(args.split_of), dataset, args.split, args.split_of), f"{args.split} of "
-        label += Path(args.split_of).stem
+        indices = model_split(load(args.split_of), dataset, args.split, args.split_of)
+        label = f"{args.split} of {Path(args.split_of).stem}"
     elif args.split != "all":
         chosen = None
         for path, predictor in zip(args.model, predictors, strict=True):

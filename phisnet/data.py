@@ -243,11 +243,9 @@ def _prepare(db, molecule: str, settings: GenerationSettings, log):
     metadata = dict(db.metadata)
     if metadata.get("settings"):
         _check_resumed_settings(db, metadata, settings)
-    elif settings.sampler == MD:
-        metadata = _new_md_metadata(molecule, settings, log)
-        db.metadata = metadata
     else:
-        metadata = _new_normal_mode_metadata(molecule, settings, log)
+        new_metadata = _new_md_metadata if settings.sampler == MD else _new_normal_mode_metadata
+        metadata = new_metadata(molecule, settings, log)
         db.metadata = metadata
     if settings.sampler == MD:
         sampler = MDSampler(

@@ -105,6 +105,11 @@ def same_molecule(a: ase.Atoms, b: ase.Atoms) -> bool:
     return a.get_chemical_formula() == b.get_chemical_formula() and bond_signature(a) == bond_signature(b)
 
 
+def is_paper_molecule(atoms: ase.Atoms, name: str | None) -> bool:
+    """Whether ``name`` is one of the paper's molecules and ``atoms`` is that molecule (formula and bonds)."""
+    return name in PAPER_MOLECULES and same_molecule(atoms, paper_molecule(name))
+
+
 # ----------------------------------------------------------------------------- the general molecule set
 
 #: Elements of the general molecule set.

@@ -107,7 +107,7 @@ def domain(predictor, atoms) -> list[str]:
     """
     from ase.data import chemical_symbols
 
-    from phisnet.molecules import PAPER_MOLECULES, paper_molecule, same_molecule
+    from phisnet.molecules import PAPER_MOLECULES, is_paper_molecule
 
     meta = predictor.metadata
     missing = sorted(set(atoms.get_chemical_symbols()) - {chemical_symbols[z] for z in predictor.elements})
@@ -116,7 +116,7 @@ def domain(predictor, atoms) -> list[str]:
     if meta.get("molecules"):
         return []
     own = (meta.get("data", {}).get("settings") or {}).get("molecule")
-    if own in PAPER_MOLECULES and not same_molecule(atoms, paper_molecule(own)):
+    if own in PAPER_MOLECULES and not is_paper_molecule(atoms, own):
         return [f"{atoms.get_chemical_formula()} is not {own}, the one molecule this model was trained on"]
     return []
 

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the reliability check (one PySCF Fock build at the predicted density: how self-consistent the "
         "prediction is, and whether the molecule is one the model knows)",
     )
-    pr.add_argument("--json", help="write the results to this JSON file")
+    pr.add_argument(
+        "--json", help="write the results to this JSON file (a .jsonl name: one JSON record per line, one per frame)"
+    )
+    pr.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="frames of a multi-frame input (a trajectory) predicted together in one pass of the network (on "
+        "this CPU 4 was fastest for ethanol: 60 ms a frame against 78 one by one and 95 in batches of 16)",
+    )
+    pr.add_argument("--quiet", action="store_true", help="no progress bar for multi-frame input")
     pr.add_argument("--molden", help="write the predicted orbitals to this molden file")
     pr.add_argument(
         "--cube",
@@ -451,8 +462,6 @@ def _by_molecule(dataset, indices: list[int]) -> dict[str, list[int]] | None:
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    import json
-
     from phisnet.io import read_molecules
     from phisnet.model import load
     from phisnet.viz import write_cube, write_molden
@@ -468,37 +477,85 @@ def predict_command(args: argparse.Namespace) -> int:
         raise InputError(f"the input has {len(frames)} frames; choose one with --frame to write molden or cube files.")
     if "difference" in [c.lower() for c in cubes] and not args.reference:
         raise InputError("the 'difference' cube needs --reference.")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}.")
     predictor.warm_up()
-    results = []
-    for atoms in frames:
-        result, wavefunction, reference = predict_one(predictor, atoms, args.reference, not args.no_assess)
-        print(format_prediction(result, args.model))
-        results.append(result)
-        if args.molden:
-            print(f"wrote {write_molden(args.molden, wavefunction.mol, wavefunction.orbitals)}")
-        ref_dm = None if reference is None else reference.density_matrix
-        for what in cubes:
-            path = Path(args.cube_dir) / f"{atoms.get_chemical_formula()}_{what.lower().replace('+', 'p')}.cube"
-            write_cube(
-                path, wavefunction.mol, what, wavefunction.orbitals, reference_density=ref_dm, points=args.cube_points
-            )
-            print(f"wrote {path}")
+    if len(frames) > 1:
+        return predict_frames(args, predictor, frames)
+    atoms = frames[0]
+    result, wavefunction, reference = predict_one(predictor, atoms, args.reference, not args.no_assess)
+    print(format_prediction(result, args.model))
+    if args.molden:
+        print(f"wrote {write_molden(args.molden, wavefunction.mol, wavefunction.orbitals)}")
+    ref_dm = None if reference is None else reference.density_matrix
+    for what in cubes:
+        path = Path(args.cube_dir) / f"{atoms.get_chemical_formula()}_{what.lower().replace('+', 'p')}.cube"
+        write_cube(
+            path, wavefunction.mol, what, wavefunction.orbitals, reference_density=ref_dm, points=args.cube_points
+        )
+        print(f"wrote {path}")
     if args.json:
-        from phisnet.files import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(results[0] if len(results) == 1 else results, indent=2))
-        print(f"wrote {args.json}")
+        _write_results(args.json, [result])
     return 0
 
 
-def predict_one(predictor, atoms, with_reference: bool, with_assessment: bool = True):
-    """Prediction (optionally its reliability check and the PySCF reference) of one molecule as a JSON-able dict."""
+def predict_frames(args: argparse.Namespace, predictor, frames: list) -> int:
+    """Every frame of a multi-frame input: the network in batches, then one line (and JSON record) per frame."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    predictions = predictor.predict_many(frames, batch_size=args.batch_size)
+    results, verdicts = [], {}
+    print(f"{len(frames)} frames, model {args.model}" + ("" if args.no_assess else "; reliability checked per frame"))
+    print(f"{'frame':>6}  {'formula':<12}{'gap / eV':>10}{'dipole / D':>12}{'ms':>8}  verdict")
+    for k, (atoms, prediction) in enumerate(
+        zip(tqdm(frames, unit="frame", desc="solve", disable=args.quiet), predictions, strict=True)
+    ):
+        result, _, _ = predict_one(predictor, atoms, args.reference, not args.no_assess, prediction=prediction)
+        result["frame"] = k
+        results.append(result)
+        verdict = result.get("assessment", {}).get("verdict", "-")
+        verdicts[verdict] = verdicts.get(verdict, 0) + 1
+        ms = (result["predict_seconds"] + result["solve_seconds"]) * 1000
+        gap, dipole = result["gap_ev"], result["dipole_norm_debye"]
+        tqdm.write(f"{k:>6}  {result['formula']:<12}{gap:>10.3f}{dipole:>12.3f}{ms:>8.1f}  {verdict}")
+    seconds = time.perf_counter() - t0
+    network = sum(r["predict_seconds"] for r in results)
+    counts = ", ".join(f"{n} {word}" for word, n in sorted(verdicts.items()) if word != "-")
+    print(
+        f"{len(frames)} frames in {seconds:.2f} s (network {network:.3f} s, {network / len(frames) * 1000:.1f} ms a "
+        f"frame in batches of {args.batch_size})" + (f"; verdicts: {counts}" if counts else "")
+    )
+    if args.json:
+        _write_results(args.json, results)
+    return 0
+
+
+def _write_results(path: str, results: list[dict]) -> None:
+    """JSON (one object, or a list for several frames), or JSON lines (one record a frame) for a .jsonl name."""
+    import json
+
+    from phisnet.files import write_text_atomic
+
+    if str(path).endswith(".jsonl"):
+        text = "".join(json.dumps(result) + "\n" for result in results)
+    else:
+        text = json.dumps(results[0] if len(results) == 1 else results, indent=2)
+    write_text_atomic(path, text)
+    print(f"wrote {path}")
+
+
+def predict_one(predictor, atoms, with_reference: bool, with_assessment: bool = True, prediction=None):
+    """Prediction (optionally its reliability check and the PySCF reference) of one molecule as a JSON-able dict.
+
+    ``prediction``: the network's ``Prediction`` for ``atoms`` when already made (``Predictor.predict_many``).
+    """
     from phisnet.metrics import MICRO
     from phisnet.observables import dipole_moment, energy_and_forces, predict_wavefunction, solve
     from phisnet.reference import HARTREE_EV, run_dft
 
     charge = int(atoms.info.get("charge", 0))
-    wf = predict_wavefunction(predictor, atoms, charge=charge)
+    wf = predict_wavefunction(predictor, atoms, charge=charge, prediction=prediction)
     orb = wf.orbitals
     dipole = wf.dipole()
     result = {

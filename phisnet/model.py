@@ -258,7 +258,13 @@ def _one_channel_coupling(orders1: int, orders2: int, lmax: int, mode: str) -> t
     irreps_out, instructions = _channelwise(irreps1, irreps2, lmax, mode)
     with default_dtype(torch.float64):
         twin = o3.TensorProduct(
-            irreps1, irreps2, irreps_out, instructions, shared_weights=mode != "uvu", internal_weights=False
+            irreps1,
+            irreps2,
+            irreps_out,
+            instructions,
+            shared_weights=mode != "uvu",
+            internal_weights=False,
+            _optimize_einsums=False,  # the twin runs once: optimising its einsums cost seconds per model load
         )
     d1, d2 = irreps1.dim, irreps2.dim
     x1 = torch.eye(d1, dtype=torch.float64).repeat_interleave(d2, dim=0)  # [d1 d2, d1]
@@ -294,8 +300,14 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
     def __init__(self, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, lmax: int, mode: str):
         irreps_out, instructions = _channelwise(irreps_in1, irreps_in2, lmax, mode)
         per_edge = mode == "uvu"
-        super().__init__(
-            irreps_in1, irreps_in2, irreps_out, instructions, shared_weights=not per_edge, internal_weights=not per_edge
+        super().__init__(  # e3nn's generated forward is only the reference (forward_e3nn): no einsum optimisation,
+            irreps_in1,  # which took most of a model's load time (5 of 11 s for ethanol on a busy CPU)
+            irreps_in2,
+            irreps_out,
+            instructions,
+            shared_weights=not per_edge,
+            internal_weights=not per_edge,
+            _optimize_einsums=False,
         )
         U = irreps_in1[0].mul
         if [(mul, ir.l) for mul, ir in irreps_in1] != [(U, l) for l in range(len(irreps_in1))] or [
@@ -1257,12 +1269,65 @@ class Predictor:
         S = out["overlap"].double().numpy()
         return Prediction(hamiltonian=H, overlap=S, seconds=time.perf_counter() - t0)
 
+    @torch.no_grad()
+    def predict_many(self, frames, batch_size: int = 16, progress: bool = False) -> list[Prediction]:
+        """Predict every ``ase.Atoms`` of ``frames`` in batches of up to ``batch_size`` of one composition.
+
+        Frames of the same atoms in the same order (a trajectory) share one pass through the network per
+        batch; a frame's ``seconds`` is its share of its batch's time. The results are the ones ``predict``
+        gives frame by frame (the same arithmetic; float32 sums may differ in the last digits).
+        """
+        from tqdm.auto import tqdm
+
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise InputError(f"batch_size must be a positive whole number, not {batch_size!r}.")
+        frames = list(frames)
+        groups: dict[tuple, list[int]] = {}
+        for k, atoms in enumerate(frames):
+            self.check(atoms)
+            groups.setdefault(tuple(int(z) for z in atoms.numbers), []).append(k)
+        results: list[Prediction | None] = [None] * len(frames)
+        bar = tqdm(total=len(frames), unit="frame", desc="predict", disable=not progress)
+        for numbers, members in groups.items():
+            z = torch.as_tensor(numbers, dtype=torch.long)
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                positions = torch.as_tensor(np.stack([frames[k].positions for k in chunk]), dtype=torch.float64)
+                t0 = time.perf_counter()
+                threads = auto_threads(len(chunk) * len(numbers)) if self.threads == "auto" else self.threads
+                with torch_threads(threads):  # a batch is as much work as one molecule of all its atoms
+                    out = self.model(positions, z)
+                H, S = out["hamiltonian"].double().numpy(), out["overlap"].double().numpy()
+                share = (time.perf_counter() - t0) / len(chunk)
+                for b, k in enumerate(chunk):
+                    results[k] = Prediction(hamiltonian=H[b], overlap=S[b], seconds=share)
+                bar.update(len(chunk))
+        bar.close()
+        return results
+
 
 def load(path: str | Path, dtype: torch.dtype = torch.float32, threads: int | str = "auto") -> Predictor:
     """Load a checkpoint written by ``save_checkpoint`` (safely, ``weights_only=True``); see ``Predictor``."""
     payload = read_checkpoint(path)
     model = build_from_checkpoint(payload, dtype)
     return Predictor(model, payload["metadata"], threads)
+
+
+def as_predictor(model) -> Predictor:
+    """``model`` itself if it is a ``Predictor``, else the checkpoint at that path, loaded once per file version."""
+    if isinstance(model, (str, Path)):
+        path = Path(model).resolve()
+        if not path.is_file():
+            raise InputError(f"There is no checkpoint file {model}.")
+        return _load_cached(str(path), path.stat().st_mtime_ns)
+    if not isinstance(model, Predictor):
+        raise InputError(f"model must be a checkpoint path or a loaded Predictor, not {type(model).__name__}.")
+    return model
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int) -> Predictor:  # the modification time in the key: a new file is read
+    return load(path)
 
 
 def list_pretrained(directory: str | Path = "pretrained") -> list[Path]:

@@ -171,8 +171,12 @@ class PredictedWavefunction:
         return mulliken_charges(self.mol, self.orbitals.density_matrix)
 
 
-def predict_wavefunction(predictor, atoms, charge: int = 0, subspace: float | None = None) -> PredictedWavefunction:
+def predict_wavefunction(
+    predictor, atoms, charge: int = 0, subspace: float | None = None, prediction=None
+) -> PredictedWavefunction:
     """Predict H and S for ``atoms`` and solve for the orbitals (closed shell).
+
+    ``prediction``: the ``Prediction`` of ``atoms`` when it is already made (``Predictor.predict_many``).
 
     The orbitals come from the predicted H and the exact S, within the model's ``subspace``
     (``Predictor.subspace``, chosen on its validation data) unless another is given.
@@ -191,7 +195,8 @@ def predict_wavefunction(predictor, atoms, charge: int = 0, subspace: float | No
             "closed-shell molecules only (an even electron count)."
         )
     mol = build_mol(atoms, basis=basis, charge=charge)
-    prediction = predictor.predict(atoms)
+    if prediction is None:
+        prediction = predictor.predict(atoms)
     t0 = time.perf_counter()
     S = mol.intor("int1e_ovlp")
     subspace = predictor.subspace if subspace is None else float(subspace)

@@ -82,6 +82,37 @@ def test_predict_multi_frame_file(tmp_path, capsys):
     xyz.write_text(frame + frame.replace("0.763", "0.780"))
     assert main(["predict", str(xyz), "--model", WATER, "--json", str(tmp_path / "r.json")]) == 0
     assert len(json.loads((tmp_path / "r.json").read_text())) == 2
+    out = capsys.readouterr().out
+    assert "2 frames in" in out and "verdicts: 2 ok" in out
     assert main(["predict", str(xyz), "--model", WATER, "--molden", str(tmp_path / "m.molden")]) == 2
     assert "choose one with --frame" in capsys.readouterr().err
     assert main(["predict", str(xyz), "--model", WATER, "--frame", "1", "--molden", str(tmp_path / "m.molden")]) == 0
+
+
+def test_predict_a_trajectory_in_batches_writes_one_record_a_frame(tmp_path, capsys):
+    from ase.io import write
+
+    from phisnet.model import load
+    from phisnet.molecules import paper_molecule
+    from phisnet.observables import predict_wavefunction
+
+    rng = np.random.default_rng(1)
+    frames = []
+    for _ in range(5):
+        atoms = paper_molecule("water")
+        atoms.positions += rng.normal(scale=0.03, size=(3, 3))
+        frames.append(atoms)
+    write(tmp_path / "traj.xyz", frames)
+    records = tmp_path / "traj.jsonl"
+    args = ["predict", str(tmp_path / "traj.xyz"), "--model", WATER, "--batch-size", "2", "--no-assess"]
+    assert main([*args, "--quiet", "--json", str(records)]) == 0
+    lines = records.read_text().splitlines()
+    assert len(lines) == 5
+    predictor = load(WATER)
+    for k, line in enumerate(lines):
+        record = json.loads(line)
+        assert record["frame"] == k and "assessment" not in record
+        one = predict_wavefunction(predictor, frames[k]).orbitals
+        assert record["gap_ev"] == pytest.approx(one.gap * HARTREE_EV, abs=1e-4)
+    assert main([*args, "--batch-size", "0"]) == 2
+    assert "--batch-size must be at least 1" in capsys.readouterr().err

@@ -514,3 +514,24 @@ def test_two_center_overlap_added_to_an_older_model_keeps_h_and_fits_s():
     assert after < before / 200  # 1e-6: about 75000 -> 250 here (16 channels, 300 steps)
     with torch.no_grad():
         assert torch.equal(new(*args)["hamiltonian"], old(*args)["hamiltonian"])
+
+
+def test_predict_many_equals_predict_frame_by_frame_in_input_order():
+    from phisnet.molecules import paper_molecule
+
+    predictor = Predictor(build64(), {})
+    rng = np.random.default_rng(0)
+    frames = []
+    for name in ("water", "ethanol", "water", "water", "ethanol"):  # two compositions, interleaved
+        atoms = paper_molecule(name)
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        frames.append(atoms)
+    many = predictor.predict_many(frames, batch_size=2)
+    assert [p.hamiltonian.shape for p in many] == [(24, 24), (72, 72), (24, 24), (24, 24), (72, 72)]
+    for atoms, prediction in zip(frames, many, strict=True):
+        single = predictor.predict(atoms)
+        np.testing.assert_allclose(prediction.hamiltonian, single.hamiltonian, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(prediction.overlap, single.overlap, rtol=0, atol=1e-10)
+        assert prediction.seconds > 0
+    with pytest.raises(InputError, match="batch_size"):
+        predictor.predict_many(frames, batch_size=0)

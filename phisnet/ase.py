@@ -8,15 +8,15 @@
 
 Two routes to the energy, chosen by the model (``route``):
 
-- ``"end-to-end"`` for models trained with energies (checkpoint metadata ``end_to_end_energy``: the HF and
-  CCSD(T) water models): E = 1/2 Tr[P (h + F)] + E_nuc of the predicted Fock matrix F
-  (``phisnet.observables.end_to_end``), and the forces are exactly -dE/dR by autograd, so dynamics
-  conserve this energy.
-- ``"variational"`` for the others: PySCF's energy functional at the predicted density and PySCF's
-  analytic SCF gradient with the predicted orbitals (``phisnet.observables.energy_and_forces``). These
-  forces are not the derivative of that energy: they are what the SCF gradient would be if the predicted
-  orbitals were the SCF solution, so they are as good as the prediction is self-consistent, and an
-  energy-conserving integrator will drift with them.
+- ``"end-to-end"`` for models trained with energies or forces (a non-zero ``energy_weight`` or
+  ``force_weight`` in the checkpoint's ``train_config``: the CCSD(T) water model): E = 1/2 Tr[P (h + F)] +
+  E_nuc of the predicted Fock matrix F (``phisnet.observables.end_to_end``), and the forces are exactly
+  -dE/dR by autograd, so dynamics conserve this energy.
+- ``"variational"`` for the others (``trained_with_energies`` says why): PySCF's energy functional at the
+  predicted density and PySCF's analytic SCF gradient with the predicted orbitals
+  (``phisnet.observables.energy_and_forces``). These forces are not the derivative of that energy: they
+  are what the SCF gradient would be if the predicted orbitals were the SCF solution, so they are as good
+  as the prediction is self-consistent, and an energy-conserving integrator will drift with them.
 
 ``calc.wavefunction`` is the ``PredictedWavefunction`` of the last geometry (orbitals, density, dipole).
 """
@@ -49,7 +49,7 @@ class PhiSNetCalculator(Calculator):
 
         super().__init__(**kwargs)
         self.predictor = as_predictor(model)
-        own = "end-to-end" if self.predictor.metadata.get("end_to_end_energy") else "variational"
+        own = "end-to-end" if trained_with_energies(self.predictor) else "variational"
         if route not in (None, *ROUTES):
             raise InputError(f"route must be one of {', '.join(ROUTES)}, not {route!r}.")
         self.route = route or own
@@ -85,3 +85,13 @@ class PhiSNetCalculator(Calculator):
         if outside:
             raise InputError(f"PhiSNetCalculator cannot compute {atoms.get_chemical_formula()}: {outside[0]}.")
         self._checked_numbers = numbers
+
+
+def trained_with_energies(predictor) -> bool:
+    """Whether the model was trained on energies or forces, which makes its end-to-end energy the one to use.
+
+    A model trained on matrices alone has an end-to-end energy first order in its error of F (the HF water
+    model: 0.49 eV and 7 eV/A off, its card), where PySCF's functional at its density is second order.
+    """
+    config = predictor.metadata.get("train_config") or {}
+    return bool(config.get("energy_weight") or config.get("force_weight"))

@@ -96,5 +96,6 @@ def test_a_molecule_the_model_does_not_know_is_refused():
     atoms.calc = PhiSNetCalculator(ROOT / "pretrained" / "ethanol.pt")
     with pytest.raises(InputError, match="is not ethanol"):
         atoms.get_potential_energy()
+    assert PhiSNetCalculator(ROOT / "pretrained" / "water-hf.pt").route == "variational"  # trained on matrices
     with pytest.raises(InputError, match="route must be"):
         PhiSNetCalculator(ROOT / "pretrained" / "water.pt", route="exact")

@@ -12,7 +12,7 @@ ui.page_setup("Train")
 st.caption(
     "A job runs `phisnet generate` (PySCF PBE/def2-SVP on thermally sampled structures) and then trains a small "
     "PhiSNet, in its own process: it keeps running when you reload or close the page, and the finished model "
-    "appears in the model list as 'trained: ...'. Bigger runs belong to `train.py` (see the README)."
+    "appears in the model list as 'trained: ...'. Bigger runs belong to `train.py` (see docs/training.md)."
 )
 
 with st.form("new job"):

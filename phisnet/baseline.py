@@ -19,7 +19,7 @@ screened attraction
     W_zeta = -sum_C Z_C <mu| erfc(sqrt(zeta) |r - R_C|) / |r - R_C| |nu>
 
 (nucleus C minus a Gaussian cloud of its charge with exponent zeta, 1/Bohr^2) is that short-ranged part; a few
-zeta let the fit shape the screening per kind of block (the README measures what they give the general model).
+zeta let the fit shape the screening per kind of block (docs/model.md measures what they give the general model).
 Each W_zeta is one PySCF nuclear-attraction call with Gaussian nuclei (``Mole.set_nuc_mod``): a prediction pays
 milliseconds per zeta on small molecules, about 0.07 s on 30 atoms.
 

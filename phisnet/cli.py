@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--scheduler",
         help="run the calculations on Dask: 'local' starts a LocalCluster of --workers processes, or give a "
-        "running scheduler's address (tcp://HOST:8786, see the README); default: local processes without Dask",
+        "running scheduler's address (tcp://HOST:8786, see docs/data.md); default: local processes without Dask",
     )
     gen.add_argument(
         "--threads", type=int, help="PySCF threads per calculation (default: cores / workers; 1 on a Dask cluster)"

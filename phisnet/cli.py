@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
+    # Listed here for `phisnet --help`; main() hands `phisnet train ...` to phisnet.train_cli, whose parser it is.
+    sub.add_parser("train", help="train or fine-tune a model on a dataset (phisnet train --help; also train.py)")
 
     gen = sub.add_parser(
         "generate",
@@ -675,6 +677,11 @@ def _interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from phisnet.train_cli import main as train_main
+
+        return train_main(argv[1:], prog="phisnet train")
     args = build_parser().parse_args(argv)
     # SIGTERM (kill, pkill) stops a run like Ctrl-C: the worker processes of `generate` are shut down with it
     # instead of computing on as orphans, and what was saved stays saved.

@@ -116,3 +116,11 @@ def test_predict_a_trajectory_in_batches_writes_one_record_a_frame(tmp_path, cap
         assert record["gap_ev"] == pytest.approx(one.gap * HARTREE_EV, abs=1e-4)
     assert main([*args, "--batch-size", "0"]) == 2
     assert "--batch-size must be at least 1" in capsys.readouterr().err
+
+
+def test_phisnet_train_is_train_py(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing.db"), "--out", str(tmp_path / "run")]) == 2
+    assert "phisnet train: error: There is no dataset file" in capsys.readouterr().err
+    import train
+
+    assert train.main is __import__("phisnet.train_cli", fromlist=["main"]).main

@@ -35,7 +35,7 @@ with st.sidebar.expander("Upload a checkpoint"):
         try:
             ui.cached_model(path)
         except InputError as exc:
-            st.error(f"{checkpoint.name}: {exc}")
+            st.error(str(exc))  # it names the user's file: saved under that name
         else:
             st.session_state["phisnet_uploaded_model"] = (checkpoint.name, path)
             st.session_state[ui.MODEL_KEY] = f"uploaded: {checkpoint.name}"
@@ -59,6 +59,16 @@ if data_path.is_file():
 source_kind = st.radio("Molecule from", sources, horizontal=True, key="molecule_source")
 trained = ui.trained_molecule(predictor)
 atoms, name = None, None
+charge = None
+if source_kind in ("SMILES", "Upload a file"):
+    charge = st.number_input(
+        "Total charge (empty: from the input, the SMILES's formal charges or an SDF's M  CHG)",
+        min_value=-10,
+        max_value=10,
+        value=None,
+        step=1,
+        key="molecule_charge",
+    )
 try:
     if source_kind == "Named molecule":
         names = list(PAPER_MOLECULES)
@@ -66,7 +76,7 @@ try:
         atoms, name = read_molecules(choice, format="name")[0], choice
     elif source_kind == "SMILES":
         smiles = st.text_input("SMILES (hydrogens are added, geometry from RDKit's MMFF)", value="O")
-        atoms, name = read_molecules(smiles, format="smiles")[0], smiles
+        atoms, name = read_molecules(smiles, format="smiles", charge=charge)[0], smiles
     elif source_kind == "Upload a file":
         upload = st.file_uploader("XYZ, PDB, SDF/MOL, CIF or any format ASE reads")
         if upload is not None:
@@ -76,7 +86,7 @@ try:
                     f"{ui.MAX_MOLECULE_BYTES / 1e6:.0f} MB are accepted."
                 )
             try:
-                frames = read_molecules(upload.getvalue(), format=format_for_filename(upload.name))
+                frames = read_molecules(upload.getvalue(), format=format_for_filename(upload.name), charge=charge)
             except InputError as exc:
                 raise InputError(f"{upload.name}: {exc}") from None
             k = 0
@@ -106,12 +116,15 @@ try:
         wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
 except InputError as exc:
     st.error(str(exc))
-    others = ui.models_for(atoms, exclude=label) if atoms is not None else []
-    if others and not set(atoms.numbers.tolist()) <= set(predictor.elements):
-        st.info(f"Models that know every element of {atoms.get_chemical_formula()}: {', '.join(others)}.")
-        if st.button(f"Use {others[0]}"):
-            ui.use_model(others[0], pinned=True)
-            st.rerun()
+    if atoms is not None and not set(atoms.numbers.tolist()) <= set(predictor.elements):
+        others, formula = ui.models_for(atoms, exclude=label), atoms.get_chemical_formula()
+        if others:
+            st.info(f"Models that know every element of {formula}: {', '.join(others)}.")
+            if st.button(f"Use {others[0]}"):
+                ui.use_model(others[0], pinned=True)
+                st.rerun()
+        else:
+            st.info(f"No shipped model knows every element of {formula}: {ui.elements_known()}")
     st.stop()
 
 if SWITCH_NOTE_KEY in st.session_state:
@@ -123,8 +136,9 @@ ui.remember_molecule(atoms, name)
 
 lay = layout(atoms, meta.get("basis", "def2-svp"))
 orbitals = wf.orbitals
+charged = int(atoms.info.get("charge", 0))
 st.subheader(
-    f"{atoms.get_chemical_formula()}: {len(atoms)} atoms, {lay.nao} orbitals, "
+    f"{atoms.get_chemical_formula()}{f' ({charged:+d})' if charged else ''}: {len(atoms)} atoms, {lay.nao} orbitals, "
     f"{int(orbitals.occupations.sum())} electrons"
 )
 ui.show_verdict(atoms, model_path)

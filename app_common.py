@@ -81,9 +81,10 @@ def available_models() -> dict[str, str]:
 
 
 def save_uploaded_checkpoint(upload) -> str:
-    """Keep an uploaded checkpoint in a temporary file named by its content; return the path."""
+    """Keep an uploaded checkpoint under the user's file name, in a temporary folder named by its content."""
     data = upload.getvalue()
-    path = Path(tempfile.gettempdir()) / "phisnet-uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}.pt"
+    name = Path(upload.name).name if Path(upload.name).name.endswith(".pt") else "uploaded.pt"
+    path = Path(tempfile.gettempdir()) / "phisnet-uploads" / hashlib.sha256(data).hexdigest()[:16] / name
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file():
         path.write_bytes(data)
@@ -174,6 +175,19 @@ def validation_h_mae(meta: dict) -> float | None:
     alone (and older ones), as the best value; None for a checkpoint picked by another number without it."""
     training = meta.get("training") or {}
     return (training.get("validation") or {}).get("val_H_MAE_uHa", training.get("best_val_H_MAE_uHa"))
+
+
+def elements_known() -> str:
+    """One sentence: the elements the available models know between them."""
+    from ase.data import chemical_symbols
+
+    known = set()
+    for path in available_models().values():
+        try:
+            known |= set(cached_model(path).elements)
+        except InputError:
+            continue
+    return f"between them the models know {', '.join(chemical_symbols[z] for z in sorted(known))}."
 
 
 def models_for(atoms: ase.Atoms, exclude: str = "") -> list[str]:

@@ -142,7 +142,8 @@ def validate(
         if spin == 0:
             raise InputError(
                 f"The molecule has {n_electrons} electrons, an odd number, which a closed-shell "
-                "calculation cannot hold; set the charge (e.g. charge=1) or the spin (spin=1)."
+                "calculation cannot hold; give the total charge (e.g. 1 for a cation; the app's charge field, "
+                "charge= or --charge), or for a reference calculation the spin (spin=1)."
             )
         raise InputError(
             f"{n_electrons} electrons cannot have {spin} unpaired electrons; "
@@ -219,7 +220,37 @@ def _read_text(text: str, fmt: str | None) -> list[ase.Atoms]:
         return [smiles_to_atoms(text.strip())]
     if fmt == "extxyz":
         _check_xyz(text)
-    return _read_ase_bytes(text.encode("utf-8"), fmt, "")
+    frames = _read_ase_bytes(text.encode("utf-8"), fmt, "")
+    if fmt == "sdf":  # ASE's SDF reader drops the charges: read them from the molecule block
+        charge = sdf_charge(text)
+        if charge is not None:
+            frames[0].info["charge"] = charge
+    return frames
+
+
+#: V2000 atom-block charge codes (columns 37-39) and the charge each means.
+_SDF_CHARGE_CODES = {1: 3, 2: 2, 3: 1, 5: -1, 6: -2, 7: -3}
+
+
+def sdf_charge(text: str) -> int | None:
+    """Total formal charge of the first molecule of a V2000 SDF/MOL text, None when it cannot be told.
+
+    ``M  CHG`` lines, when present, supersede the atom block's charge codes (as the format defines);
+    written by hand because ASE's reader ignores both and RDKit would also re-perceive the molecule.
+    """
+    lines = text.split("$$$$")[0].splitlines()
+    try:
+        n_atoms = int(lines[3][0:3])
+    except (IndexError, ValueError):
+        return None
+    charge_lines = [line for line in lines if line.startswith("M  CHG")]
+    try:
+        if charge_lines:
+            return sum(sum(int(v) for v in line.split()[4::2]) for line in charge_lines)
+        codes = [line[36:39].strip() for line in lines[4 : 4 + n_atoms]]
+        return sum(_SDF_CHARGE_CODES.get(int(code), 0) for code in codes if code)
+    except ValueError:
+        return None
 
 
 def _guess_format(text: str) -> str:
@@ -332,6 +363,12 @@ def smiles_to_atoms(smiles: str, seed: int = 0xF00D) -> ase.Atoms:
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
         raise InputError(f"'{smiles}' is not a valid SMILES string (nor a known molecule name).")
+    fragments = len(Chem.GetMolFrags(mol))
+    if fragments > 1:  # RDKit embeds the parts on top of each other
+        raise InputError(
+            f"The SMILES '{smiles}' holds {fragments} separate molecules (parts joined by '.'); the models "
+            "predict one molecule at a time: give one of them, or a file with the complex's geometry."
+        )
     mol = Chem.AddHs(mol)
     if AllChem.EmbedMolecule(mol, randomSeed=seed) != 0:
         if AllChem.EmbedMolecule(mol, randomSeed=seed, useRandomCoords=True) != 0:

@@ -1147,9 +1147,17 @@ def read_checkpoint(path: str | Path) -> dict:
         raise InputError(f"There is no checkpoint file {path}.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or foreign files
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path.name} is not a readable phisnet checkpoint ({first}).") from None
+    except Exception:  # noqa: BLE001 - torch raises many types for corrupt or foreign files
+        import zipfile
+
+        if not zipfile.is_zipfile(path):
+            raise InputError(
+                f"{path.name} is not a PyTorch checkpoint file (damaged, cut short, or another kind of file)."
+            ) from None
+        raise InputError(
+            f"{path.name} holds Python objects besides tensors and plain data: phisnet reads checkpoints with "
+            "weights_only=True and does not run code a file carries (a phisnet checkpoint never needs it)."
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path.name} is not a phisnet checkpoint (no '{CHECKPOINT_FORMAT}' format tag).")
     if payload.get("version") != CHECKPOINT_VERSION:

@@ -98,7 +98,12 @@ def test_second_session_has_its_own_state():
 
 @pytest.mark.parametrize(
     "smiles, message",
-    [("C1CC(", "not a valid SMILES"), ("CCO", "not trained on C"), ("[OH]", "odd number")],
+    [
+        ("C1CC(", "not a valid SMILES"),
+        ("CCO", "not trained on C"),
+        ("[OH]", "odd number"),
+        ("O.O", "2 separate molecules"),
+    ],
 )
 def test_bad_smiles_shows_an_error_and_the_app_goes_on(smiles, message):
     at = home("SMILES")
@@ -107,6 +112,24 @@ def test_bad_smiles_shows_an_error_and_the_app_goes_on(smiles, message):
     assert message in errors(at)
     at.text_input[0].set_value("O").run()
     assert not at.error and "H2O" in at.subheader[0].value
+
+
+def test_the_charge_comes_from_the_input_or_the_charge_field():
+    at = home("SMILES")
+    at.text_input[0].set_value("[OH-]").run()  # hydroxide: the SMILES's formal charge
+    assert not at.exception and not errors_besides_the_verdict(at), errors(at)
+    assert "HO (-1): 2 atoms" in at.subheader[0].value
+    at.text_input[0].set_value("[OH]").run()  # the radical: 9 electrons, refused with the way out named
+    assert "odd number" in errors(at) and "charge field" in errors(at)
+    at.number_input(key="molecule_charge").set_value(-1).run()
+    assert not at.exception and "HO (-1)" in at.subheader[0].value
+
+
+def test_an_element_no_model_knows_is_said_so():
+    at = home("SMILES")
+    at.text_input[0].set_value("[Fe]").run()
+    assert not at.exception and "not trained on Fe" in errors(at)
+    assert "No shipped model knows every element of Fe" in " ".join(i.value for i in at.info)
 
 
 METHANE = b"5\n\nC 0 0 0\nH 0.63 0.63 0.63\nH -0.63 -0.63 0.63\nH -0.63 0.63 -0.63\nH 0.63 -0.63 -0.63\n"
@@ -139,7 +162,7 @@ def test_corrupt_checkpoint_shows_an_error_and_keeps_the_model(tmp_path):
     at = home()
     at.file_uploader[0].upload("broken.pt", b"this is not a checkpoint").run()
     assert not at.exception
-    assert "broken.pt" in errors(at)
+    assert "broken.pt is not a PyTorch checkpoint file" in errors(at)  # the user's name, not a temporary one
     assert "H2O: 3 atoms" in at.subheader[0].value  # still predicting with the shipped model
 
 

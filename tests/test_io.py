@@ -131,3 +131,32 @@ def test_multi_frame_error_names_the_frame():
 def test_missing_file():
     with pytest.raises(InputError, match="not a valid SMILES"):
         read_molecules("no_such_file.xyz")
+
+
+SDF_HYDROXIDE = """hydroxide
+  hand-written
+
+  2  1  0  0  0  0  0  0  0  0999 V2000
+    0.0000    0.0000    0.0000 O   0  0  0  0  0  0  0  0  0  0  0  0
+    0.9700    0.0000    0.0000 H   0  0  0  0  0  0  0  0  0  0  0  0
+  1  2  1  0
+M  CHG  1   1  -1
+M  END
+$$$$
+"""
+
+
+def test_an_sdf_charge_is_read_from_m_chg_or_the_atom_block():
+    (atoms,) = read_molecules(SDF_HYDROXIDE, format="sdf")
+    assert atoms.info["charge"] == -1 and atoms.get_chemical_formula() == "HO"
+    lines = SDF_HYDROXIDE.replace("M  CHG  1   1  -1\n", "").splitlines(keepends=True)
+    lines[4] = lines[4][:36] + "  5" + lines[4][39:]  # the old atom-block code 5: a charge of -1 on O
+    assert read_molecules("".join(lines), format="sdf")[0].info["charge"] == -1
+    with pytest.raises(InputError, match="odd number"):  # no charge anywhere: OH has 9 electrons
+        read_molecules(SDF_HYDROXIDE.replace("M  CHG  1   1  -1\n", ""), format="sdf")
+    assert read_molecules(SDF_HYDROXIDE, format="sdf", charge=1, spin=2)[0].info["charge"] == 1  # given wins
+
+
+def test_a_smiles_of_several_molecules_is_refused_for_what_it_is():
+    with pytest.raises(InputError, match="2 separate molecules"):
+        read_molecules("O.O", format="smiles")

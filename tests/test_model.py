@@ -224,7 +224,7 @@ def test_checkpoints_from_before_pair_mixing_load_without_it(tmp_path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"", "not a readable phisnet checkpoint"), (b"garbage" * 100, "not a readable phisnet checkpoint")],
+    [(b"", "not a PyTorch checkpoint file"), (b"garbage" * 100, "not a PyTorch checkpoint file")],
 )
 def test_corrupt_checkpoints(tmp_path, content, message):
     path = tmp_path / "bad.pt"
@@ -238,8 +238,12 @@ def test_truncated_and_foreign_checkpoints(tmp_path):
     save_checkpoint(tmp_path / "m.pt", model, {})
     data = (tmp_path / "m.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match="not a readable phisnet checkpoint"):
+    with pytest.raises(InputError, match="cut.pt is not a PyTorch checkpoint file"):
         load(tmp_path / "cut.pt")
+    torch.save({"layer": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pt")  # needs unpickling code to load
+    with pytest.raises(InputError, match="pickled.pt holds Python objects") as refused:
+        load(tmp_path / "pickled.pt")
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 200
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     with pytest.raises(InputError, match="not a phisnet checkpoint"):
         load(tmp_path / "foreign.pt")

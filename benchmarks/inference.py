@@ -3,8 +3,9 @@
     python benchmarks/inference.py [--models pretrained/*.pt] [--repeat 20] [--untrained uracil ...]
         [--set-smiles CCCCCCCCCO ...]
 
-For every model, on one slightly displaced structure of its molecule, measured side by
-side in one run: the model's prediction time (median of --repeat calls after 5 warm-up calls),
+For every model, on slightly displaced structures of its molecule (a new one for every timed call, as in a
+trajectory: the baseline's PySCF integrals are part of each prediction), measured side by side in one run: the
+model's prediction time (median of --repeat calls after 5 warm-up calls),
 the growth of the process's peak resident memory from loading the model and predicting,
 and PySCF's SCF time (default guess and tolerance) and peak-memory growth for the same
 geometry, with the time ratio. The column "e3nn / s" is the same prediction with every tensor product and the
@@ -19,6 +20,7 @@ measures the speed-up a trained model will have.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import resource
 import statistics
@@ -120,19 +122,24 @@ def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
         with e3nn_reference():
             predictor.predict(atoms)
     times, e3nn_times, one_thread_times = [], [], []
+    rng = np.random.default_rng(1)
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        predictor.predict(atoms)
-        times.append(time.perf_counter() - t0)
-        with e3nn_reference():
-            t0 = time.perf_counter()
-            predictor.predict(atoms)
-            e3nn_times.append(time.perf_counter() - t0)
-        predictor.threads = 1
-        t0 = time.perf_counter()
-        predictor.predict(atoms)
-        one_thread_times.append(time.perf_counter() - t0)
-        predictor.threads = torch.get_num_threads()
+        # Each timed call sees a geometry of its own: a model's baseline keeps the PySCF integrals of geometries it
+        # has seen, so one geometry over and over would leave them out (20-50 % of a new geometry's time,
+        # benchmarks/profile_predict.py).
+        for times_of, reference, threads in (
+            (times, False, torch.get_num_threads()),
+            (e3nn_times, True, torch.get_num_threads()),
+            (one_thread_times, False, 1),
+        ):
+            moved = atoms.copy()
+            moved.positions += rng.normal(scale=0.005, size=moved.positions.shape)
+            predictor.threads = threads
+            with e3nn_reference() if reference else contextlib.nullcontext():
+                t0 = time.perf_counter()
+                predictor.predict(moved)
+                times_of.append(time.perf_counter() - t0)
+    predictor.threads = torch.get_num_threads()
     model_mb = peak_rss_mb() - rss0
     rss1 = peak_rss_mb()
     ref = run_dft(

@@ -25,20 +25,29 @@ def split_sizes(splits: dict | None) -> str:
     return f"{text} (seed {splits.get('seed', '?')})"
 
 
+def purpose(card: Path | None) -> str:
+    """What a model is for, from its card's title (``# water.pt: water, PBE/def2-SVP`` -> ``water, PBE/def2-SVP``)."""
+    if card is None or not card.is_file():
+        return "trained in the app"
+    title = card.read_text().splitlines()[0].lstrip("# ").strip()
+    return title.split(":", 1)[1].strip() if ":" in title else title
+
+
 @st.cache_data(show_spinner=False)
 def summary(path: str, mtime: float) -> dict:
     payload = read_checkpoint(path)
     meta = payload["metadata"]
+    splits = meta.get("splits") or {}
+    energies = meta.get("energy_target") == "ccsd_t"
+    validation = ui.validation_h_mae(meta)
     return {
-        "xc/basis": f"{meta.get('xc', '?')}/{meta.get('basis', '?')}",
-        "structures": meta.get("data", {}).get("n_structures"),
-        "train / val / test": split_sizes(meta.get("splits")),
-        "extra training structures": ui.extra_structures(meta),
-        "checkpoint / MB": round(Path(path).stat().st_size / 1e6, 2),
-        "validation H MAE / uHa": ui.validation_h_mae(meta),
-        "orbital subspace (S eigenvalues >)": meta.get("subspace", 0.0),
-        "trained on": "CCSD(T) energies and forces" if meta.get("energy_target") == "ccsd_t" else "H and S matrices",
-        "training step": (meta.get("training") or {}).get("step"),
+        "level": f"{meta.get('xc', '?')}/{meta.get('basis', '?')}",
+        "trained on": "CCSD(T) energies and forces" if energies else "H matrices",
+        "training structures": splits.get("train", 0) + ui.extra_structures(meta),
+        "its data: train / val / test": split_sizes(splits),
+        "validation H MAE / uHa": "(trained on energies)" if energies else ("" if validation is None else validation),
+        "orbital subspace": meta.get("subspace", 0.0),
+        "MB": round(Path(path).stat().st_size / 1e6, 1),
     }
 
 
@@ -47,12 +56,16 @@ entries = [
 ]
 entries += [(f"trained: {j.name}", j.best, None, j.folder / "metrics.jsonl") for j in list_jobs(ui.JOBS_ROOT) if j.best]
 rows = []
-for name, path, _, _ in entries:
+for name, path, card, _ in entries:
     try:
-        rows.append({"model": name, **summary(str(path), path.stat().st_mtime)})
+        rows.append({"model": name, "for": purpose(card), **summary(str(path), path.stat().st_mtime)})
     except Exception as exc:  # a broken file is listed with its problem, the page goes on
-        rows.append({"model": name, "xc/basis": f"unreadable: {exc}"})
-st.dataframe(pd.DataFrame(rows), hide_index=True)
+        rows.append({"model": name, "for": f"unreadable: {exc}"})
+st.dataframe(pd.DataFrame(rows).fillna(""), hide_index=True, width="stretch")
+st.caption(
+    "Training structures: the training split of its data plus any training-only data (--extra-train). "
+    "Orbital subspace: orbitals are solved above this overlap eigenvalue (0: the full problem)."
+)
 
 for name, path, card, log in entries:
     with st.expander(name, expanded=name == entries[0][0]):
@@ -101,6 +114,12 @@ for name, path, card, log in entries:
                     )
             if "end_to_end" in report:
                 right.markdown(f"**End-to-end energies and forces against {report['end_to_end']['target_name']}**")
+                if not summary(str(path), path.stat().st_mtime)["trained on"].startswith("CCSD"):
+                    right.caption(
+                        "A model trained on matrices alone: its end-to-end energy is first order in the error of "
+                        "its F, so it is far off; use the energy of its predicted density (the card's E column), "
+                        "which is second order. Models trained on energies are the ones to use end to end."
+                    )
                 right.dataframe(
                     pd.DataFrame(report["end_to_end"]["rows"]).rename(
                         columns={

@@ -206,8 +206,14 @@ def test_models_page_shows_the_transfer_learning_table():
     shown = [d.value["H MAE / uHa"].iloc[0] for d in at.dataframe if "H MAE / uHa" in d.value.columns]
     assert report["models"][0]["H_MAE_uHa"] in shown
     # The summary table gives each model's split sizes as a person reads them, from the checkpoint's metadata.
-    summary = next(d.value for d in at.dataframe if "train / val / test" in d.value.columns)
-    water = summary.set_index("model").loc["water", "train / val / test"]
+    summary = next(d.value for d in at.dataframe if "its data: train / val / test" in d.value.columns)
+    water = summary.set_index("model").loc["water", "its data: train / val / test"]
+    # What each model is for (its card's title), how many structures it trained on, and no "None" anywhere.
+    by_model = summary.set_index("model")
+    assert by_model.loc["water", "for"] == "water, PBE/def2-SVP"
+    assert by_model.loc["water", "training structures"] == 1950  # 450 of its data + 1500 training-only
+    assert by_model.loc["water-ccsdt", "validation H MAE / uHa"] == "(trained on energies)"
+    assert not summary.astype(str).isin(["None", "nan"]).any().any()
     from phisnet.model import load
 
     splits = load(ROOT / "pretrained" / "water.pt").metadata["splits"]

@@ -394,17 +394,33 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
         if linear.bias.numel():
             raise ValueError("project applies the weights of an o3.Linear without biases.")
         n = h[0].shape[0]
-        weights = {
-            ins.i_in: (ins.i_out, ins.path_weight * W) for _, ins, W in linear.weight_views(yield_instruction=True)
-        }
         outputs = {}
-        for (_, i, d, s0, s1), block in zip(self.blocks, h, strict=True):
-            i_out, W = weights[i]  # [paths_L U, U_out], rows (path, u) from the first slot of L
-            first = self.first_slot[i]
-            W = W[(s0 - first) * self.channels : (s1 - first) * self.channels]
+        for (_, _, d, _, _), block, (i_out, W) in zip(self.blocks, h, self._block_weights(linear), strict=True):
             y = block.reshape(n, d, -1) @ W  # [n, 2L+1, U_out]
             outputs[i_out] = outputs[i_out] + y if i_out in outputs else y
         return torch.cat([outputs[i].transpose(1, 2).reshape(n, -1) for i in range(len(linear.irreps_out))], dim=1)
+
+    def _block_weights(self, linear: o3.Linear) -> list[tuple[int, torch.Tensor]]:
+        """Per block of ``internal``'s output: (output irrep index, the rows of ``linear``'s weights it meets).
+
+        Without autograd (predictions) the slices are kept until the weights change (their version counter, which
+        every in-place update and load_state_dict moves): building them was about 0.8 ms of a water prediction.
+        """
+        key = (linear.weight._version, linear.weight.data_ptr(), linear.weight.dtype)
+        cache = self.__dict__.setdefault("_weight_cache", {})
+        if not torch.is_grad_enabled() and cache.get(id(linear), (None,))[0] == key:
+            return cache[id(linear)][1]
+        weights = {
+            ins.i_in: (ins.i_out, ins.path_weight * W) for _, ins, W in linear.weight_views(yield_instruction=True)
+        }
+        out = []
+        for _, i, _, s0, s1 in self.blocks:
+            i_out, W = weights[i]  # [paths_L U, U_out], rows (path, u) from the first slot of L
+            first = self.first_slot[i]
+            out.append((i_out, W[(s0 - first) * self.channels : (s1 - first) * self.channels]))
+        if not torch.is_grad_enabled():
+            cache[id(linear)] = (key, out)
+        return out
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         # x [E, irreps_in1]; y [E, irreps_in2]; weight [E, weight_numel] ("uvu") or None ("uuu") -> [E, irreps_out]

@@ -539,3 +539,24 @@ def test_predict_many_equals_predict_frame_by_frame_in_input_order():
         assert prediction.seconds > 0
     with pytest.raises(InputError, match="batch_size"):
         predictor.predict_many(frames, batch_size=0)
+
+
+def test_kept_weight_slices_follow_a_change_of_the_weights():
+    """Predictions keep the linear maps' weight slices (ChannelwiseTensorProduct._block_weights) until they change."""
+    import copy
+
+    from phisnet.molecules import paper_molecule
+
+    model = build64()
+    predictor = Predictor(model, {})
+    atoms = paper_molecule("water")
+    before = predictor.predict(atoms).hamiltonian
+    with torch.no_grad():  # what an optimiser step or load_state_dict does: in place, under no_grad
+        for parameter in model.parameters():
+            parameter.mul_(1.05)
+    after = predictor.predict(atoms).hamiltonian
+    fresh = Predictor(copy.deepcopy(model), {}).predict(atoms).hamiltonian
+    assert np.abs(after - before).max() > 1e-6
+    np.testing.assert_allclose(after, fresh, rtol=0, atol=1e-12)
+    with e3nn_reference():  # and the kept slices give e3nn's own result
+        np.testing.assert_allclose(predictor.predict(atoms).hamiltonian, after, rtol=0, atol=1e-10)

@@ -560,3 +560,17 @@ def test_kept_weight_slices_follow_a_change_of_the_weights():
     np.testing.assert_allclose(after, fresh, rtol=0, atol=1e-12)
     with e3nn_reference():  # and the kept slices give e3nn's own result
         np.testing.assert_allclose(predictor.predict(atoms).hamiltonian, after, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["water", "ethanol"])
+def test_the_fast_path_equals_e3nns_own_evaluation_in_float32(name):
+    """Issue 47's accuracy bar: the optimised prediction of a shipped model equals the un-optimised one to 1e-6 Ha."""
+    from phisnet.molecules import paper_molecule
+
+    predictor = load(f"pretrained/{name}.pt")
+    atoms = paper_molecule(name)
+    atoms.positions += np.random.default_rng(3).normal(scale=0.02, size=atoms.positions.shape)
+    fast = predictor.predict_many([atoms, atoms], batch_size=2)[1].hamiltonian
+    with e3nn_reference():
+        reference = predictor.predict(atoms).hamiltonian
+    assert np.abs(fast - reference).max() < 1e-6

@@ -172,7 +172,7 @@ table = pd.DataFrame(
         "predicted / eV": orbitals.energies * HARTREE_EV,
     }
 )
-with_reference = ui.want_reference(atoms)
+with_reference = ui.want_reference(atoms, predictor)
 if with_reference:
     ref = ui.reference_for(atoms, predictor)
     if not ref.converged:

@@ -30,12 +30,16 @@ DOUBTFUL_UHA = DOUBTFUL_GRADIENT * 1e6
 ROOT = Path(__file__).resolve().parent
 JOBS_ROOT = Path(os.environ.get("PHISNET_JOBS_DIR", ROOT / DEFAULT_ROOT))
 MODEL_KEY, MOLECULE_KEY, REFERENCE_KEY = "phisnet_model", "phisnet_molecule", "phisnet_reference"
+REFERENCE_TOGGLE_KEY = "phisnet_reference_toggle"
 #: True once the user chose a model themselves (sidebar or a "Use" button): the app then never switches it.
 PINNED_KEY = "phisnet_model_pinned"
 #: Largest molecule file the app reads (the checkpoint limit is Streamlit's maxUploadSize).
 MAX_MOLECULE_BYTES = 2_000_000
 #: Molecules above this many atoms get their PySCF reference only on request.
 AUTO_REFERENCE_ATOMS = 12
+#: A reference estimated to take longer (seconds; ``phisnet.reference.estimate_scf_seconds``) runs only after a
+#: click for that molecule, whatever the switch says.
+ASK_REFERENCE_SECONDS = 30
 #: Molecules up to this many atoms get the reliability check of every prediction automatically (one PySCF Fock
 #: build: 0.03 s for water, 0.25 s for ethanol, 7 s for caffeine's 24 atoms on one thread); larger ones on request.
 AUTO_ASSESS_ATOMS = 16
@@ -272,18 +276,44 @@ def trained_molecule(predictor) -> str:
     return (predictor.metadata.get("data", {}).get("settings") or {}).get("molecule", "water")
 
 
-def want_reference(atoms: ase.Atoms) -> bool:
+def want_reference(atoms: ase.Atoms, predictor=None) -> bool:
     """Sidebar switch for PySCF references: on by default for molecules of up to AUTO_REFERENCE_ATOMS atoms;
-    once the user flips it, their choice holds for every molecule and page."""
-    default = st.session_state.get(REFERENCE_KEY, len(atoms) <= AUTO_REFERENCE_ATOMS)
+    once the user flips it, their choice holds for every molecule and page, except that a calculation estimated
+    to take over ASK_REFERENCE_SECONDS runs only after a click for that very molecule."""
+    # A keyed switch set from the stored choice on every run (pages render it afresh); only a flip by the user
+    # stores a choice (on_change), the size default never does.
+    st.session_state[REFERENCE_TOGGLE_KEY] = st.session_state.get(REFERENCE_KEY, len(atoms) <= AUTO_REFERENCE_ATOMS)
     value = st.sidebar.toggle(
         "PySCF reference",
-        value=default,
+        key=REFERENCE_TOGGLE_KEY,
+        on_change=lambda: st.session_state.update({REFERENCE_KEY: st.session_state[REFERENCE_TOGGLE_KEY]}),
         help=f"Run the DFT calculation (cached) to compare. On by default up to {AUTO_REFERENCE_ATOMS} atoms.",
     )
-    if value != default:  # the user's own choice (the default alone is never stored)
-        st.session_state[REFERENCE_KEY] = value
-    return value
+    if not value:
+        return False
+    seconds = reference_estimate(atoms, predictor)
+    confirmed = st.session_state.setdefault("phisnet_long_references", set())
+    if seconds <= ASK_REFERENCE_SECONDS or geometry_key(atoms) in confirmed:
+        return True
+    st.sidebar.caption(
+        f"The PySCF calculation of this molecule would take about {format_duration(seconds)} here, during which "
+        "the page waits (it cannot be stopped once started; the result is kept for this geometry)."
+    )
+    if st.sidebar.button(f"Run it (about {format_duration(seconds)})"):
+        confirmed.add(geometry_key(atoms))
+        return True
+    return False
+
+
+def reference_estimate(atoms: ase.Atoms, predictor=None) -> float:
+    from phisnet.reference import estimate_scf_seconds
+
+    meta = predictor.metadata if predictor is not None else {}
+    return estimate_scf_seconds(atoms, meta.get("basis", "def2-svp"), meta.get("xc", "pbe"))
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} minutes"
 
 
 # ----------------------------------------------------------------------------- molecules
@@ -343,7 +373,7 @@ def atoms_from_key(key: tuple) -> ase.Atoms:
 # ----------------------------------------------------------------------------- cached calculations
 
 
-@st.cache_data(show_spinner="PySCF is running the SCF (cached for this geometry) ...", max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=64)  # reference_for shows the spinner, with the time to expect
 def reference(key: tuple, xc: str, basis: str, forces: bool = False):
     atoms = atoms_from_key(key)
     return run_dft(atoms, xc=xc, basis=basis, charge=key[2], forces=forces)
@@ -400,7 +430,9 @@ def reference_for(atoms: ase.Atoms, predictor):
     home page's end-to-end section reuses this calculation); no other page shows forces."""
     meta = predictor.metadata
     forces = bool(meta.get("end_to_end_energy")) and meta.get("energy_target") != "ccsd_t"
-    return reference(geometry_key(atoms), meta.get("xc", "pbe"), meta.get("basis", "def2-svp"), forces)
+    seconds = format_duration(reference_estimate(atoms, predictor))
+    with st.spinner(f"PySCF is running the SCF (about {seconds} here; kept for this geometry) ..."):
+        return reference(geometry_key(atoms), meta.get("xc", "pbe"), meta.get("basis", "def2-svp"), forces)
 
 
 @st.cache_data(show_spinner="PySCF is running CCSD(T) with forces (cached for this geometry) ...", max_entries=32)

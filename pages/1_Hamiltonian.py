@@ -12,7 +12,7 @@ from phisnet.viz import heatmap_figure, levels_figure
 label, path, predictor, atoms, name = ui.molecule_page("Hamiltonian", "Matrices in Hartree, PySCF AO order.")
 wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
 labels = [s.strip() for s in wf.mol.ao_labels()]
-reference = ui.reference_for(atoms, predictor) if ui.want_reference(atoms) else None
+reference = ui.reference_for(atoms, predictor) if ui.want_reference(atoms, predictor) else None
 
 matrix = st.radio("Matrix", ["Hamiltonian H", "Overlap S"], horizontal=True)
 is_h = matrix.startswith("H")

@@ -12,7 +12,7 @@ ui.show_verdict(atoms, path)
 wf = predict_wavefunction(predictor, atoms, charge=int(atoms.info.get("charge", 0)))
 orbitals = wf.orbitals
 reference = None
-if ui.want_reference(atoms):
+if ui.want_reference(atoms, predictor):
     ref = ui.reference_for(atoms, predictor)
     reference = solve(ref.hamiltonian, ref.overlap, int(orbitals.occupations.sum()))
     orbitals = align_orbital_signs(orbitals, reference, wf.exact_overlap)

@@ -188,6 +188,27 @@ class CoupledCluster:
     seconds: float
 
 
+#: The anchor of :func:`estimate_scf_seconds`: uracil, 132 functions of def2-SVP, PBE, minao guess, 15 iterations in
+#: 18.05 s on this project's 2-core CPU (``benchmarks/reference_cost.py``, two threads).
+ANCHOR_FUNCTIONS, ANCHOR_SECONDS = 132, 18.05
+#: What every calculation costs whatever its size (water's 24 functions took 0.62 s there).
+OVERHEAD_SECONDS = 0.5
+
+
+def estimate_scf_seconds(atoms: ase.Atoms, basis: str = DEFAULT_BASIS, xc: str = "pbe") -> float:
+    """A rough wall time of ``run_dft`` for ``atoms`` on this kind of machine, from its number of basis functions.
+
+    ``OVERHEAD_SECONDS`` plus the cube of the function count scaled from one measured calculation; Hartree-Fock has
+    no grid and costs about a third. A scale to decide whether to ask first, good to a factor of a few (the grid,
+    the iteration count and the machine's other work move it): caffeine, 246 functions, is estimated at about
+    2 minutes and took 5.5 in the app's trial beside other work.
+    """
+    charge = int(atoms.info.get("charge", 0) or 0)  # any consistent spin: only the basis functions count
+    n = build_mol(atoms, basis=basis, charge=charge, spin=(int(atoms.numbers.sum()) - charge) % 2).nao
+    seconds = ANCHOR_SECONDS * (n / ANCHOR_FUNCTIONS) ** 3
+    return OVERHEAD_SECONDS + (seconds / 3 if xc.lower() in ("hf", "rhf", "scf") else seconds)
+
+
 def run_ccsd_t(atoms: ase.Atoms, basis: str = DEFAULT_BASIS, charge: int = 0) -> CoupledCluster:
     """CCSD(T) on top of a tightly converged RHF, with PySCF's analytic CCSD(T) gradient.
 

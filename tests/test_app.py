@@ -300,6 +300,18 @@ def test_reference_is_on_for_small_molecules_until_the_user_chooses():
     assert "validation H MAE" in " ".join(c.value for c in at.sidebar.caption)
 
 
+def test_a_long_reference_runs_only_when_asked_for_that_molecule():
+    at = home("SMILES", pinned=False)  # caffeine goes to the general model
+    at.sidebar.toggle[0].set_value(False).run()
+    at.sidebar.toggle[0].set_value(True).run()  # the user wants references (their choice): water's runs at once
+    assert not at.exception and "Speed-up" in " ".join(m.label for m in at.metric)
+    at.text_input[0].set_value("CN1C=NC2=C1C(=O)N(C(=O)N2C)C").run()  # caffeine: about 2 minutes
+    assert not at.exception
+    ask = [b for b in at.sidebar.button if b.label.startswith("Run it (about")]
+    assert ask and "minutes" in ask[0].label, [b.label for b in at.sidebar.button]
+    assert "Speed-up" not in " ".join(m.label for m in at.metric)  # nothing ran behind the user's back
+
+
 def test_a_refused_molecule_offers_a_model_that_knows_its_elements():
     at = home("SMILES")  # the user chose water: no switch to another model
     at.text_input[0].set_value("CCO").run()

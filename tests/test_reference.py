@@ -75,3 +75,18 @@ def test_non_convergence_is_reported(water):
 def test_unknown_functional(water):
     with pytest.raises(InputError, match="not an exchange-correlation functional"):
         run_dft(water, xc="no-such-functional")
+
+
+def test_the_scf_time_estimate_is_the_right_scale():
+    from phisnet.io import read_molecules
+    from phisnet.reference import estimate_scf_seconds
+
+    water, ethanol = read_molecules("water")[0], read_molecules("ethanol")[0]
+    ref = run_dft(ethanol, forces=False)  # measured here, now: the estimate is within a factor of 5 either way
+    assert ref.seconds / 5 < estimate_scf_seconds(ethanol) < ref.seconds * 5
+    assert (
+        estimate_scf_seconds(water) < estimate_scf_seconds(ethanol) < estimate_scf_seconds(read_molecules("uracil")[0])
+    )
+    assert estimate_scf_seconds(ethanol, xc="hf") < estimate_scf_seconds(ethanol)
+    hydroxide = read_molecules("[OH-]", format="smiles")[0]  # an ion: its electron count, not its nuclei's
+    assert estimate_scf_seconds(hydroxide) > 0

@@ -63,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--conformers",
         type=int,
-        default=3,
-        help="force-field conformers per molecule (--molecules), or that start the trajectories (--sampler md)",
+        help="force-field conformers per molecule (--molecules), or that start the trajectories (--sampler md); "
+        "default 3",
     )
-    gen.add_argument("--md-spacing", type=float, default=100.0, help="fs between kept MD snapshots (--sampler md)")
-    gen.add_argument("--md-block", type=int, default=20, help="snapshots per independent trajectory (--sampler md)")
+    gen.add_argument("--md-spacing", type=float, help="fs between kept MD snapshots (--sampler md; default 100)")
+    gen.add_argument("--md-block", type=int, help="snapshots per independent trajectory (--sampler md; default 20)")
     gen.add_argument("--xc", default="pbe", help="PySCF functional, or hf for Hartree-Fock")
     gen.add_argument("--basis", default="def2-svp", help="basis set")
     gen.add_argument("--charge", type=int, default=0, help="total charge")
@@ -296,12 +296,17 @@ def generate_command(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}.")
     md = None
+    md_only = [f for f, v in (("--md-spacing", args.md_spacing), ("--md-block", args.md_block)) if v is not None]
+    if args.sampler != "md" and (md_only or (args.conformers is not None and args.molecules is None)):
+        flags = " and ".join(md_only + (["--conformers"] if args.conformers is not None else []))
+        raise InputError(f"{flags} set the MD sampler (--sampler md); the normal-mode sampler has no such setting.")
     if args.sampler == "md":
         from phisnet.md import MDSettings
 
         if args.molecules is not None:
             raise InputError("--sampler md samples one MOLECULE; a set (--molecules) is sampled around conformers.")
-        md = MDSettings(spacing_fs=args.md_spacing, block=args.md_block, conformers=args.conformers)
+        given = {"spacing_fs": args.md_spacing, "block": args.md_block, "conformers": args.conformers}
+        md = MDSettings(**{name: value for name, value in given.items() if value is not None})
     common = dict(
         temperature=args.temperature,
         seed=args.seed,
@@ -318,7 +323,8 @@ def generate_command(args: argparse.Namespace) -> int:
     if args.molecules is not None:
         if args.charge or args.spin:
             raise InputError("A molecule set is neutral and closed shell; --charge and --spin apply to one MOLECULE.")
-        out = generate_set(args.molecules, args.n, args.out, conformers=args.conformers, **common)
+        conformers = 3 if args.conformers is None else args.conformers
+        out = generate_set(args.molecules, args.n, args.out, conformers=conformers, **common)
     else:
         out = generate(
             args.molecule, args.n, args.out, charge=args.charge, spin=args.spin, sampler=args.sampler, md=md, **common

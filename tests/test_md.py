@@ -125,3 +125,9 @@ def test_cli_md_options(tmp_path, capsys):
     assert "--sampler md samples one MOLECULE" in capsys.readouterr().err
     assert cli_main(["generate", "water", "--sampler", "md", "--md-spacing", "0", "--n", "1", "--out", "x.db"]) == 2
     assert "spacing" in capsys.readouterr().err
+    out = str(tmp_path / "x.db")
+    assert cli_main(["generate", "water", "--md-block", "10", "--n", "1", "--out", out]) == 2  # no --sampler md
+    assert "--md-block set the MD sampler" in capsys.readouterr().err
+    assert cli_main(["generate", "water", "--conformers", "2", "--n", "1", "--out", out]) == 2
+    assert "--conformers set the MD sampler" in capsys.readouterr().err
+    assert not (tmp_path / "x.db").exists()

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="force-field conformers per molecule (--molecules), or that start the trajectories (--sampler md); "
         "default 3",
     )
+    gen.add_argument(
+        "--minima",
+        type=int,
+        default=0,
+        help="with --molecules: the first structures of each molecule are its conformers' minima (MMFF94 and "
+        "GFN2-xTB, alternately), what a SMILES or an optimised file looks like; the rest thermal samples",
+    )
     gen.add_argument("--md-spacing", type=float, help="fs between kept MD snapshots (--sampler md; default 100)")
     gen.add_argument("--md-block", type=int, help="snapshots per independent trajectory (--sampler md; default 20)")
     gen.add_argument("--xc", default="pbe", help="PySCF functional, or hf for Hartree-Fock")
@@ -320,11 +327,13 @@ def generate_command(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         log=lambda message: print(message, file=sys.stderr),
     )
+    if args.minima and args.molecules is None:
+        raise InputError("--minima is for a molecule set (--molecules); one MOLECULE is sampled by --sampler.")
     if args.molecules is not None:
         if args.charge or args.spin:
             raise InputError("A molecule set is neutral and closed shell; --charge and --spin apply to one MOLECULE.")
         conformers = 3 if args.conformers is None else args.conformers
-        out = generate_set(args.molecules, args.n, args.out, conformers=conformers, **common)
+        out = generate_set(args.molecules, args.n, args.out, conformers=conformers, minima=args.minima, **common)
     else:
         out = generate(
             args.molecule, args.n, args.out, charge=args.charge, spin=args.spin, sampler=args.sampler, md=md, **common

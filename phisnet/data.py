@@ -476,9 +476,13 @@ class SetSettings:
     charge: int = 0
     spin: int = 0
     forces: bool = True  # as in GenerationSettings
+    minima: int = 0  # the first structures of each molecule: its conformers' minima (see generate_set)
 
     def to_json(self) -> dict:
-        return _without_default_forces(asdict(self))
+        out = _without_default_forces(asdict(self))
+        if not out.get("minima"):  # stored only when used, so datasets made before it resume unchanged
+            out.pop("minima", None)
+        return out
 
 
 def resolve_molecule_set(molecules) -> list:
@@ -499,6 +503,7 @@ def generate_set(
     out: str | os.PathLike,
     *,
     conformers: int = 3,
+    minima: int = 0,
     temperature: float = 500.0,
     seed: int = 0,
     workers: int = 1,
@@ -517,7 +522,10 @@ def generate_set(
     Each molecule gets up to ``conformers`` force-field conformers (``phisnet.molecules.conformers``);
     structure i of a molecule is a classical harmonic sample at ``temperature`` around conformer
     i mod C, from the force-field normal modes (``phisnet.sampling.force_field_modes``), randomly
-    oriented, drawn from a generator seeded with (seed, crc32(name), i). The reference calculation is
+    oriented, drawn from a generator seeded with (seed, crc32(name), i). With ``minima`` M, structures
+    i < M are instead minima, what a SMILES or an optimised upload looks like: conformer i mod C itself
+    (its MMFF94 minimum) for even i // C, its GFN2-xTB minimum (``phisnet.md.xtb_minimum``) for odd
+    i // C, randomly oriented with the same generator. The reference calculation is
     at ``xc``/``basis``. Molecules are filled round-robin, so a stopped run holds an even spread.
 
     Rows carry ``molecule`` (the name), ``sample_index``, ``conformer`` and ``held_out`` (the
@@ -536,6 +544,8 @@ def generate_set(
     """
     if conformers < 1:
         raise InputError(f"--conformers must be at least 1, got {conformers}.")
+    if not 0 <= minima <= n:
+        raise InputError(f"--minima counts structures per molecule, from 0 to --n ({n}); got {minima}.")
     out = _output_database(out, n)
     entries = resolve_molecule_set(molecules)
     settings = SetSettings(
@@ -546,6 +556,7 @@ def generate_set(
         conformers=conformers,
         conv_tol=conv_tol,
         forces=forces,
+        minima=minima,
     )
     pool = Pool(workers, scheduler, threads, log)
     with _writer_lock(out):
@@ -642,7 +653,10 @@ def _generate_set_locked(
             modes[name] = [force_field_modes(mol, np.asarray(p)) for p in info[name]["conformers"]]
         conformer = i % len(modes[name])
         rng = np.random.default_rng([settings.seed, zlib.crc32(name.encode()), i])
-        positions = thermal_sample(modes[name][conformer], settings.temperature, rng)
+        if i < settings.minima:
+            positions = _minimum(info[name], conformer, i // len(modes[name]) % 2 == 1, rng)
+        else:
+            positions = thermal_sample(modes[name][conformer], settings.temperature, rng)
         pending[name].add(i)
         return (name, i, conformer), (list(info[name]["symbols"]), positions, level)
 
@@ -668,6 +682,20 @@ def _generate_set_locked(
     finally:
         bar.close()
     return out
+
+
+def _minimum(info: dict, conformer: int, xtb: bool, rng: np.random.Generator) -> np.ndarray:
+    """A conformer's MMFF94 minimum (as stored) or its GFN2-xTB minimum, centred and randomly oriented."""
+    from scipy.spatial.transform import Rotation
+
+    positions = np.asarray(info["conformers"][conformer], dtype=float)
+    if xtb:
+        from phisnet.md import xtb_minimum
+
+        positions = xtb_minimum(info["symbols"], positions)
+    masses = ase.Atoms(info["symbols"]).get_masses()
+    positions = positions - masses @ positions / masses.sum()
+    return positions @ Rotation.random(random_state=rng).as_matrix().T
 
 
 # ----------------------------------------------------------------------------- where the calculations run

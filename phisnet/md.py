@@ -154,6 +154,18 @@ def _xtb_energy(numbers, positions: np.ndarray, charge: int, spin: int) -> float
         return float(atoms.get_potential_energy())
 
 
+def xtb_minimum(symbols, positions: np.ndarray, charge: int = 0, spin: int = 0, fmax: float = 0.01) -> np.ndarray:
+    """The GFN2-xTB minimum (Angstrom) reached by ASE's BFGS from ``positions``, to ``fmax`` eV/Angstrom."""
+    from ase.optimize import BFGS
+    from threadpoolctl import threadpool_limits
+
+    atoms = ase.Atoms(symbols, positions=positions)
+    atoms.calc = xtb_calculator(charge, spin)
+    with threadpool_limits(limits=1):
+        BFGS(atoms, logfile=None).run(fmax=fmax, steps=500)
+    return atoms.positions.copy()
+
+
 def run_block(
     symbols: list[str],
     start: np.ndarray,

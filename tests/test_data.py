@@ -416,3 +416,31 @@ def test_sigterm_stops_the_workers_too_and_resume_completes(tmp_path):
     assert 1 <= len(rows(path)) < 8
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     assert sorted(r.sample_index for r in rows(path)) == list(range(8))
+
+
+def test_set_minima_are_the_conformers_mmff_and_xtb_minima(tmp_path):
+    """--minima: the first structures of a molecule are its conformer (MMFF94) and its GFN2-xTB minimum."""
+    from phisnet.md import xtb_calculator
+    from phisnet.molecules import same_molecule
+
+    path = tmp_path / "minima.db"
+    methanol = [MoleculeEntry("methanol", "CO")]
+    generate_set(methanol, 3, path, conformers=1, minima=2, **SET_LEVEL)
+    got = {r.sample_index: r.toatoms() for r in rows(path)}
+    md = ase.db.connect(path).metadata
+    mmff = np.asarray(md["molecules"]["methanol"]["conformers"][0])
+    assert md["settings"]["minima"] == 2
+
+    def distances(positions):
+        return np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+
+    np.testing.assert_allclose(distances(got[0].positions), distances(mmff), atol=1e-6)  # rotated, not moved
+    xtb = got[1].copy()
+    xtb.calc = xtb_calculator()
+    assert np.abs(xtb.get_forces()).max() < 0.02  # eV/A: a GFN2-xTB minimum
+    assert np.abs(distances(got[1].positions) - distances(mmff)).max() > 1e-3  # and not the MMFF one
+    assert same_molecule(got[2], got[0]) and np.abs(distances(got[2].positions) - distances(mmff)).max() > 0.01
+    with pytest.raises(InputError, match="minima"):  # a setting: a resume must keep it
+        generate_set(methanol, 3, path, conformers=1, **SET_LEVEL)
+    with pytest.raises(InputError, match="--minima counts"):
+        generate_set(methanol, 1, tmp_path / "x.db", minima=2, **SET_LEVEL)

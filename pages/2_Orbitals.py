@@ -58,7 +58,9 @@ elif reference_cube is None:
     panels, titles = [predicted_cube], ["predicted"]
 else:
     panels, titles = [predicted_cube, reference_cube], ["predicted", "PySCF reference"]
-st.iframe(view_html(atoms, panels, isovalue=isovalue, signed=signed, titles=titles, width=900, height=430), height=440)
+for column, title in zip(st.columns(len(titles)), titles, strict=True):  # above the panels: 3Dmol labels hid
+    column.markdown(f"**{title[0].upper()}{title[1:]}**")
+st.iframe(view_html(atoms, panels, isovalue=isovalue, signed=signed, width=900, height=430), height=440)
 st.caption(
     "Blue: positive, red: negative isosurface. Orbitals come from the predicted H with the exact overlap"
     + ("; their signs are matched to the reference orbitals" if reference is not None else "")

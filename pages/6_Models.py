@@ -41,13 +41,12 @@ def summary(path: str, mtime: float) -> dict:
     energies = meta.get("energy_target") == "ccsd_t"
     validation = ui.validation_h_mae(meta)
     return {
-        "level": f"{meta.get('xc', '?')}/{meta.get('basis', '?')}",
-        "trained on": "CCSD(T) energies and forces" if energies else "H matrices",
+        "trained on": "CCSD(T) E and F" if energies else "H matrices",
         "training structures": splits.get("train", 0) + ui.extra_structures(meta),
-        "its data: train / val / test": split_sizes(splits),
         "validation H MAE / uHa": "(trained on energies)" if energies else ("" if validation is None else validation),
         "orbital subspace": meta.get("subspace", 0.0),
         "MB": round(Path(path).stat().st_size / 1e6, 1),
+        "its data: train / val / test": split_sizes(splits),
     }
 
 
@@ -114,7 +113,7 @@ for name, path, card, log in entries:
                     )
             if "end_to_end" in report:
                 right.markdown(f"**End-to-end energies and forces against {report['end_to_end']['target_name']}**")
-                if not summary(str(path), path.stat().st_mtime)["trained on"].startswith("CCSD"):
+                if summary(str(path), path.stat().st_mtime)["trained on"] == "H matrices":
                     right.caption(
                         "A model trained on matrices alone: its end-to-end energy is first order in the error of "
                         "its F, so it is far off; use the energy of its predicted density (the card's E column), "

@@ -178,8 +178,37 @@ def view_html(
                 viewer=panel,
             )
         view.zoomTo(viewer=panel)
+        angle, axis = face_on(atoms.positions)
+        if angle:
+            view.rotate(angle, axis, viewer=panel)
+        extent = float(np.ptp(atoms.positions, axis=0).max()) if len(atoms) > 1 else 0.0
+        if 0 < extent < SMALL_EXTENT:  # 3Dmol's zoomTo leaves a molecule of a few atoms a dot in the panel
+            view.zoom(min(3.0, SMALL_EXTENT / extent), viewer=panel)
     view.setBackgroundColor("white")
     return view._make_html()
+
+
+#: Molecules narrower than this (Angstrom) are zoomed in beyond 3Dmol's zoomTo.
+SMALL_EXTENT = 4.0
+
+
+def face_on(positions: np.ndarray) -> tuple[float, dict]:
+    """The camera rotation (degrees, axis) that looks at a molecule along its thinnest direction.
+
+    3Dmol.js looks down the z axis; a planar molecule in another plane (the paper's water lies in y-z) would be
+    seen edge-on. The thinnest direction is the principal axis of least spread of the positions.
+    """
+    if len(positions) < 3:
+        return 0.0, {"x": 0.0, "y": 0.0, "z": 1.0}
+    centred = positions - positions.mean(axis=0)
+    normal = np.linalg.eigh(centred.T @ centred)[1][:, 0]
+    normal = normal if normal[2] >= 0 else -normal
+    axis = np.cross(normal, [0.0, 0.0, 1.0])
+    if np.linalg.norm(axis) < 1e-8:
+        return 0.0, {"x": 0.0, "y": 0.0, "z": 1.0}
+    angle = float(np.degrees(np.arccos(np.clip(normal[2], -1.0, 1.0))))
+    axis = axis / np.linalg.norm(axis)
+    return angle, dict(zip("xyz", map(float, axis), strict=True))
 
 
 # ----------------------------------------------------------------------------- plots (plotly)

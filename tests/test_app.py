@@ -68,7 +68,12 @@ def test_every_page_runs_with_its_defaults(page):
     elif name == "SCF_guess":
         assert "all final energies agree" in at.success[-1].value  # after the verdict (success[0] when ok)
     elif name == "Orbitals":
-        assert "Blue: positive" in text
+        assert "Blue: positive" in text and "signs are matched to the reference" in text
+        headings = [m.value for m in at.markdown]
+        assert "**Predicted**" in headings and "**PySCF reference**" in headings  # which panel is which
+        at.sidebar.toggle[0].set_value(False).run()  # no reference: one panel, and no claim about signs
+        text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+        assert "**PySCF reference**" not in text and "signs are matched" not in text
     elif name == "Models":
         assert "water" in at.dataframe[0].value["model"].tolist()
     elif name == "Train":

@@ -139,3 +139,17 @@ def test_learning_curve_labels_decades_only_over_a_wide_range():
     narrow = [{"step": s, "train_loss": 0.01 + s * 1e-3, "val_H_MAE_uHa": 50.0 - s} for s in (1, 2, 3)]
     fig = learning_curve_figure(narrow)
     assert fig.layout.yaxis.dtick is None and fig.layout.yaxis2.dtick is None
+
+
+def test_a_planar_molecule_is_turned_to_face_the_camera():
+    from scipy.spatial.transform import Rotation
+
+    from phisnet.molecules import paper_molecule
+    from phisnet.viz import face_on
+
+    water = paper_molecule("water")  # in the y-z plane: 3Dmol, looking down z, would see it edge-on
+    angle, axis = face_on(water.positions)
+    turn = Rotation.from_rotvec(np.radians(angle) * np.array([axis["x"], axis["y"], axis["z"]]))
+    turned = turn.apply(water.positions - water.positions.mean(axis=0))
+    assert np.abs(turned[:, 2]).max() < 1e-9  # every atom in the camera's x-y plane
+    assert face_on(water.positions[:2])[0] == 0.0  # two atoms: nothing to face

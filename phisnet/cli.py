@@ -366,7 +366,6 @@ def molecules_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    import json
 
     from phisnet.data import HamiltonianDataset
     from phisnet.metrics import (
@@ -461,9 +460,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
             "rows": [r.to_json() for r in energy_rows],
         }
     if args.json:
-        from phisnet.files import write_text_atomic
+        from phisnet.files import json_text, write_text_atomic
 
-        write_text_atomic(args.json, json.dumps(report, indent=2))
+        write_text_atomic(args.json, json_text(report, indent=2))
     return 0
 
 
@@ -550,14 +549,12 @@ def predict_frames(args: argparse.Namespace, predictor, frames: list) -> int:
 
 def _write_results(path: str, results: list[dict]) -> None:
     """JSON (one object, or a list for several frames), or JSON lines (one record a frame) for a .jsonl name."""
-    import json
-
-    from phisnet.files import write_text_atomic
+    from phisnet.files import json_text, write_text_atomic
 
     if str(path).endswith(".jsonl"):
-        text = "".join(json.dumps(result) + "\n" for result in results)
+        text = "".join(json_text(result) + "\n" for result in results)
     else:
-        text = json.dumps(results[0] if len(results) == 1 else results, indent=2)
+        text = json_text(results[0] if len(results) == 1 else results, indent=2)
     write_text_atomic(path, text)
     print(f"wrote {path}")
 

@@ -29,3 +29,21 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def json_text(obj, indent: int | None = None) -> str:
+    """Strict JSON (RFC 8259) of ``obj``: NaN and infinities, which Python's json writes as bare ``NaN`` that
+    other readers refuse, become ``null`` (a metric the data cannot give, such as forces of --no-forces data)."""
+    import json
+    import math
+
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(obj), indent=indent, allow_nan=False)

@@ -258,16 +258,19 @@ def test_a_users_molecule_goes_to_a_model_that_knows_it():
     at.text_input[0].set_value("O").run()  # water: the water model's own molecule stays with it
     assert not at.exception and not at.error, errors(at)
     assert at.session_state[app_common.MODEL_KEY] == "water"
-    at.text_input[0].set_value("OCC").run()  # RDKit's gauche ethanol: the ethanol model is not reliable for it
-    assert not at.exception
-    assert at.session_state[app_common.MODEL_KEY] == general_model() and "C2H6O" in at.subheader[0].value
-    note = " ".join(i.value for i in at.info)
-    assert "the ethanol model's prediction for this geometry is unreliable" in note and "the general model" in note
-
-    at = home("Upload a file", pinned=False)  # ethanol near its minimum (ASE's G2 structure): the ethanol model
-    at.file_uploader[0].upload("ethanol.xyz", xyz_text(ase.build.molecule("CH3CH2OH")).encode()).run()
+    at.text_input[0].set_value("OCC").run()  # RDKit's gauche ethanol: the MD-trained ethanol model knows it
     assert not at.exception and not at.error, errors(at)
     assert at.session_state[app_common.MODEL_KEY] == "ethanol" and "Reliability: ok" in at.success[0].value
+
+    stretched = ase.build.molecule("CH3CH2OH")  # C-C pulled to 1.82 A: far outside what ethanol does at 500 K
+    stretched.set_distance(0, 1, stretched.get_distance(0, 1) + 0.3, fix=0.5)
+    at = home("Upload a file", pinned=False)
+    at.file_uploader[0].upload("ethanol.xyz", xyz_text(stretched).encode()).run()
+    assert not at.exception and "C2H6O" in at.subheader[0].value
+    # Both models are far from self-consistent there; the ethanol model's residual is the smaller, so it stays,
+    # and the page says in words, before any number, not to trust it.
+    assert at.session_state[app_common.MODEL_KEY] == "ethanol"
+    assert "Reliability: unreliable" in errors(at)
 
     at = home("SMILES", pinned=False)
     at.text_input[0].set_value("CC(N)=O").run()  # acetamide: no model of its own, so the general model
@@ -290,6 +293,24 @@ def test_a_users_molecule_goes_to_a_model_that_knows_it():
     at.selectbox[0].set_value("water").run()  # and so is the user's own choice (H2O2 has water's elements)
     at.text_input[0].set_value("OO").run()
     assert at.session_state[app_common.MODEL_KEY] == "water" and "H2O2" in at.subheader[0].value
+
+
+def test_an_unreliable_own_model_gives_way_to_a_better_general_one(monkeypatch):
+    """The routing rule on its own (no shipped pair of models shows it cheaply): the ethanol model is trained on
+    ethanol but unreliable for this geometry, the general model only doubtful, so the general model predicts it."""
+    from phisnet.trust import Assessment
+
+    def fake(key, path):
+        bad = "ethanol" in Path(path).stem
+        return Assessment("unreliable" if bad else "doubtful", "", 1e-2 if bad else 1e-3, 0, 0, 0, 0)
+
+    monkeypatch.setattr(app_common, "cached_assessment", fake)
+    monkeypatch.setattr(app_common.st, "session_state", {})
+    ethanol = ase.build.molecule("CH3CH2OH")
+    paths = app_common.available_models()
+    choice = app_common.default_model_for(ethanol, "ethanol", app_common.cached_model(paths["ethanol"]))
+    assert choice is not None and choice[0] == general_model()
+    assert choice[1].startswith("the ethanol model's prediction for this geometry is unreliable, so the general")
 
 
 def test_reference_is_on_for_small_molecules_until_the_user_chooses():
@@ -327,8 +348,7 @@ def test_a_refused_molecule_offers_a_model_that_knows_its_elements():
     assert not at.exception
     assert at.session_state[app_common.MODEL_KEY] == "ethanol"
     assert "C2H6O" in at.subheader[0].value
-    # The user's choice is kept, and the verdict says in words, before any number, that it is not to be trusted.
-    assert "Reliability: unreliable" in errors(at)
+    assert "Reliability: ok" in at.success[0].value  # the MD-trained ethanol model holds on RDKit's gauche ethanol
 
 
 def test_every_prediction_carries_its_verdict():

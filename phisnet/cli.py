@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from phisnet.errors import InputError, stop_requested
+from phisnet.upgrade import __doc__ as upgrade_doc
+from phisnet.upgrade import add_arguments as upgrade_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    up = sub.add_parser(
+        "upgrade",
+        help="give a trained checkpoint parts it lacks (pair mixing, fine radial MLPs, layers, channels), as the "
+        "same function, for fine-tuning with phisnet train --init",
+        description=upgrade_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    upgrade_arguments(up)
+
     pr = sub.add_parser(
         "predict",
         help="orbital energies, gap, dipole and charges of a molecule from a model; molden and cube files",
@@ -263,6 +274,10 @@ def run(args: argparse.Namespace) -> int:
         return predict_command(args)
     if args.command == "subspace":
         return subspace_command(args)
+    if args.command == "upgrade":
+        from phisnet.upgrade import command
+
+        return command(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -1063,7 +1063,7 @@ def widened(model: PhiSNet, channels: int, noise: float = 0.1, seed: int = 0) ->
     its weights to a feature are repeated. Noise of ``noise`` times each weight matrix's spread, summing to zero over
     the copies of every input, makes the copies' weights differ without changing any output (exactly, up to
     rounding), so that training can make the copies learn different things: a long-trained model grows wider
-    without starting over (``train.py --init CHECKPOINT --widen-channels N``).
+    without starting over (``phisnet upgrade CHECKPOINT --widen-channels N --out NEW.pt``).
     """
     old_channels = model.config.channels
     if channels == old_channels:

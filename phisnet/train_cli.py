@@ -19,6 +19,7 @@ from pathlib import Path
 from phisnet.errors import InputError
 from phisnet.model import PhiSNetConfig
 from phisnet.training import TrainConfig, run
+from phisnet.upgrade import UPGRADE_FLAGS
 
 NOTES = {
     "matrix_weight": "weight of the H and S entry loss ",
@@ -110,12 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"model: own linear maps on each side of the pair products (default {model_defaults.pair_mixing})",
     )
     parser.add_argument(
-        "--add-pair-mixing",
-        action="store_true",
-        default=None,
-        help="with --init: give a checkpoint without pair mixing its maps, starting as the identity",
-    )
-    parser.add_argument(
         "--pair-radial-scalars",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -123,30 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {model_defaults.pair_radial_scalars})",
     )
     parser.add_argument(
-        "--add-pair-radial-scalars",
-        action="store_true",
-        default=None,
-        help="with --init: give a checkpoint without --pair-radial-scalars that MLP, starting at zero",
-    )
-    parser.add_argument(
-        "--add-fine-radial",
-        type=int,
-        default=None,
-        metavar="N",
-        help="with --init: give a checkpoint without --fine-radial an MLP of N narrow Gaussians, starting at zero",
-    )
-    parser.add_argument(
         "--fine-radial-interactions",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="model: the interaction layers' radial weights also get an MLP of the fine Gaussians (needs "
         f"--fine-radial; default {model_defaults.fine_radial_interactions})",
-    )
-    parser.add_argument(
-        "--add-fine-radial-interactions",
-        action="store_true",
-        default=None,
-        help="with --init: give the interaction layers MLPs of the fine Gaussians, starting at zero",
     )
     parser.add_argument(
         "--two-center-overlap",
@@ -202,21 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
         "steps before training",
     )
     parser.add_argument(
-        "--add-interactions",
-        type=int,
-        default=None,
-        metavar="N",
-        help="with --init: append N interaction layers after the checkpoint's, each starting as the identity",
-    )
-    parser.add_argument(
-        "--widen-channels",
-        type=int,
-        default=None,
-        metavar="N",
-        help="with --init: widen the checkpoint's model to N channels per order (a multiple of its channels); the "
-        "same function to start from, with more capacity",
-    )
-    parser.add_argument(
         "--extra-train",
         nargs="+",
         default=None,
@@ -230,7 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from OUT/last.pt with the settings in OUT/config.json (flags given now win)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    for flag in UPGRADE_FLAGS:  # checkpoint surgery moved to its own command; say where to anyone who asks here
+        parser.add_argument(flag, nargs="?", action=_MovedToUpgrade, help=argparse.SUPPRESS)
     return parser
+
+
+class _MovedToUpgrade(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        value = "" if values is None else f" {values}"
+        parser.error(
+            f"{option_string} moved to its own command: phisnet upgrade CHECKPOINT {option_string}{value} --out "
+            f"NEW.pt, then train with --init NEW.pt."
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -60,9 +60,9 @@ from phisnet.model import (
     build_from_checkpoint,
     read_checkpoint,
     save_checkpoint,
-    widened,
     with_options,
 )
+from phisnet.upgrade import describe
 
 
 @dataclass
@@ -97,14 +97,10 @@ class TrainConfig:
     energy_target: str = "auto"  # ccsd_t, reference, or auto (ccsd_t when the data has CCSD(T) labels)
     extra_train: list[str] = field(default_factory=list)  # more databases whose structures all join the training split
     init: str = ""  # checkpoint whose weights (and model configuration) training starts from
-    add_pair_mixing: bool = False  # with init: add pair-mixing maps, starting as the identity, if it has none
-    add_pair_radial_scalars: bool = False  # with init: add the scalar-dependent pair radial MLP, starting at zero
-    add_fine_radial: int = 0  # with init: add an MLP of this many narrow radial Gaussians, starting at zero
-    add_fine_radial_interactions: bool = False  # with init: the interaction layers get MLPs of them too, at zero
+    # Parts added to the init model's architecture live in phisnet.upgrade (`phisnet upgrade`); these two stay
+    # here because the new S is fitted to the training data before training.
     add_two_center_overlap: bool = False  # with init: S from two-centre features, fitted first (overlap_fit_steps)
     overlap_fit_steps: int = 3000  # steps of fit_overlap when S is made new (add_two_center_overlap)
-    add_interactions: int = 0  # with init: append this many interaction layers, each starting as the identity
-    widen_channels: int = 0  # with init: widen to this many channels (a multiple of the checkpoint's), same function
     device: str = "auto"  # cpu, cuda, or auto (cuda when torch sees a GPU); under torchrun one GPU per process
     resume: bool = False
     model: PhiSNetConfig = field(default_factory=PhiSNetConfig)
@@ -585,18 +581,10 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     if not 0.0 <= config.ema < 1.0:
         raise InputError(f"ema is a decay per step in [0, 1), e.g. 0.999; got {config.ema}.")
     low, high = config.model.fine_radial_min, config.model.fine_radial_max
-    for count in (config.model.fine_radial, config.add_fine_radial):
-        if count < 0 or (count and not 0.0 <= low < high):
-            raise InputError(
-                f"fine radial Gaussians: a count >= 0 over 0 <= min < max Angstrom; got {count} over {low}..{high}."
-            )
-    if config.add_interactions < 0:
-        raise InputError(f"--add-interactions is a count of new layers, 0 or more; got {config.add_interactions}.")
-    if config.widen_channels < 0 or (config.widen_channels and not config.init):
+    count = config.model.fine_radial
+    if count < 0 or (count and not 0.0 <= low < high):
         raise InputError(
-            f"--widen-channels N widens the model of --init to N channels; got {config.widen_channels}"
-            + ("" if config.init else " without --init")
-            + "."
+            f"fine radial Gaussians: a count >= 0 over 0 <= min < max Angstrom; got {count} over {low}..{high}."
         )
     if not config.init:  # with --init the model's options are the checkpoint's, checked when it was made
         config.model.check()
@@ -688,37 +676,11 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             raise InputError("--exact-overlap replaces the predicted S; leave out --add-two-center-overlap.")
         if config.add_two_center_overlap and before.exact_overlap:
             raise InputError(f"{config.init} takes S from its integrals (exact_overlap); there is no S to remake.")
-        if config.add_fine_radial_interactions and not (model.config.fine_radial or config.add_fine_radial):
-            raise InputError(f"{config.init} has no fine radial Gaussians; add them with --add-fine-radial N as well.")
         model = with_options(
-            model,
-            config.add_pair_mixing,
-            config.add_pair_radial_scalars,
-            config.add_fine_radial,
-            config.add_fine_radial_interactions,
-            config.add_two_center_overlap,
-            config.add_interactions,
-            config.model.exact_overlap,
+            model, two_center_overlap=config.add_two_center_overlap, exact_overlap=config.model.exact_overlap
         )
-        if config.widen_channels:
-            model = widened(model, config.widen_channels, seed=config.seed)
-        new, same = model.config, "the same function as the checkpoint"
-        added = {
-            "n_interactions": f"{new.n_interactions - before.n_interactions} interaction layer(s) after the "
-            f"{before.n_interactions} there (each starting as the identity: {same})",
-            "pair_mixing": f"pair-mixing maps (starting as the identity: {same})",
-            "pair_radial_scalars": f"the pair radial MLP of atom scalars (starting at zero: {same})",
-            "fine_radial": f"the pair radial MLP of {new.fine_radial} narrow Gaussians over "
-            f"{new.fine_radial_min}..{new.fine_radial_max} Angstrom (starting at zero)",
-            "fine_radial_interactions": "radial MLPs of the fine Gaussians to the interaction layers "
-            "(starting at zero)",
-            "channels": f"channels: {before.channels} -> {new.channels} per order, each old channel copied and its "
-            f"weights split with noise that cancels ({same})",
-            "exact_overlap": f"S as the baseline's exact overlap integral, the S heads dropped (H {same})",
-        }
-        for name, what in added.items():
-            if getattr(new, name) > getattr(before, name):  # a count grew or a switch went from False to True
-                log(f"Added {what}.")
+        for message in describe(before, model.config):
+            log(message)
         if model.config.two_center_overlap and not before.two_center_overlap:
             log("S now comes from two-centre features (H unchanged); fitting them to the training structures.")
             fit_overlap(

@@ -184,8 +184,10 @@ def test_train_cli_resume_takes_the_runs_own_settings(water_db, tmp_path):
     assert steps == [2, 4, 6]
 
 
-def test_train_cli_init_adds_the_parts_an_older_model_lacks(water_db, tmp_path, capsys):
+def test_upgrade_adds_the_parts_an_older_model_lacks_and_train_fine_tunes_it(water_db, tmp_path, capsys):
     import train
+    from phisnet.cli import main as phisnet
+    from phisnet.io import read_molecules
     from phisnet.model import read_checkpoint
 
     data = ["--data", str(water_db), "--train", "5", "--val", "2", "--batch-size", "2", "--val-every", "2", "--quiet"]
@@ -194,42 +196,52 @@ def test_train_cli_init_adds_the_parts_an_older_model_lacks(water_db, tmp_path, 
     assert train.main([*data, "--out", str(old), "--max-steps", "2", *TINY_ARGS, *plain]) == 0
     assert not read_checkpoint(old / "best.pt")["config"]["fine_radial"]
     capsys.readouterr()
-    new = tmp_path / "new"
+    upgraded = tmp_path / "upgraded.pt"
     adds = [
         "--add-pair-mixing",
         "--add-pair-radial-scalars",
         "--add-fine-radial",
         "4",
         "--add-fine-radial-interactions",
-        "--add-two-center-overlap",
-        "--overlap-fit-steps",
-        "5",
         "--add-interactions",
         "1",
         "--widen-channels",
         "8",
     ]
-    assert train.main([*data, "--out", str(new), "--max-steps", "2", "--init", str(old / "best.pt"), *adds]) == 0
+    assert phisnet(["upgrade", str(old / "best.pt"), *adds, "--out", str(upgraded)]) == 0
     printed = capsys.readouterr().out
     assert "pair-mixing maps" in printed and "atom scalars" in printed and "4 narrow Gaussians" in printed
-    assert "interaction layers" in printed and "Two-centre overlap fitted in 5 steps" in printed
-    assert "Added 1 interaction layer(s)" in printed and "channels: 4 -> 8 per order" in printed
+    assert "interaction layers" in printed and "Added 1 interaction layer(s)" in printed
+    assert "channels: 4 -> 8 per order" in printed
+    (atoms,) = read_molecules("water")
+    before, after = load(old / "best.pt").predict(atoms), load(upgraded).predict(atoms)
+    assert np.allclose(after.hamiltonian, before.hamiltonian, atol=1e-6)  # the same function, more parts
+    assert load(upgraded).metadata["upgrades"][0]["from"] == str(old / "best.pt")
+    new = tmp_path / "new"  # then a plain fine-tune, with the one S change that needs the data
+    fit_s = ["--add-two-center-overlap", "--overlap-fit-steps", "5"]
+    assert train.main([*data, "--out", str(new), "--max-steps", "2", "--init", str(upgraded), *fit_s]) == 0
+    assert "Two-centre overlap fitted in 5 steps" in capsys.readouterr().out
     config = read_checkpoint(new / "best.pt")["config"]
     assert config["pair_mixing"] and config["pair_radial_scalars"] and config["fine_radial"] == 4
     assert config["fine_radial_interactions"] and config["two_center_overlap"]
     assert config["n_interactions"] == read_checkpoint(old / "best.pt")["config"]["n_interactions"] + 1
     assert config["channels"] == 8  # the checkpoint's own size widened, not the defaults
-    bad = ["--out", str(tmp_path / "bad"), "--init", str(old / "best.pt"), "--add-fine-radial", "-1"]
-    assert train.main([*data, *bad]) == 2
-    assert "fine radial Gaussians" in capsys.readouterr().err
-    lacking = ["--out", str(tmp_path / "lacking"), "--init", str(old / "best.pt"), "--add-fine-radial-interactions"]
-    assert train.main([*data, *lacking]) == 2
-    assert "has no fine radial Gaussians" in capsys.readouterr().err
-    uneven = ["--out", str(tmp_path / "uneven"), "--init", str(old / "best.pt"), "--widen-channels", "6"]
-    assert train.main([*data, *uneven]) == 2
-    assert "widens to a multiple of them (e.g. 8), not 6" in capsys.readouterr().err
-    assert train.main([*data, "--out", str(tmp_path / "alone"), "--widen-channels", "8"]) == 2
-    assert "without --init" in capsys.readouterr().err
+
+    def refused(*flags):
+        assert phisnet(["upgrade", str(old / "best.pt"), *flags, "--out", str(tmp_path / "bad.pt")]) == 2
+        return capsys.readouterr().err
+
+    assert "fine radial Gaussians" in refused("--add-fine-radial", "-1")
+    assert "has no fine radial Gaussians" in refused("--add-fine-radial-interactions")
+    assert "widens to a multiple of them (e.g. 8), not 6" in refused("--widen-channels", "6")
+    assert "nothing to upgrade" in refused()
+    assert not (tmp_path / "bad.pt").exists()
+    with pytest.raises(SystemExit) as stop:  # train.py's old surgery flags say where they went
+        train.main([*data, "--out", str(tmp_path / "alone"), "--init", str(old / "best.pt"), "--widen-channels", "8"])
+    assert stop.value.code == 2
+    assert "--widen-channels moved to its own command: phisnet upgrade CHECKPOINT --widen-channels 8" in (
+        capsys.readouterr().err
+    )
 
 
 def test_train_cli_zero_steps_fits_the_new_overlap_and_keeps_h(water_db, tmp_path, capsys):

@@ -20,8 +20,8 @@ import torch
 
 from phisnet import InputError
 from phisnet.jobs import DEFAULT_ROOT, list_jobs
-from phisnet.model import list_pretrained, load
 from phisnet.molecules import PAPER_MOLECULES, is_paper_molecule
+from phisnet.predictor import list_pretrained, load
 from phisnet.reference import run_dft
 from phisnet.trust import DOUBTFUL_GRADIENT
 

@@ -15,7 +15,7 @@ import copy
 
 from phisnet.data import HamiltonianDataset
 from phisnet.metrics import evaluate, format_table, model_split
-from phisnet.model import Predictor, load
+from phisnet.predictor import Predictor, load
 
 
 def baseline_alone(predictor: Predictor) -> Predictor:

@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scf_guess import held_out_structures  # noqa: E402 - the benchmark scripts share the held-out selection
 
-from phisnet.model import load  # noqa: E402
 from phisnet.observables import predict_energy_and_forces  # noqa: E402
+from phisnet.predictor import load  # noqa: E402
 from phisnet.reference import BOHR  # noqa: E402
 
 

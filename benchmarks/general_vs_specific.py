@@ -21,7 +21,7 @@ from pathlib import Path
 
 from phisnet.data import HamiltonianDataset
 from phisnet.metrics import evaluate, model_split
-from phisnet.model import load
+from phisnet.predictor import load
 
 
 def per_molecule_models(general_xc: str) -> list[str]:

@@ -9,7 +9,7 @@ model's prediction time (median of --repeat calls after 5 warm-up calls),
 the growth of the process's peak resident memory from loading the model and predicting,
 and PySCF's SCF time (default guess and tolerance) and peak-memory growth for the same
 geometry, with the time ratio. The column "e3nn / s" is the same prediction with every tensor product and the
-linear map after it evaluated by e3nn's own code (``phisnet.model.e3nn_reference``), timed alternating with the
+linear map after it evaluated by e3nn's own code (``phisnet.tensor_product.e3nn_reference``), timed alternating with the
 default batched evaluation, so "gain" shows what the batched products buy. "1 thread / s" is the default
 evaluation on one torch thread, also timed alternating ("predict / s" uses torch's thread count).
 ``--untrained`` molecules (default: uracil, the paper's largest) are timed with random weights in the
@@ -31,9 +31,12 @@ import numpy as np
 import torch
 from pyscf import lib
 
+from phisnet.config import PhiSNetConfig
 from phisnet.io import read_molecules
-from phisnet.model import PhiSNet, PhiSNetConfig, Predictor, e3nn_reference, load
+from phisnet.model import PhiSNet
+from phisnet.predictor import Predictor, load
 from phisnet.reference import run_dft
+from phisnet.tensor_product import e3nn_reference
 
 
 def peak_rss_mb() -> float:

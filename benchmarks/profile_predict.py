@@ -21,8 +21,10 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from phisnet.model import PhiSNet, PhiSNetConfig, Predictor, load
+from phisnet.config import PhiSNetConfig
+from phisnet.model import PhiSNet
 from phisnet.molecules import paper_molecule
+from phisnet.predictor import Predictor, load
 
 CASES = (("water", "pretrained/water.pt"), ("ethanol", "pretrained/ethanol.pt"), ("uracil", None))
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from phisnet.data import HamiltonianDataset, sample_atoms
 from phisnet.metrics import model_split
-from phisnet.model import load
+from phisnet.predictor import load
 from phisnet.scf_guess import DEFAULT_CONV_TOL, PREDICTED, STANDARD_GUESSES, compare
 
 

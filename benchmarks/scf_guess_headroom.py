@@ -27,8 +27,8 @@ from scf_guess import held_out_structures  # noqa: E402 - the benchmark scripts 
 
 from phisnet.data import HamiltonianDataset  # noqa: E402
 from phisnet.metrics import MICRO  # noqa: E402
-from phisnet.model import load  # noqa: E402
 from phisnet.observables import predict_wavefunction  # noqa: E402
+from phisnet.predictor import load  # noqa: E402
 from phisnet.reference import run_dft  # noqa: E402
 from phisnet.scf_guess import DEFAULT_CONV_TOL, OccupiedVirtualError  # noqa: E402
 

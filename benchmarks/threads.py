@@ -6,7 +6,7 @@ For each pretrained molecule model (water on water, ethanol on ethanol, the gene
 nonan-1-ol, 30 atoms), the median time of ``--repeat`` predictions at torch's thread count and at one
 thread, first with nothing else running, then while ``--busy`` processes (default: one per core) spin
 on the CPU, as a training or a dataset generation would. This is what ``Predictor(threads="auto")``
-(``phisnet.model.auto_threads``) is built on: one thread for small molecules and on a busy machine.
+(``phisnet.predictor.auto_threads``) is built on: one thread for small molecules and on a busy machine.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from phisnet.io import read_molecules
-from phisnet.model import load
+from phisnet.predictor import load
 
 CASES = [("water.pt", "water", None), ("ethanol.pt", "ethanol", None), ("general.pt", "CCCCCCCCCO", "smiles")]
 

@@ -20,7 +20,7 @@ import torch
 
 from phisnet.data import HamiltonianDataset
 from phisnet.metrics import model_split
-from phisnet.model import load
+from phisnet.predictor import load
 from phisnet.training import TrainConfig, _batches, _groups, batch_backward
 
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from pyscf import lib
 
-from phisnet.model import load
 from phisnet.molecules import paper_molecule
 from phisnet.observables import predict_wavefunction
+from phisnet.predictor import load
 from phisnet.reference import run_dft
 
 

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from phisnet.data import HamiltonianDataset, sample_atoms
 from phisnet.errors import InputError
 from phisnet.metrics import model_split
-from phisnet.model import load
 from phisnet.observables import predict_wavefunction, solve
+from phisnet.predictor import load
 from phisnet.reference import HARTREE_EV, run_dft
 from phisnet.trust import GRID_LEVEL, assess, self_consistency
 

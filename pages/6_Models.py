@@ -7,8 +7,9 @@ import pandas as pd
 import streamlit as st
 
 import app_common as ui
+from phisnet.checkpoint import read_checkpoint
 from phisnet.jobs import list_jobs
-from phisnet.model import list_pretrained, read_checkpoint
+from phisnet.predictor import list_pretrained
 from phisnet.training import read_metrics
 from phisnet.viz import learning_curve_figure, per_molecule_figure
 

@@ -45,7 +45,7 @@ class PhiSNetCalculator(Calculator):
     implemented_properties = ["energy", "forces", "dipole"]
 
     def __init__(self, model, charge: int | None = None, route: str | None = None, **kwargs):
-        from phisnet.model import as_predictor
+        from phisnet.predictor import as_predictor
 
         super().__init__(**kwargs)
         self.predictor = as_predictor(model)

@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from phisnet.errors import InputError, stop_requested
-from phisnet.upgrade import __doc__ as upgrade_doc
-from phisnet.upgrade import add_arguments as upgrade_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,10 +204,45 @@ def build_parser() -> argparse.ArgumentParser:
         "upgrade",
         help="give a trained checkpoint parts it lacks (pair mixing, fine radial MLPs, layers, channels), as the "
         "same function, for fine-tuning with phisnet train --init",
-        description=upgrade_doc,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write NEW.pt: the checkpoint with the named parts added where it lacks them, each starting so "
+        "that the model predicts what it did (identity maps, zero output layers, copied channels); then fine-tune "
+        "it with phisnet train --init NEW.pt. --exact-overlap and --add-two-center-overlap, which change how S is "
+        "made, stay with phisnet train --init.",
+        formatter_class=fmt,
     )
-    upgrade_arguments(up)
+    up.add_argument("checkpoint", help="the trained model (.pt)")
+    up.add_argument("--out", required=True, help="the upgraded checkpoint to write")
+    up.add_argument(
+        "--add-pair-mixing", action="store_true", help="own linear maps on each side of the pair products (identity)"
+    )
+    up.add_argument(
+        "--add-pair-radial-scalars",
+        action="store_true",
+        help="radial weights of the pair stage also from both atoms' scalar features (an MLP starting at zero)",
+    )
+    up.add_argument(
+        "--add-fine-radial",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a pair radial MLP of N narrow Gaussians over the model's fine range (starting at zero)",
+    )
+    up.add_argument(
+        "--add-fine-radial-interactions",
+        action="store_true",
+        help="the interaction layers get MLPs of the fine Gaussians too (starting at zero)",
+    )
+    up.add_argument(
+        "--add-interactions", type=int, default=0, metavar="N", help="N interaction layers after the last (identity)"
+    )
+    up.add_argument(
+        "--widen-channels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N channels per order, a multiple of the model's (copies whose weights differ by noise that cancels)",
+    )
+    up.add_argument("--seed", type=int, default=0, help="seed of the widening noise")
 
     pr = sub.add_parser(
         "predict",
@@ -284,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
 def subspace_command(args: argparse.Namespace) -> int:
     from phisnet.data import HamiltonianDataset
     from phisnet.metrics import SUBSPACE_CANDIDATES, choose_subspace, model_split, store_subspace
-    from phisnet.model import load
+    from phisnet.predictor import load
 
     if args.write and args.split != "val":
         raise InputError(
@@ -392,7 +425,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         model_split,
         reference_errors,
     )
-    from phisnet.model import load
+    from phisnet.predictor import load
 
     dataset = HamiltonianDataset(args.data)
     predictors = [load(path) for path in args.model]
@@ -494,7 +527,7 @@ def _by_molecule(dataset, indices: list[int]) -> dict[str, list[int]] | None:
 
 def predict_command(args: argparse.Namespace) -> int:
     from phisnet.io import read_molecules
-    from phisnet.model import load
+    from phisnet.predictor import load
     from phisnet.viz import write_cube, write_molden
 
     predictor = load(args.model)

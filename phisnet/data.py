@@ -130,7 +130,7 @@ def check_guess_model(path, basis: str, spin: int, symbols) -> str:
     Refused with InputError: a file that is not a model, another basis (the density matrix would not
     fit), an open shell (the predicted density is closed shell), or an element the model does not know.
     """
-    from phisnet.model import load
+    from phisnet.predictor import load
 
     predictor = load(path)
     model_basis = predictor.metadata.get("basis", DEFAULT_BASIS)
@@ -147,7 +147,7 @@ def check_guess_model(path, basis: str, spin: int, symbols) -> str:
 
 @functools.cache
 def _guess_predictor(path: str):
-    from phisnet.model import load
+    from phisnet.predictor import load
 
     return load(path, threads=1)  # a prediction is a small part of an SCF; PySCF has the threads
 

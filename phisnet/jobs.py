@@ -153,8 +153,8 @@ def stop(folder: str | Path) -> None:
 
 def run(folder: str | Path) -> int:
     """The job's own process: generate the data, then train (called by ``start``)."""
+    from phisnet.config import PhiSNetConfig
     from phisnet.data import generate
-    from phisnet.model import PhiSNetConfig
     from phisnet.training import TrainConfig
     from phisnet.training import run as train
 

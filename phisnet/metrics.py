@@ -256,7 +256,7 @@ class SubspaceChoice:
 
 def store_subspace(path, choice: SubspaceChoice) -> None:
     """Write a choice into a checkpoint's metadata (``subspace`` and ``subspace_choice``); weights untouched."""
-    from phisnet.model import update_checkpoint_metadata
+    from phisnet.checkpoint import update_checkpoint_metadata
 
     update_checkpoint_metadata(path, {"subspace": choice.threshold, "subspace_choice": choice.to_json()})
 

@@ -24,12 +24,12 @@ from phisnet.errors import InputError
 def guess(mf_or_mol, model) -> np.ndarray:
     """The predicted density matrix of a PySCF ``Mole`` or SCF object, for ``mf.kernel(dm0=...)``.
 
-    ``model``: a checkpoint path or a loaded ``phisnet.model.Predictor``. For an unrestricted SCF object
+    ``model``: a checkpoint path or a loaded ``phisnet.predictor.Predictor``. For an unrestricted SCF object
     the result is the (alpha, beta) pair of half densities. Raises InputError for a model of another basis,
     a molecule outside the model's domain (``phisnet.trust.domain``), Cartesian functions or an open shell.
     """
-    from phisnet.model import as_predictor
     from phisnet.observables import predict_wavefunction
+    from phisnet.predictor import as_predictor
     from phisnet.trust import domain
 
     mol = getattr(mf_or_mol, "mol", mf_or_mol)

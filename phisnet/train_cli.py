@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from phisnet.config import PhiSNetConfig
 from phisnet.errors import InputError
-from phisnet.model import PhiSNetConfig
 from phisnet.training import TrainConfig, run
 from phisnet.upgrade import UPGRADE_FLAGS
 

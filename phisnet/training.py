@@ -50,19 +50,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from phisnet.checkpoint import build_from_checkpoint, read_checkpoint, save_checkpoint
+from phisnet.config import PhiSNetConfig
 from phisnet.data import HamiltonianDataset
 from phisnet.errors import InputError
 from phisnet.files import write_text_atomic
 from phisnet.metrics import MICRO
-from phisnet.model import (
-    PhiSNet,
-    PhiSNetConfig,
-    build_from_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-    with_options,
-)
-from phisnet.upgrade import describe
+from phisnet.model import PhiSNet
+from phisnet.upgrade import describe, with_options
 
 
 @dataclass
@@ -916,7 +911,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
 def _choose_subspace(best_path: Path, dataset, indices, progress: bool, log) -> None:
     """Choose the best model's orbital subspace on the validation structures and store it in its checkpoint."""
     from phisnet.metrics import choose_subspace, store_subspace
-    from phisnet.model import load
+    from phisnet.predictor import load
 
     choice = choose_subspace(load(best_path), dataset, indices, progress=progress)
     choice.split = "val"

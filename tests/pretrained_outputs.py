@@ -29,7 +29,7 @@ def molecule_for(name: str) -> str:
 
 def predict(path: Path):
     from phisnet.io import read_molecules
-    from phisnet.model import load
+    from phisnet.predictor import load
 
     atoms = read_molecules(molecule_for(path.stem))[0]
     return load(path).predict(atoms)
@@ -37,7 +37,7 @@ def predict(path: Path):
 
 def main() -> None:
     from phisnet.files import atomic_path
-    from phisnet.model import list_pretrained
+    from phisnet.predictor import list_pretrained
 
     arrays = {}
     for path in list_pretrained(ROOT / "pretrained"):

@@ -219,7 +219,7 @@ def test_models_page_shows_the_transfer_learning_table():
     assert by_model.loc["water", "training structures"] == 1950  # 450 of its data + 1500 training-only
     assert by_model.loc["water-ccsdt", "validation H MAE / uHa"] == "(trained on energies)"
     assert not summary.astype(str).isin(["None", "nan"]).any().any()
-    from phisnet.model import load
+    from phisnet.predictor import load
 
     splits = load(ROOT / "pretrained" / "water.pt").metadata["splits"]
     assert water == f"{splits['train']} / {splits['val']} / {splits['test']} (seed {splits['seed']})"
@@ -241,7 +241,7 @@ def test_card_sections_cut_at_headings_outside_code():
 
 def general_model() -> str:
     """Label of the shipped model trained on a molecule set."""
-    from phisnet.model import list_pretrained, load
+    from phisnet.predictor import list_pretrained, load
 
     return next(p.stem for p in list_pretrained(ROOT / "pretrained") if load(p).metadata.get("molecules"))
 
@@ -280,7 +280,7 @@ def test_a_users_molecule_goes_to_a_model_that_knows_it():
     assert "C2H5NO" in at.subheader[0].value
     # Its orbitals come from its subspace (fewer orbitals than functions; the reference, on for 9 atoms, is cut to
     # match), and the page says so.
-    from phisnet.model import load
+    from phisnet.predictor import load
 
     subspace = load(ROOT / "pretrained" / f"{general_model()}.pt").subspace
     captions = " ".join(c.value for c in at.caption)

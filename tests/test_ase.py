@@ -11,8 +11,8 @@ from ase.optimize import BFGS
 
 from phisnet.ase import PhiSNetCalculator
 from phisnet.errors import InputError
-from phisnet.model import load
 from phisnet.molecules import paper_molecule
+from phisnet.predictor import load
 
 ROOT = Path(__file__).resolve().parents[1]
 

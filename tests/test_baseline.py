@@ -3,9 +3,13 @@
 import numpy as np
 import torch
 
+from phisnet.checkpoint import save_checkpoint
+from phisnet.config import PhiSNetConfig
 from phisnet.io import read_molecules
-from phisnet.model import PhiSNet, PhiSNetConfig, default_dtype, load, save_checkpoint
+from phisnet.model import PhiSNet
+from phisnet.predictor import load
 from phisnet.reference import build_mol, run_dft
+from phisnet.torchtools import default_dtype
 
 TINY = {"channels": 4, "n_interactions": 1, "n_radial": 8, "radial_hidden": 8}
 

@@ -92,9 +92,9 @@ def test_predict_multi_frame_file(tmp_path, capsys):
 def test_predict_a_trajectory_in_batches_writes_one_record_a_frame(tmp_path, capsys):
     from ase.io import write
 
-    from phisnet.model import load
     from phisnet.molecules import paper_molecule
     from phisnet.observables import predict_wavefunction
+    from phisnet.predictor import load
 
     rng = np.random.default_rng(1)
     frames = []

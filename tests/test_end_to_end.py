@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from phisnet.config import PhiSNetConfig
 from phisnet.errors import InputError
 from phisnet.io import read_molecules
-from phisnet.model import PhiSNet, PhiSNetConfig, load
+from phisnet.model import PhiSNet
 from phisnet.observables import (
     end_to_end,
     energy_from_hamiltonian,
@@ -14,6 +15,7 @@ from phisnet.observables import (
     occupied_density,
     stack_integrals,
 )
+from phisnet.predictor import load
 from phisnet.reference import build_mol, make_mf
 from phisnet.torchtools import default_dtype
 

@@ -3,7 +3,7 @@
 import time
 
 from phisnet.jobs import JobSpec, list_jobs, start, status, stop
-from phisnet.model import load
+from phisnet.predictor import load
 
 TINY = dict(channels=4, n_interactions=1, batch_size=2)
 

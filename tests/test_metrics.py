@@ -67,7 +67,7 @@ class Oracle:
         self.ref = ref
 
     def predict(self, atoms):
-        from phisnet.model import Prediction
+        from phisnet.predictor import Prediction
 
         return Prediction(self.ref.hamiltonian, self.ref.overlap, 0.0)
 
@@ -123,7 +123,7 @@ def test_overlap_without_room_for_the_occupied_orbitals_is_counted_not_fatal(wat
     import torch
 
     from phisnet.metrics import evaluate
-    from phisnet.model import Prediction
+    from phisnet.predictor import Prediction
 
     class Collapsed(Oracle):  # S of rank 2 < 5 occupied orbitals of water
         def predict(self, atoms):
@@ -159,8 +159,8 @@ def _sample(atoms, ref):
 
 def test_choose_subspace_keeps_a_right_hamiltonian_whole_and_cuts_an_error_along_near_null_overlap(water_ref):
     from phisnet.metrics import SubspaceChoice, choose_subspace, occupied_space_error
-    from phisnet.model import Prediction
     from phisnet.observables import solve
+    from phisnet.predictor import Prediction
 
     atoms = read_molecules("water")[0]
     H, S = water_ref.hamiltonian, water_ref.overlap

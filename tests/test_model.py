@@ -7,21 +7,14 @@ from scipy.spatial.transform import Rotation
 
 from phisnet import InputError
 from phisnet.basis import layout
+from phisnet.checkpoint import save_checkpoint
+from phisnet.config import PhiSNetConfig
 from phisnet.conventions import ao_rotation
 from phisnet.io import read_molecules
-from phisnet.model import (
-    PhiSNet,
-    PhiSNetConfig,
-    Predictor,
-    auto_threads,
-    default_dtype,
-    e3nn_reference,
-    load,
-    save_checkpoint,
-    tensor_product_uuu,
-    tensor_product_uvu,
-    uniform_irreps,
-)
+from phisnet.model import PhiSNet
+from phisnet.predictor import Predictor, auto_threads, load
+from phisnet.tensor_product import e3nn_reference, tensor_product_uuu, tensor_product_uvu, uniform_irreps
+from phisnet.torchtools import default_dtype
 
 TINY = {"channels": 4, "n_interactions": 1, "n_radial": 8, "radial_hidden": 8}
 
@@ -309,7 +302,7 @@ def test_warm_up_predicts_on_the_models_elements(tmp_path):
 
 def test_median_seconds_is_a_positive_time():
     from phisnet.io import read_molecules
-    from phisnet.model import load
+    from phisnet.predictor import load
 
     predictor = load("pretrained/water.pt")
     assert 0 < predictor.median_seconds(read_molecules("water")[0], repeat=3) < 60
@@ -359,7 +352,7 @@ def test_bad_thread_counts_are_refused(threads):
     ],
 )
 def test_a_part_added_to_an_older_model_starts_as_the_same_function(option, options):
-    from phisnet.model import optional_modules, with_options
+    from phisnet.upgrade import optional_modules, with_options
 
     torch.manual_seed(5)
     plain = {**TINY, "n_interactions": 2, "pair_mixing": False, "pair_radial_scalars": False}
@@ -383,7 +376,7 @@ def test_a_part_added_to_an_older_model_starts_as_the_same_function(option, opti
 
 
 def test_added_interaction_layers_start_as_the_identity_and_learn():
-    from phisnet.model import with_options
+    from phisnet.upgrade import with_options
 
     torch.manual_seed(6)
     old = PhiSNet(PhiSNetConfig(elements=[1, 6, 8], **{**TINY, "n_interactions": 1})).eval()
@@ -408,7 +401,7 @@ def test_added_interaction_layers_start_as_the_identity_and_learn():
 def test_widened_model_is_the_same_function_with_copies_that_can_part(factor):
     """Widening copies every channel: H and S unchanged to rounding (float64) although the copies' weights differ by
     noise, and one gradient step makes the copies' features differ."""
-    from phisnet.model import widened
+    from phisnet.upgrade import widened
 
     torch.manual_seed(7)
     config = {**TINY, "n_interactions": 2, "pair_layers": 2, "fine_radial": 4, "fine_radial_interactions": True}
@@ -437,7 +430,7 @@ def test_widened_model_is_the_same_function_with_copies_that_can_part(factor):
 
 
 def test_widened_needs_a_multiple_of_the_channels():
-    from phisnet.model import widened
+    from phisnet.upgrade import widened
 
     model = PhiSNet(PhiSNetConfig(elements=[1, 8], **TINY))
     assert widened(model, 4) is model
@@ -447,7 +440,7 @@ def test_widened_needs_a_multiple_of_the_channels():
 
 
 def test_fine_radial_interactions_need_fine_gaussians():
-    from phisnet.model import with_options
+    from phisnet.upgrade import with_options
 
     with pytest.raises(ValueError, match="needs fine_radial"):
         PhiSNet(PhiSNetConfig(elements=[1, 8], fine_radial_interactions=True, **TINY))
@@ -491,9 +484,9 @@ def test_two_center_overlap_is_a_function_of_each_pair_alone():
 def test_two_center_overlap_added_to_an_older_model_keeps_h_and_fits_s():
     """with_options(two_center_overlap) keeps H exactly and makes S anew; fit_overlap fits it to real PySCF overlaps
     of distorted waters, far below where it starts."""
-    from phisnet.model import with_options
     from phisnet.reference import build_mol
     from phisnet.training import fit_overlap
+    from phisnet.upgrade import with_options
 
     torch.manual_seed(5)
     old = PhiSNet(PhiSNetConfig(elements=[1, 8], **{**TINY, "channels": 16})).eval()
@@ -574,3 +567,18 @@ def test_the_fast_path_equals_e3nns_own_evaluation_in_float32(name):
     with e3nn_reference():
         reference = predictor.predict(atoms).hamiltonian
     assert np.abs(fast - reference).max() < 1e-6
+
+
+def test_the_public_api_is_importable_from_phisnet_itself_without_loading_torch_early():
+    import subprocess
+    import sys
+
+    code = "import sys, phisnet; assert 'torch' not in sys.modules; from phisnet import load, read_molecules, solve"
+    subprocess.run([sys.executable, "-c", code + "; print(load, read_molecules, solve)"], check=True)
+    import phisnet
+
+    water = phisnet.read_molecules("water")[0]
+    predictor = phisnet.load("pretrained/water.pt")
+    assert isinstance(predictor, phisnet.Predictor) and predictor.predict(water).hamiltonian.shape == (24, 24)
+    with pytest.raises(AttributeError, match="no attribute 'lod'"):
+        phisnet.lod  # noqa: B018

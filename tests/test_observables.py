@@ -75,8 +75,8 @@ def test_energy_and_forces_of_the_converged_density_are_pyscfs(water_mf):
 
 def test_predict_wavefunction_with_the_pretrained_water_model():
     from phisnet import InputError
-    from phisnet.model import load
     from phisnet.observables import predict_wavefunction
+    from phisnet.predictor import load
 
     predictor = load("pretrained/water.pt")
     (atoms,) = read_molecules("water")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pretrained_outputs import OUT, predict, sha256
 
-from phisnet.model import list_pretrained
+from phisnet.predictor import list_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED = np.load(OUT)

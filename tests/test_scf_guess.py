@@ -6,8 +6,8 @@ import scipy.linalg
 
 from phisnet import InputError
 from phisnet.io import read_molecules
-from phisnet.model import load
 from phisnet.observables import solve
+from phisnet.predictor import load
 from phisnet.reference import run_dft
 from phisnet.scf_guess import PREDICTED, OccupiedVirtualError, compare, scaled_error_guess
 

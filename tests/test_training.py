@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from phisnet.cli import main as cli_main
+from phisnet.config import PhiSNetConfig
 from phisnet.data import HamiltonianDataset, generate, generate_set, sample_atoms
 from phisnet.errors import InputError
-from phisnet.model import PhiSNetConfig, load
 from phisnet.molecules import MoleculeEntry
+from phisnet.predictor import load
 from phisnet.reference import build_mol
 from phisnet.training import TrainConfig, _batches, _groups, read_metrics, run
 
@@ -169,7 +170,7 @@ def test_train_cli_and_evaluate_cli(water_db, tmp_path, capsys):
 
 def test_train_cli_resume_takes_the_runs_own_settings(water_db, tmp_path):
     import train
-    from phisnet.model import read_checkpoint
+    from phisnet.checkpoint import read_checkpoint
 
     out = tmp_path / "run"
     first = ["--data", str(water_db), "--out", str(out), "--train", "5", "--val", "2", "--batch-size", "2"]
@@ -186,9 +187,9 @@ def test_train_cli_resume_takes_the_runs_own_settings(water_db, tmp_path):
 
 def test_upgrade_adds_the_parts_an_older_model_lacks_and_train_fine_tunes_it(water_db, tmp_path, capsys):
     import train
+    from phisnet.checkpoint import read_checkpoint
     from phisnet.cli import main as phisnet
     from phisnet.io import read_molecules
-    from phisnet.model import read_checkpoint
 
     data = ["--data", str(water_db), "--train", "5", "--val", "2", "--batch-size", "2", "--val-every", "2", "--quiet"]
     old = tmp_path / "old"
@@ -393,7 +394,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(water_db, tmp_path):
 
 
 def test_moving_average_and_cosine_schedule(water_db, tmp_path):
-    from phisnet.model import build_from_checkpoint, read_checkpoint
+    from phisnet.checkpoint import build_from_checkpoint, read_checkpoint
     from phisnet.training import validate
 
     quiet = dict(progress=False, log=lambda m: None)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from phisnet.cli import main as cli_main
+from phisnet.config import PhiSNetConfig
 from phisnet.data import HamiltonianDataset, generate, label_ccsd_t
 from phisnet.errors import InputError
-from phisnet.model import PhiSNetConfig, load
+from phisnet.predictor import load
 from phisnet.reference import HARTREE_EV, build_mol
 from phisnet.training import TrainConfig, read_metrics, run
 

@@ -8,8 +8,8 @@ import pytest
 
 from phisnet import InputError
 from phisnet.io import read_molecules
-from phisnet.model import load
 from phisnet.observables import predict_wavefunction, solve
+from phisnet.predictor import load
 from phisnet.reference import build_mol, run_dft
 from phisnet.trust import DOUBTFUL_GRADIENT, UNRELIABLE_GRADIENT, assess, self_consistency, verdict
 

@@ -1,0 +1,92 @@
+"""The checkpoint file: writing, reading safely (``weights_only=True``) and rebuilding the network.
+
+Format (a plain dict): ``format`` = "phisnet-checkpoint", ``version`` = 1, ``config`` (PhiSNetConfig as a dict),
+``state_dict`` (tensors), ``metadata`` (JSON-able), and optionally training state under ``training``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from phisnet.config import PhiSNetConfig
+from phisnet.errors import InputError
+from phisnet.files import atomic_path
+from phisnet.model import PhiSNet, build_model
+
+CHECKPOINT_FORMAT = "phisnet-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model: PhiSNet, metadata: dict, extra: dict | None = None) -> None:
+    """Write a checkpoint atomically (temporary file, then rename).
+
+    Format (a plain dict, loadable with ``torch.load(..., weights_only=True)``):
+    ``format`` = "phisnet-checkpoint", ``version`` = 1, ``config`` (PhiSNetConfig as a
+    dict), ``state_dict`` (tensors), ``metadata`` (JSON-able: elements, basis, xc, data,
+    splits, metrics, ...), and optionally training state under ``training``.
+    """
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": model.config.to_json(),
+        "state_dict": model.state_dict(),
+        "metadata": metadata,
+    }
+    if extra:
+        payload.update(extra)
+    _write_checkpoint(path, payload)
+
+
+def _write_checkpoint(path: str | Path, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def update_checkpoint_metadata(path: str | Path, changes: dict) -> None:
+    """Merge ``changes`` (JSON-able) into a checkpoint's metadata, rewriting the file atomically; weights untouched."""
+    payload = read_checkpoint(path)
+    payload["metadata"] = {**payload["metadata"], **changes}
+    _write_checkpoint(path, payload)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load and check a checkpoint dict safely (``weights_only=True``); InputError if not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"There is no checkpoint file {path}.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - torch raises many types for corrupt or foreign files
+        import zipfile
+
+        if not zipfile.is_zipfile(path):
+            raise InputError(
+                f"{path.name} is not a PyTorch checkpoint file (damaged, cut short, or another kind of file)."
+            ) from None
+        raise InputError(
+            f"{path.name} holds Python objects besides tensors and plain data: phisnet reads checkpoints with "
+            "weights_only=True and does not run code a file carries (a phisnet checkpoint never needs it)."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path.name} is not a phisnet checkpoint (no '{CHECKPOINT_FORMAT}' format tag).")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise InputError(
+            f"{path.name} has checkpoint version {payload.get('version')}; this phisnet reads {CHECKPOINT_VERSION}."
+        )
+    for key in ("config", "state_dict", "metadata"):
+        if key not in payload:
+            raise InputError(f"{path.name} is missing '{key}'.")
+    return payload
+
+
+def build_from_checkpoint(payload: dict, dtype: torch.dtype = torch.float32) -> PhiSNet:
+    # Checkpoints written before pair_mixing or pair_radial_scalars existed were built without them.
+    defaults = {"pair_mixing": False, "pair_radial_scalars": False}
+    model = build_model(PhiSNetConfig.from_json({**defaults, **payload["config"]}), dtype)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise InputError(f"The checkpoint's weights do not fit its configuration ({str(exc)[:200]}).") from None
+    return model.to(dtype).eval()

@@ -14,6 +14,7 @@ from phisnet import InputError
 from phisnet.basis import layout
 from phisnet.data import HamiltonianDataset, sample_atoms
 from phisnet.io import format_for_filename, read_molecules
+from phisnet.metrics import model_split
 from phisnet.molecules import PAPER_MOLECULES
 from phisnet.observables import energy_and_forces, predict_wavefunction
 from phisnet.reference import HARTREE_EV
@@ -95,8 +96,7 @@ try:
             atoms, name = frames[k], f"{upload.name} (frame {k})"
     else:
         ds = dataset(str(data_path))
-        splits = meta.get("splits") or {"seed": 0, "train": 0.8, "val": 0.1}
-        test = ds.split_indices(splits["seed"], splits["train"], splits["val"])["test"]
+        test = model_split(predictor, ds, "test", path=f"the model {label}")  # its own test split, or why not
         k = st.number_input(f"Test geometry (of {len(test)}; the model never trained on these)", 0, len(test) - 1, 0)
         atoms = sample_atoms(ds[test[k]])
         atoms.info["charge"] = 0
@@ -134,7 +134,7 @@ if atoms is None:
     st.stop()
 ui.remember_molecule(atoms, name)
 
-lay = layout(atoms, meta.get("basis", "def2-svp"))
+lay = layout(atoms, predictor.info.basis)
 orbitals = wf.orbitals
 charged = int(atoms.info.get("charge", 0))
 st.subheader(
@@ -198,7 +198,7 @@ else:
     st.caption("Switch on 'PySCF reference' in the sidebar to compare with DFT.")
 forces = None
 if meta.get("end_to_end_energy"):
-    target = "CCSD(T)" if meta.get("energy_target") == "ccsd_t" else str(meta.get("xc", "?")).upper()
+    target = "CCSD(T)" if predictor.info.beyond_scf else predictor.info.xc.upper()
     st.markdown(f"**End-to-end energy and forces** (model trained to reproduce {target})")
     e2e_energy, forces = ui.cached_end_to_end(ui.geometry_key(atoms), model_path)
     f_norm = np.linalg.norm(forces, axis=1)

@@ -19,6 +19,7 @@ import streamlit as st
 import torch
 
 from phisnet import InputError
+from phisnet.checkpoint import ModelInfo
 from phisnet.jobs import DEFAULT_ROOT, list_jobs
 from phisnet.molecules import PAPER_MOLECULES, is_paper_molecule
 from phisnet.predictor import list_pretrained, load
@@ -117,7 +118,7 @@ def model_sidebar():
     validation = validation_h_mae(meta)
     accuracy = f"; validation H MAE {validation:.0f} uHa" if validation is not None else ""
     st.sidebar.caption(
-        f"{meta.get('xc', '?').upper()}/{meta.get('basis', '?')}, {training_data(predictor)}; "
+        f"{predictor.info.xc.upper()}/{predictor.info.basis}, {training_data(predictor)}; "
         f"elements {', '.join(ase.data.chemical_symbols[z] for z in predictor.elements)}{accuracy}"
     )
     return label, models[label], predictor
@@ -130,7 +131,7 @@ def training_data(predictor) -> str:
     validation and test structures and miss the extra ones. Checkpoints without stored split sizes give the dataset's.
     """
     meta = predictor.metadata
-    splits, molecules = meta.get("splits") or {}, meta.get("molecules")
+    splits, molecules = predictor.info.splits or {}, predictor.info.molecules
     what = (
         f"structures of {len(molecules['seen'])} molecules"
         if molecules
@@ -141,12 +142,12 @@ def training_data(predictor) -> str:
         n_held = len(molecules["held_out"])
         held_out.append(f"{n_held} more molecule{'s' if n_held != 1 else ''} held out")
     if not all(isinstance(splits.get(k), int) for k in ("train", "val", "test")):
-        n_train, notes = meta.get("data", {}).get("n_structures", "?"), held_out
+        n_train, notes = predictor.info.n_structures or "?", held_out
     else:
         n_train = splits["train"] + extra_structures(meta)
         notes = [f"{splits['val']} validation, {splits['test']} test", *held_out]
     text = f"trained on {n_train} {what}" + (f" ({'; '.join(notes)})" if notes else "")
-    if meta.get("energy_target") == "ccsd_t":
+    if predictor.info.beyond_scf:
         text += ", then on CCSD(T) energies and forces of part of them"
     return text
 
@@ -208,9 +209,8 @@ def models_for(atoms: ase.Atoms, exclude: str = "") -> list[str]:
             continue
         if not set(atoms.numbers.tolist()) <= set(predictor.elements):
             continue
-        meta = predictor.metadata
-        symbols = (meta.get("data", {}).get("settings") or {}).get("symbols")
-        rank = 0 if symbols and sorted(symbols) == want else 1 if meta.get("molecules") else 2
+        symbols = predictor.info.data_settings.get("symbols")
+        rank = 0 if symbols and sorted(symbols) == want else 1 if predictor.info.is_set_model else 2
         ranked.append((rank, label))
     return [label for _, label in sorted(ranked)]
 
@@ -230,13 +230,13 @@ def default_model_for(atoms: ase.Atoms, label: str, predictor) -> tuple[str, str
     reliability check says ``ok`` for this geometry; else the general model does, unless the per-molecule
     model's verdict is better still.
     """
-    if st.session_state.get(PINNED_KEY) or predictor.metadata.get("molecules"):
+    if st.session_state.get(PINNED_KEY) or predictor.info.is_set_model:
         return None
     paths = available_models()
     knows_all = set(atoms.numbers.tolist()) <= set(predictor.elements)
     ranked = [label, *models_for(atoms, exclude=label)] if knows_all else models_for(atoms, exclude=label)
     predictors = {m: cached_model(paths[m]) for m in ranked}
-    general = [m for m in ranked if predictors[m].metadata.get("molecules")]
+    general = [m for m in ranked if predictors[m].info.is_set_model]
     own = [m for m in ranked if m not in general and is_own_molecule(atoms, predictors[m])]
     checked = []
     for m in own:
@@ -273,7 +273,7 @@ def is_own_molecule(atoms: ase.Atoms, predictor) -> bool:
 
 
 def trained_molecule(predictor) -> str:
-    return (predictor.metadata.get("data", {}).get("settings") or {}).get("molecule", "water")
+    return predictor.info.molecule
 
 
 def want_reference(atoms: ase.Atoms, predictor=None) -> bool:
@@ -308,8 +308,8 @@ def want_reference(atoms: ase.Atoms, predictor=None) -> bool:
 def reference_estimate(atoms: ase.Atoms, predictor=None) -> float:
     from phisnet.reference import estimate_scf_seconds
 
-    meta = predictor.metadata if predictor is not None else {}
-    return estimate_scf_seconds(atoms, meta.get("basis", "def2-svp"), meta.get("xc", "pbe"))
+    info = predictor.info if predictor is not None else ModelInfo()
+    return estimate_scf_seconds(atoms, info.basis, info.xc)
 
 
 def format_duration(seconds: float) -> str:
@@ -428,11 +428,11 @@ def verdict_detail(result) -> str:
 def reference_for(atoms: ase.Atoms, predictor):
     """PySCF at the model's level. Forces only for models compared end to end at that level (the
     home page's end-to-end section reuses this calculation); no other page shows forces."""
-    meta = predictor.metadata
-    forces = bool(meta.get("end_to_end_energy")) and meta.get("energy_target") != "ccsd_t"
+    info = predictor.info
+    forces = info.end_to_end_energy and not info.beyond_scf
     seconds = format_duration(reference_estimate(atoms, predictor))
     with st.spinner(f"PySCF is running the SCF (about {seconds} here; kept for this geometry) ..."):
-        return reference(geometry_key(atoms), meta.get("xc", "pbe"), meta.get("basis", "def2-svp"), forces)
+        return reference(geometry_key(atoms), info.xc, info.basis, forces)
 
 
 @st.cache_data(show_spinner="PySCF is running CCSD(T) with forces (cached for this geometry) ...", max_entries=32)
@@ -449,18 +449,17 @@ MAX_CCSD_T_ATOMS = 6
 def end_to_end_reference(atoms: ase.Atoms, predictor) -> tuple[str, float, np.ndarray] | None:
     """(label, energy in Hartree, forces in Hartree/Angstrom) of what a model's end-to-end energy is
     meant to match: CCSD(T) or the model's SCF level; None when CCSD(T) is too costly here."""
-    meta = predictor.metadata
-    if meta.get("energy_target") == "ccsd_t":
+    if predictor.info.beyond_scf:
         if len(atoms) > MAX_CCSD_T_ATOMS:
             return None
-        result = ccsd_t_reference(geometry_key(atoms), meta.get("basis", "def2-svp"))
+        result = ccsd_t_reference(geometry_key(atoms), predictor.info.basis)
         return "CCSD(T)", result.energy, result.forces
     result = reference_for(atoms, predictor)
-    return str(meta.get("xc", "pbe")).upper(), result.energy, result.forces
+    return predictor.info.xc.upper(), result.energy, result.forces
 
 
 def reference_labels(atoms: ase.Atoms, predictor) -> list[str]:
     """PySCF's AO labels of the molecule in the model's basis."""
     from phisnet.reference import build_mol
 
-    return build_mol(atoms, basis=predictor.metadata.get("basis", "def2-svp")).ao_labels()
+    return build_mol(atoms, basis=predictor.info.basis).ao_labels()

@@ -78,7 +78,7 @@ def main() -> None:
         if shipped is None or size > shipped[0]:
             shipped = (size, predictor.model.config)
         measure(path, predictor, benchmark_molecule(predictor), args.repeat, rss0)
-        if predictor.metadata.get("molecules"):
+        if predictor.info.is_set_model:
             for smiles in args.set_smiles:
                 atoms = read_molecules(smiles, format="smiles")[0]
                 label = f"{Path(path).name} on {atoms.get_chemical_formula()}"
@@ -106,7 +106,7 @@ def benchmark_molecule(predictor):
     """The model's own molecule; for a model of a molecule set, the largest seen molecule of the built-in set."""
     seen = (predictor.metadata.get("molecules") or {}).get("seen")
     if not seen:
-        name = (predictor.metadata.get("data", {}).get("settings") or {}).get("molecule", "water")
+        name = predictor.info.molecule
         return read_molecules(name)[0]
     from phisnet.molecules import builtin_molecule_set, conformers
 
@@ -147,8 +147,8 @@ def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
     rss1 = peak_rss_mb()
     ref = run_dft(
         atoms,
-        xc=predictor.metadata.get("xc", "pbe"),
-        basis=predictor.metadata.get("basis", "def2-svp"),
+        xc=predictor.info.xc,
+        basis=predictor.info.basis,
         forces=False,
     )
     pyscf_mb = peak_rss_mb() - rss1

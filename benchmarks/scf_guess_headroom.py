@@ -49,7 +49,7 @@ def main() -> None:
     for path in args.models:
         predictor = load(path)
         dataset = HamiltonianDataset(predictor.metadata["data"]["path"])
-        settings = dict(xc=predictor.metadata.get("xc", "pbe"), basis=predictor.metadata.get("basis", "def2-svp"))
+        settings = dict(xc=predictor.info.xc, basis=predictor.info.basis)
         starts = ["minao", "predicted", *[f"scale {a:g}" for a in args.scales]]
         counts: dict[str, list[int]] = {s: [] for s in starts}
         errors: dict[str, list[tuple[float, float]]] = {s: [] for s in starts}

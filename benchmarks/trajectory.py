@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
     args = parser.parse_args()
     predictor = load(args.model, threads=torch.get_num_threads())
-    name = (predictor.metadata.get("data", {}).get("settings") or {}).get("molecule", "water")
+    name = predictor.info.molecule
     frames = frames_of(name, args.frames)
     predictor.warm_up()
     predictor.predict_many(frames[:16], batch_size=16)  # one-time set-up of the batched shapes
@@ -59,7 +59,7 @@ def main() -> None:
     for atoms, prediction in zip(frames, singles, strict=True):
         predict_wavefunction(predictor, atoms, prediction=prediction)
     solve = time.perf_counter() - t0
-    xc, basis = predictor.metadata.get("xc", "pbe"), predictor.metadata.get("basis", "def2-svp")
+    xc, basis = predictor.info.xc, predictor.info.basis
     scf = [run_dft(atoms, xc=xc, basis=basis, forces=False).seconds for atoms in frames[: args.scf_frames]]
     scf_total = float(np.mean(scf)) * args.frames
     print(

@@ -93,5 +93,4 @@ def trained_with_energies(predictor) -> bool:
     A model trained on matrices alone has an end-to-end energy first order in its error of F (the HF water
     model: 0.49 eV and 7 eV/A off, its card), where PySCF's functional at its density is second order.
     """
-    config = predictor.metadata.get("train_config") or {}
-    return bool(config.get("energy_weight") or config.get("force_weight"))
+    return predictor.info.trained_with_energies

@@ -6,10 +6,12 @@ Format (a plain dict): ``format`` = "phisnet-checkpoint", ``version`` = 1, ``con
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from phisnet.basis import DEFAULT_BASIS
 from phisnet.config import PhiSNetConfig
 from phisnet.errors import InputError
 from phisnet.files import atomic_path
@@ -90,3 +92,69 @@ def build_from_checkpoint(payload: dict, dtype: torch.dtype = torch.float32) -> 
     except RuntimeError as exc:
         raise InputError(f"The checkpoint's weights do not fit its configuration ({str(exc)[:200]}).") from None
     return model.to(dtype).eval()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a checkpoint's metadata says about its model, typed: the one reader of that dict.
+
+    ``molecule``: the per-molecule model's molecule (its data's settings; the oldest checkpoints, water's, have
+    none). ``molecules``: for a model trained on a molecule set, ``{"seen": [...], "held_out": [...]}``, else None.
+    ``splits``: seed and sizes (train, val, test, test_ood) of its dataset's split, or None. ``energy_target``:
+    ``"ccsd_t"`` for a model fine-tuned to CCSD(T) observables. Default values are those of checkpoints written
+    before a key existed.
+    """
+
+    basis: str = DEFAULT_BASIS
+    xc: str = "pbe"
+    data_path: str | None = None
+    data_title: str | None = None
+    n_structures: int | None = None
+    data_settings: dict = field(default_factory=dict)
+    splits: dict | None = None
+    molecules: dict | None = None
+    subspace: float = 0.0
+    energy_target: str | None = None
+    end_to_end_energy: bool = False
+    train_config: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> ModelInfo:
+        data = metadata.get("data") or {}
+        return cls(
+            basis=metadata.get("basis", DEFAULT_BASIS),
+            xc=metadata.get("xc", "pbe"),
+            data_path=data.get("path"),
+            data_title=data.get("title"),
+            n_structures=data.get("n_structures"),
+            data_settings=data.get("settings") or {},
+            splits=metadata.get("splits"),
+            molecules=metadata.get("molecules"),
+            subspace=float(metadata.get("subspace", 0.0)),
+            energy_target=metadata.get("energy_target"),
+            end_to_end_energy=bool(metadata.get("end_to_end_energy")),
+            train_config=metadata.get("train_config") or {},
+        )
+
+    @property
+    def molecule(self) -> str:
+        return self.data_settings.get("molecule", "water")
+
+    @property
+    def is_set_model(self) -> bool:
+        """Trained on a molecule set (the general model), not on one molecule."""
+        return bool(self.molecules)
+
+    @property
+    def charge(self) -> int:
+        return int(self.data_settings.get("charge", 0))
+
+    @property
+    def beyond_scf(self) -> bool:
+        """Fine-tuned to CCSD(T) observables: its Hamiltonian is not meant to be self-consistent."""
+        return self.energy_target == "ccsd_t"
+
+    @property
+    def trained_with_energies(self) -> bool:
+        """Trained on energies or forces (weights above zero), which makes its end-to-end energy the one to use."""
+        return bool(self.train_config.get("energy_weight") or self.train_config.get("force_weight"))

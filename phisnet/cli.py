@@ -274,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames of a multi-frame input (a trajectory) predicted together in one pass of the network (on "
         "this CPU 4 was fastest for ethanol: 60 ms a frame against 78 one by one and 95 in batches of 16)",
     )
+    pr.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network's tensor products first: about a minute once, then each frame faster "
+        "(benchmarks/compile.py); pays only for long trajectories",
+    )
     pr.add_argument("--quiet", action="store_true", help="no progress bar for multi-frame input")
     pr.add_argument("--molden", help="write the predicted orbitals to this molden file")
     pr.add_argument(
@@ -455,10 +461,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         rows.append((name, metrics))
         report["models"].append({"model": str(path), **metrics.to_json()})
     print(
-        ", ".join(
-            f"model {path}: {p.metadata.get('xc', '?')}/{p.metadata.get('basis', '?')}"
-            for path, p in zip(args.model, predictors, strict=True)
-        )
+        ", ".join(f"model {path}: {p.info.xc}/{p.info.basis}" for path, p in zip(args.model, predictors, strict=True))
     )
     print(format_table(rows))
     if args.blocks:
@@ -531,7 +534,9 @@ def predict_command(args: argparse.Namespace) -> int:
     from phisnet.viz import write_cube, write_molden
 
     predictor = load(args.model)
-    frames = read_molecules(args.molecule, args.format, charge=args.charge, basis=predictor.metadata.get("basis"))
+    if args.compile:
+        predictor.compile()
+    frames = read_molecules(args.molecule, args.format, charge=args.charge, basis=predictor.info.basis)
     if args.frame is not None:
         if not 0 <= args.frame < len(frames):
             raise InputError(f"--frame {args.frame}: the input has frames 0 to {len(frames) - 1}.")

@@ -133,7 +133,7 @@ def check_guess_model(path, basis: str, spin: int, symbols) -> str:
     from phisnet.predictor import load
 
     predictor = load(path)
-    model_basis = predictor.metadata.get("basis", DEFAULT_BASIS)
+    model_basis = predictor.info.basis
     if model_basis.lower() != basis.lower():
         raise InputError(f"--guess-model {path} predicts in {model_basis}; these calculations use {basis}.")
     if spin:

@@ -47,7 +47,7 @@ class EquivarianceCheck:
 
 def check(predictor, atoms: ase.Atoms, R: np.ndarray) -> EquivarianceCheck:
     """Predict for ``atoms`` and for ``rotate(atoms, R)`` and compare through D."""
-    D = ao_rotation(layout(atoms, predictor.metadata.get("basis", "def2-svp")), R)
+    D = ao_rotation(layout(atoms, predictor.info.basis), R)
     original = predictor.predict(atoms)
     rotated = predictor.predict(rotate(atoms, R))
     H_t = D @ original.hamiltonian @ D.T

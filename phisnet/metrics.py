@@ -117,14 +117,13 @@ def model_split(predictor, dataset, split: str = "test", path: str = "the model"
     Raises InputError when ``dataset`` is not the one the model was trained on (another size or
     other generation settings): its splits would then mix training and test structures.
     """
-    splits = predictor.metadata.get("splits")
-    trained = predictor.metadata.get("data", {})
-    trained_on = trained.get("n_structures")
-    same_data = trained_on == len(dataset) and trained.get("settings") == dataset.metadata.get("settings")
+    info = predictor.info
+    splits, trained_on = info.splits, info.n_structures
+    same_data = trained_on == len(dataset) and info.data_settings == (dataset.metadata.get("settings") or {})
     if not (splits and same_data):
         raise InputError(
             f"{dataset.path} is not the dataset {path} was trained on ({trained_on} structures, "
-            f"{trained.get('title')}); its splits do not apply, use --split all."
+            f"{info.data_title}); its splits do not apply, use --split all."
         )
     parts = dataset.split_indices(splits["seed"], splits["train"], splits["val"])
     if split not in parts:
@@ -153,7 +152,7 @@ def evaluate(
     subspace = predictor.subspace if subspace is None else float(subspace)
     h_err, s_err, eps_err, psi, e_err, f_err = [], [], [], [], [], []
     by_block: dict[str, tuple[float, int]] = {}
-    basis = predictor.metadata.get("basis", "def2-svp")
+    basis = predictor.info.basis
     settings = getattr(dataset, "metadata", {}).get("settings") or {}
     charge, spin = int(settings.get("charge", 0)), int(settings.get("spin", 0))
     n_orthogonalised = n_unsolvable = 0
@@ -180,7 +179,7 @@ def evaluate(
         if energies:
             orbitals = solve(pred.hamiltonian, mol.intor("int1e_ovlp"), mol.nelectron, subspace=subspace)
             has_forces = bool(np.isfinite(sample["forces"].numpy()).all())  # not in data made with --no-forces
-            energy, forces = energy_and_forces(mol, orbitals, predictor.metadata.get("xc", "pbe"), forces=has_forces)
+            energy, forces = energy_and_forces(mol, orbitals, predictor.info.xc, forces=has_forces)
             e_err.append(abs(energy - float(sample["energy"])))
             if has_forces:
                 f_err.append(np.abs(forces - sample["forces"].numpy()).mean())
@@ -422,7 +421,7 @@ def end_to_end_errors(predictor, dataset, indices, target: str, name: str, progr
     from phisnet.observables import predict_energy_and_forces
 
     e_key, f_key = target_labels(target)
-    charge = int(((predictor.metadata.get("data") or {}).get("settings") or {}).get("charge", 0))
+    charge = predictor.info.charge
     energies, forces, references, reference_forces = [], [], [], []
     for k in tqdm(list(indices), desc=f"end-to-end {name}", unit="structure", disable=not progress):
         sample = dataset[k]

@@ -187,7 +187,7 @@ def predict_wavefunction(
     from phisnet.reference import build_mol
 
     predictor.check(atoms)
-    basis = predictor.metadata.get("basis", "def2-svp")
+    basis = predictor.info.basis
     n_electrons = int(atoms.numbers.sum()) - charge
     if n_electrons % 2:
         raise InputError(
@@ -210,7 +210,7 @@ def predict_wavefunction(
         orbitals=orbitals,
         predict_seconds=prediction.seconds,
         solve_seconds=time.perf_counter() - t0,
-        xc=predictor.metadata.get("xc", "pbe"),
+        xc=predictor.info.xc,
         basis=basis,
         subspace=subspace,
     )
@@ -476,7 +476,7 @@ def predict_energy_and_forces(
     import torch
 
     predictor.check(atoms)
-    basis = predictor.metadata.get("basis", "def2-svp")
+    basis = predictor.info.basis
     screening = predictor.model.config.baseline_screening if forces else ()
     integrals = stack_integrals([geometry_integrals(atoms, basis, charge, derivatives=forces, screening=screening)])
     energy, gradient_forces = end_to_end(

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from phisnet.checkpoint import build_from_checkpoint, read_checkpoint
+from phisnet.checkpoint import ModelInfo, build_from_checkpoint, read_checkpoint
 from phisnet.errors import InputError
 from phisnet.model import PhiSNet
+from phisnet.tensor_product import ChannelwiseTensorProduct
 from phisnet.torchtools import torch_threads
 
 
@@ -70,6 +71,11 @@ class Predictor:
         self.threads = threads
 
     @property
+    def info(self) -> ModelInfo:
+        """The metadata, typed (``phisnet.checkpoint.ModelInfo``)."""
+        return ModelInfo.from_metadata(self.metadata)
+
+    @property
     def elements(self) -> list[int]:
         return list(self.model.config.elements)
 
@@ -79,7 +85,29 @@ class Predictor:
 
         Chosen on validation data by ``phisnet subspace --write`` (``phisnet.metrics.choose_subspace``).
         """
-        return float(self.metadata.get("subspace", 0.0))
+        return self.info.subspace
+
+    @property
+    def compiled(self) -> bool:
+        return any("internal" in m.__dict__ for m in self.model.modules() if isinstance(m, ChannelwiseTensorProduct))
+
+    def compile(self) -> Predictor:
+        """Compile the tensor products' block arithmetic with ``torch.compile`` (inductor, dynamic shapes); returns
+        the predictor. The first prediction after it pays the compilation (about a minute on this project's
+        CPU), later ones are faster (``benchmarks/compile.py``); the results are the eager ones to float32
+        rounding. The whole network does not compile: dynamo cannot guard on e3nn's ``Irreps`` (their ``len``
+        raises), and the baseline's integrals are PySCF's. Undone by ``uncompile``.
+        """
+        for module in self.model.modules():
+            if isinstance(module, ChannelwiseTensorProduct) and "internal" not in module.__dict__:
+                module.internal = torch.compile(module.internal, dynamic=True)
+        return self
+
+    def uncompile(self) -> Predictor:
+        """Back to eager evaluation (the switch back from ``compile``)."""
+        for module in self.model.modules():
+            module.__dict__.pop("internal", None)
+        return self
 
     def check(self, atoms) -> None:
         """Raise InputError naming any element of ``atoms`` the model was not trained on."""

@@ -69,7 +69,7 @@ def _basis_name(basis) -> str | None:
 
 
 def _check_mol(mol, predictor) -> None:
-    wanted = predictor.metadata.get("basis", "def2-svp")
+    wanted = predictor.info.basis
     if _basis_name(mol.basis) != _basis_name(wanted):
         raise InputError(f"This model predicts in the {wanted} basis; the molecule is in {mol.basis!r}.")
     if mol.cart:

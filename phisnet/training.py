@@ -113,10 +113,6 @@ class TrainConfig:
         return cls(model=model, **known)
 
 
-def _count(value: float, n: int) -> int:
-    return int(round(value * n)) if value < 1 else int(value)
-
-
 def _geometry_key(sample: dict) -> bytes:
     """Elements and positions (rounded to 1e-6 Angstrom) of a structure, to find repeats across databases."""
     positions = np.round(sample["positions"].numpy(), 6) + 0.0  # + 0.0 turns -0.0 into 0.0
@@ -591,10 +587,13 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     dataset = HamiltonianDataset(config.data)
     n = len(dataset)
     n_seen = dataset.n_seen()  # held-out molecules of a set are never trained on (test_ood)
-    n_train, n_val = _count(config.train, n_seen), _count(config.val, n_seen)
+    try:  # the one split rule (HamiltonianDataset.split_indices); the checkpoint stores its counts
+        splits = dataset.split_indices(config.seed, config.train, config.val)
+    except InputError as exc:
+        raise InputError(f"{config.data}: {exc} (--train, --val)") from None
+    n_train, n_val = len(splits["train"]), len(splits["val"])
     if n_train < 1 or n_val < 1:
         raise InputError(f"{config.data} has {n} structures: too few for {config.train} train / {config.val} val.")
-    splits = dataset.split_indices(config.seed, n_train, n_val)
     extra_data = add_training_data(dataset, splits, config.extra_train)
     basis = dataset.metadata.get("basis", config.model.basis)
     xc = dataset.metadata.get("level_of_theory", config.model.xc)

@@ -109,13 +109,12 @@ def domain(predictor, atoms) -> list[str]:
 
     from phisnet.molecules import PAPER_MOLECULES, is_paper_molecule
 
-    meta = predictor.metadata
     missing = sorted(set(atoms.get_chemical_symbols()) - {chemical_symbols[z] for z in predictor.elements})
     if missing:
         return [f"the model was not trained on {', '.join(missing)}"]
-    if meta.get("molecules"):
+    if predictor.info.is_set_model:
         return []
-    own = (meta.get("data", {}).get("settings") or {}).get("molecule")
+    own = predictor.info.molecule
     if own in PAPER_MOLECULES and not is_paper_molecule(atoms, own):
         return [f"{atoms.get_chemical_formula()} is not {own}, the one molecule this model was trained on"]
     return []
@@ -165,5 +164,5 @@ def assess(predictor, atoms, wavefunction=None, charge: int | None = None) -> As
         raise InputError("A molecule without electrons has no wavefunction to assess.")
     outside = domain(predictor, atoms)
     residuals = self_consistency(wavefunction)
-    word, reason = verdict(residuals, outside, predictor.metadata.get("energy_target") == "ccsd_t")
+    word, reason = verdict(residuals, outside, predictor.info.beyond_scf)
     return Assessment(word, reason, **residuals, outside=outside, seconds=time.perf_counter() - t0)

@@ -368,8 +368,10 @@ def test_validation_h_mae_of_a_checkpoint_picked_by_its_loss_or_its_h_mae():
 def test_sidebar_counts_the_training_split_and_the_extra_structures():
     from types import SimpleNamespace
 
+    from phisnet.checkpoint import ModelInfo
+
     def said(metadata):
-        return app_common.training_data(SimpleNamespace(metadata=metadata))
+        return app_common.training_data(SimpleNamespace(metadata=metadata, info=ModelInfo.from_metadata(metadata)))
 
     data = {"n_structures": 300, "settings": {"molecule": "ethanol"}}
     splits = {"seed": 0, "train": 220, "val": 30, "test": 50}

@@ -582,3 +582,34 @@ def test_the_public_api_is_importable_from_phisnet_itself_without_loading_torch_
     assert isinstance(predictor, phisnet.Predictor) and predictor.predict(water).hamiltonian.shape == (24, 24)
     with pytest.raises(AttributeError, match="no attribute 'lod'"):
         phisnet.lod  # noqa: B018
+
+
+@pytest.mark.slow
+def test_a_compiled_predictor_predicts_what_the_eager_one_does():
+    """Predictor.compile (torch.compile of the tensor products' arithmetic) changes no result beyond float32
+    rounding, on a geometry after the one it compiled on; uncompile switches back."""
+    eager, compiled = load("pretrained/water.pt"), load("pretrained/water.pt").compile()
+    assert compiled.compiled and not eager.compiled
+    water = read_molecules("water")[0]
+    compiled.predict(water)  # compiles
+    moved = water.copy()
+    moved.positions[0] += 0.05
+    expected = eager.predict(moved)
+    got = compiled.predict(moved)
+    assert np.abs(got.hamiltonian - expected.hamiltonian).max() < 1e-6
+    assert np.array_equal(got.overlap, expected.overlap)
+    assert not compiled.uncompile().compiled
+    assert np.abs(compiled.predict(moved).hamiltonian - expected.hamiltonian).max() < 1e-6
+
+
+def test_model_info_reads_every_shipped_checkpoint_and_old_defaults():
+    from phisnet.checkpoint import ModelInfo
+
+    old = ModelInfo.from_metadata({})  # a checkpoint from before any of these keys
+    assert (old.basis, old.xc, old.molecule, old.is_set_model, old.subspace) == ("def2-svp", "pbe", "water", False, 0.0)
+    infos = {name: load(f"pretrained/{name}.pt").info for name in ("water", "ethanol", "general", "water-ccsdt")}
+    assert infos["ethanol"].molecule == "ethanol" and not infos["ethanol"].is_set_model
+    assert infos["general"].is_set_model and infos["general"].molecules["held_out"]
+    assert infos["water-ccsdt"].beyond_scf and infos["water-ccsdt"].trained_with_energies
+    assert not infos["water"].beyond_scf and not infos["water"].trained_with_energies
+    assert all(info.basis == "def2-svp" and info.splits for info in infos.values())

@@ -277,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the network's tensor products first: about a minute once, then each frame faster "
-        "(benchmarks/compile.py); pays only for long trajectories",
+        help="torch.compile the network's tensor products first: up to half a minute once, then 3-8 %% faster a "
+        "frame on this project's CPU (benchmarks/compile.py); off by default",
     )
     pr.add_argument("--quiet", action="store_true", help="no progress bar for multi-frame input")
     pr.add_argument("--molden", help="write the predicted orbitals to this molden file")

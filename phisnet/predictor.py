@@ -93,9 +93,9 @@ class Predictor:
 
     def compile(self) -> Predictor:
         """Compile the tensor products' block arithmetic with ``torch.compile`` (inductor, dynamic shapes); returns
-        the predictor. The first prediction after it pays the compilation (about a minute on this project's
-        CPU), later ones are faster (``benchmarks/compile.py``); the results are the eager ones to float32
-        rounding. The whole network does not compile: dynamo cannot guard on e3nn's ``Irreps`` (their ``len``
+        the predictor. The first prediction after it pays the compilation (7-28 s on this project's CPU, cached
+        on disk after), later ones were 3-8 % faster (``benchmarks/compile.py``), with the eager results to float32
+        rounding: not worth it by default. The whole network does not compile: dynamo cannot guard on e3nn's ``Irreps`` (their ``len``
         raises), and the baseline's integrals are PySCF's. Undone by ``uncompile``.
         """
         for module in self.model.modules():

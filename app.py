@@ -12,7 +12,7 @@ import streamlit as st
 import app_common as ui
 from phisnet import InputError
 from phisnet.basis import layout
-from phisnet.data import HamiltonianDataset, sample_atoms
+from phisnet.dataset import HamiltonianDataset, sample_atoms
 from phisnet.io import format_for_filename, read_molecules
 from phisnet.metrics import model_split
 from phisnet.molecules import PAPER_MOLECULES

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 
-from phisnet.data import HamiltonianDataset
+from phisnet.dataset import HamiltonianDataset
 from phisnet.metrics import evaluate, format_table, model_split
 from phisnet.predictor import Predictor, load
 

@@ -19,7 +19,7 @@ import glob
 import sys
 from pathlib import Path
 
-from phisnet.data import HamiltonianDataset
+from phisnet.dataset import HamiltonianDataset
 from phisnet.metrics import evaluate, model_split
 from phisnet.predictor import load
 

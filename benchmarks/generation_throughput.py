@@ -21,8 +21,8 @@ from pathlib import Path
 
 import ase.db
 
-from phisnet.data import generate_set
 from phisnet.molecules import builtin_molecule_set
+from phisnet.set_generation import generate_set
 
 DEFAULT_MOLECULES = ["methanol", "acetonitrile", "glycine", "urea", "acetone", "C5H5N"]
 

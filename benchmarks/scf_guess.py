@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from phisnet.data import HamiltonianDataset, sample_atoms
+from phisnet.dataset import HamiltonianDataset, sample_atoms
 from phisnet.metrics import model_split
 from phisnet.predictor import load
 from phisnet.scf_guess import DEFAULT_CONV_TOL, PREDICTED, STANDARD_GUESSES, compare

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scf_guess import held_out_structures  # noqa: E402 - the benchmark scripts share the held-out selection
 
-from phisnet.data import HamiltonianDataset  # noqa: E402
+from phisnet.dataset import HamiltonianDataset  # noqa: E402
 from phisnet.metrics import MICRO  # noqa: E402
 from phisnet.observables import predict_wavefunction  # noqa: E402
 from phisnet.predictor import load  # noqa: E402

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from phisnet.data import HamiltonianDataset
+from phisnet.dataset import HamiltonianDataset
 from phisnet.metrics import model_split
 from phisnet.predictor import load
 from phisnet.training import TrainConfig, _batches, _groups, batch_backward

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from phisnet.data import HamiltonianDataset, sample_atoms
+from phisnet.dataset import HamiltonianDataset, sample_atoms
 from phisnet.errors import InputError
 from phisnet.metrics import model_split
 from phisnet.observables import predict_wavefunction, solve

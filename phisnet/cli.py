@@ -298,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "molecules":
         return molecules_command(args)
     if args.command == "ccsdt":
-        from phisnet.data import label_ccsd_t
+        from phisnet.labels import label_ccsd_t
 
         if args.n is not None and args.n < 1:
             raise InputError(f"--n must be at least 1, got {args.n}.")
@@ -321,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def subspace_command(args: argparse.Namespace) -> int:
-    from phisnet.data import HamiltonianDataset
+    from phisnet.dataset import HamiltonianDataset
     from phisnet.metrics import SUBSPACE_CANDIDATES, choose_subspace, model_split, store_subspace
     from phisnet.predictor import load
 
@@ -350,7 +350,8 @@ def subspace_command(args: argparse.Namespace) -> int:
 
 
 def generate_command(args: argparse.Namespace) -> int:
-    from phisnet.data import generate, generate_set
+    from phisnet.data import generate
+    from phisnet.set_generation import generate_set
 
     if (args.molecule is None) == (args.molecules is None):
         raise InputError("Give either one MOLECULE or --molecules FILE (or --molecules builtin), not both or neither.")
@@ -399,8 +400,8 @@ def generate_command(args: argparse.Namespace) -> int:
 def molecules_command(args: argparse.Namespace) -> int:
     from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 
-    from phisnet.data import resolve_molecule_set
     from phisnet.molecules import check_entry, conformers, rdkit_molecule, write_molecule_list
+    from phisnet.set_generation import resolve_molecule_set
 
     entries = resolve_molecule_set(args.source)
     print(f"{'name':28s} {'formula':12s} {'atoms':>5s}  split  spec")
@@ -421,7 +422,7 @@ def molecules_command(args: argparse.Namespace) -> int:
 
 def evaluate_command(args: argparse.Namespace) -> int:
 
-    from phisnet.data import HamiltonianDataset
+    from phisnet.dataset import HamiltonianDataset
     from phisnet.metrics import (
         end_to_end_errors,
         evaluate,

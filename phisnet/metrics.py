@@ -142,7 +142,7 @@ def evaluate(
     ``phisnet.observables.energy_and_forces`` for the approximation). The predicted orbitals
     are solved within the model's ``subspace`` (``Predictor.subspace``), or the one given.
     """
-    from phisnet.data import sample_atoms
+    from phisnet.dataset import sample_atoms
     from phisnet.observables import LINDEP_THRESHOLD, energy_and_forces, solve
     from phisnet.reference import HARTREE_EV, build_mol
 
@@ -273,7 +273,7 @@ def choose_subspace(
     whose H is right along S's near-null combinations keeps the full problem. Choose on
     validation data, never on the test split the model is reported on.
     """
-    from phisnet.data import sample_atoms
+    from phisnet.dataset import sample_atoms
     from phisnet.observables import solve
 
     candidates = [float(t) for t in candidates]
@@ -417,7 +417,7 @@ def reference_errors(dataset, indices, target: str, name: str) -> EnergyErrors:
 
 def end_to_end_errors(predictor, dataset, indices, target: str, name: str, progress: bool = False) -> EnergyErrors:
     """A model's end-to-end energy and forces (``phisnet.observables.end_to_end``) against the target."""
-    from phisnet.data import sample_atoms
+    from phisnet.dataset import sample_atoms
     from phisnet.observables import predict_energy_and_forces
 
     e_key, f_key = target_labels(target)

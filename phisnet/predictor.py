@@ -95,8 +95,8 @@ class Predictor:
         """Compile the tensor products' block arithmetic with ``torch.compile`` (inductor, dynamic shapes); returns
         the predictor. The first prediction after it pays the compilation (7-28 s on this project's CPU, cached
         on disk after), later ones were 3-8 % faster (``benchmarks/compile.py``), with the eager results to float32
-        rounding: not worth it by default. The whole network does not compile: dynamo cannot guard on e3nn's ``Irreps`` (their ``len``
-        raises), and the baseline's integrals are PySCF's. Undone by ``uncompile``.
+        rounding: not worth it by default. The whole network does not compile: dynamo cannot guard on e3nn's
+        ``Irreps`` (their ``len`` raises), and the baseline's integrals are PySCF's. Undone by ``uncompile``.
         """
         for module in self.model.modules():
             if isinstance(module, ChannelwiseTensorProduct) and "internal" not in module.__dict__:

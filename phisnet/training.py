@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from phisnet.checkpoint import build_from_checkpoint, read_checkpoint, save_checkpoint
 from phisnet.config import PhiSNetConfig
-from phisnet.data import HamiltonianDataset
+from phisnet.dataset import HamiltonianDataset
 from phisnet.errors import InputError
 from phisnet.files import write_text_atomic
 from phisnet.metrics import MICRO
@@ -290,7 +290,7 @@ class IntegralCache:
         self.items: dict[int, object] = {}
 
     def batch(self, indices: list[int]) -> dict:
-        from phisnet.data import sample_atoms
+        from phisnet.dataset import sample_atoms
         from phisnet.observables import geometry_integrals, stack_integrals
 
         for i in indices:

@@ -15,18 +15,12 @@ import torch
 
 from phisnet import InputError
 from phisnet.cli import main as cli_main
-from phisnet.data import (
-    GenerationSettings,
-    HamiltonianDataset,
-    _record,
-    generate,
-    generate_set,
-    sample_positions,
-    split_indices,
-)
+from phisnet.data import GenerationSettings, _record, generate, sample_positions
+from phisnet.dataset import HamiltonianDataset, split_indices
 from phisnet.molecules import MoleculeEntry
 from phisnet.reference import HARTREE_EV, Reference, build_mol, run_dft
 from phisnet.sampling import NormalModes
+from phisnet.set_generation import generate_set
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +238,7 @@ def test_unusable_guess_models_are_refused_before_any_work(tmp_path, molecule, o
 
 def test_a_structure_the_guess_model_cannot_solve_starts_from_pyscfs_guess(monkeypatch):
     import phisnet.observables
-    from phisnet.data import _compute
+    from phisnet.pool import _compute
 
     def unsolvable(*args, **kwargs):
         raise InputError("no HOMO-LUMO gap in the predicted Hamiltonian")
@@ -258,8 +252,8 @@ def test_a_structure_the_guess_model_cannot_solve_starts_from_pyscfs_guess(monke
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_stop_whose_interrupt_went_astray_stops_the_pool_before_the_next_calculation(workers):
     """The SIGTERM handler's KeyboardInterrupt is lost when it lands in a __del__; the flag it sets is not."""
-    from phisnet.data import Pool
     from phisnet.errors import stop_requested
+    from phisnet.pool import Pool
 
     asked = []
 

@@ -64,7 +64,10 @@ class Oracle:
     subspace = 0.0
 
     def __init__(self, ref):
+        from phisnet.checkpoint import ModelInfo
+
         self.ref = ref
+        self.info = ModelInfo.from_metadata(self.metadata)
 
     def predict(self, atoms):
         from phisnet.predictor import Prediction

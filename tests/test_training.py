@@ -10,11 +10,13 @@ import torch
 
 from phisnet.cli import main as cli_main
 from phisnet.config import PhiSNetConfig
-from phisnet.data import HamiltonianDataset, generate, generate_set, sample_atoms
+from phisnet.data import generate
+from phisnet.dataset import HamiltonianDataset, sample_atoms
 from phisnet.errors import InputError
 from phisnet.molecules import MoleculeEntry
 from phisnet.predictor import load
 from phisnet.reference import build_mol
+from phisnet.set_generation import generate_set
 from phisnet.training import TrainConfig, _batches, _groups, read_metrics, run
 
 TINY = PhiSNetConfig(channels=4, n_interactions=1, n_radial=8, radial_hidden=8)

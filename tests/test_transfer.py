@@ -6,8 +6,10 @@ import pytest
 
 from phisnet.cli import main as cli_main
 from phisnet.config import PhiSNetConfig
-from phisnet.data import HamiltonianDataset, generate, label_ccsd_t
+from phisnet.data import generate
+from phisnet.dataset import HamiltonianDataset
 from phisnet.errors import InputError
+from phisnet.labels import label_ccsd_t
 from phisnet.predictor import load
 from phisnet.reference import HARTREE_EV, build_mol
 from phisnet.training import TrainConfig, read_metrics, run

@@ -559,6 +559,118 @@ def _distributed(device: torch.device) -> tuple[int, int]:
     return rank, world
 
 
+def _model_metadata(config: TrainConfig, dataset, sizes: dict, extra_data, with_energy: bool, target: str) -> dict:
+    """The checkpoint metadata of a run (read back by ``phisnet.checkpoint.ModelInfo``): level of theory and
+    elements, the data and its split sizes (``sizes``: counts of the dataset's split before any narrowing to
+    labelled structures, which is what rebuilds the split), the training configuration, a set's molecules."""
+    elements, basis, xc = config.model.elements, config.model.basis, config.model.xc
+    metadata = {
+        "elements": elements,
+        "basis": basis,
+        "xc": xc,
+        "data": {
+            "path": str(config.data),
+            "n_structures": sum(sizes.values()),  # the file's rows; extra training data join the dataset object later
+            "title": dataset.metadata.get("title"),
+            "settings": dataset.metadata.get("settings"),
+        },
+        "splits": {
+            "seed": config.seed,
+            "train": sizes["train"],
+            "val": sizes["val"],
+            "test": sizes["test"],
+            **({"test_ood": sizes["test_ood"]} if "test_ood" in sizes else {}),
+        },
+        "train_config": config.to_json(),
+    }
+    if extra_data:  # training-only structures beyond the main dataset's training split
+        metadata["extra_train"] = extra_data
+    names = {s["molecule"]: bool(s["held_out"]) for s in dataset.samples if "molecule" in s}
+    if names:  # a molecule set: which molecules the model has seen, which it must generalise to
+        metadata["molecules"] = {
+            "seen": sorted(m for m, held in names.items() if not held),
+            "held_out": sorted(m for m, held in names.items() if held),
+        }
+    if config.init:
+        metadata["init"] = str(config.init)
+    if with_energy:
+        metadata["energy_target"] = target
+    # Whether 1/2 Tr[P (h + F)] + E_nuc of the predicted F is this model's energy: it is the HF energy
+    # for an HF model, and what energy training fitted; for a Kohn-Sham model it is not the KS energy.
+    metadata["end_to_end_energy"] = with_energy or xc.lower() in ("hf", "rhf")
+    return metadata
+
+
+def _resumed_model(config: TrainConfig, last_path: Path, dtype: torch.dtype) -> tuple[PhiSNet, dict]:
+    """The model and training state of OUT/last.pt, for --resume (same kind of schedule)."""
+    payload = read_checkpoint(last_path)
+    before = (payload["metadata"].get("train_config") or {}).get("schedule", config.schedule)
+    if before != config.schedule:  # the saved scheduler state belongs to the other kind of schedule
+        raise InputError(
+            f"{last_path} was trained with the {before} schedule; resume it with --schedule {before}, "
+            f"or start a new run with --init {last_path} --schedule {config.schedule}."
+        )
+    model = build_from_checkpoint(payload, dtype).train()
+    return model, payload["training"]
+
+
+def _initial_model(config: TrainConfig, dataset, splits, elements, basis, dtype, progress, log) -> PhiSNet:
+    """The --init checkpoint as the starting model, with the S changes asked for (exact S, or a new two-centre S
+    fitted to the training structures); sets ``config.model`` to its configuration."""
+    payload = read_checkpoint(config.init)
+    start_elements = payload["config"].get("elements", [])
+    if not set(elements) <= set(start_elements) or payload["config"].get("basis") != basis:
+        raise InputError(
+            f"{config.init} was trained for elements {start_elements} in {payload['config'].get('basis')}; "
+            f"{config.data} needs {elements} in {basis}."
+        )
+    model = build_from_checkpoint(payload, dtype).train()
+    before = model.config
+    if (config.model.integral_baseline and not before.integral_baseline) or (
+        config.model.baseline_screening and list(config.model.baseline_screening) != list(before.baseline_screening)
+    ):
+        raise InputError(
+            f"{config.init} predicts H without this one-electron baseline (its screening: "
+            f"{before.baseline_screening or 'none'}); a baseline changes what the network learns, so train it "
+            "from the start (--integral-baseline without --init)."
+        )
+    if config.model.exact_overlap and not before.integral_baseline:
+        raise InputError(
+            f"{config.init} has no one-electron baseline, whose integrals --exact-overlap takes S from; "
+            "train a model with --integral-baseline --exact-overlap from the start."
+        )
+    if config.model.exact_overlap and config.add_two_center_overlap:
+        raise InputError("--exact-overlap replaces the predicted S; leave out --add-two-center-overlap.")
+    if config.add_two_center_overlap and before.exact_overlap:
+        raise InputError(f"{config.init} takes S from its integrals (exact_overlap); there is no S to remake.")
+    model = with_options(
+        model, two_center_overlap=config.add_two_center_overlap, exact_overlap=config.model.exact_overlap
+    )
+    for message in describe(before, model.config):
+        log(message)
+    if model.config.two_center_overlap and not before.two_center_overlap:
+        log("S now comes from two-centre features (H unchanged); fitting them to the training structures.")
+        fit_overlap(
+            model, dataset, splits["train"], splits["val"], config.overlap_fit_steps, progress=progress, log=log
+        )
+    config.model = model.config
+    log(f"Starting from the weights of {config.init}.")
+    return model
+
+
+def _new_model(config: TrainConfig, dataset, splits, dtype, log) -> PhiSNet:
+    """A fresh model; with the integral baseline, fitted to the training structures first (heads at zero)."""
+    model = PhiSNet(config.model).to(dtype)
+    report = model.fit_references([dataset[i] for i in splits["train"]])
+    if report is not None:
+        log(
+            f"One-electron baseline fitted to the {len(splits['train'])} training structures ({report['kinds']} "
+            f"kinds of shell-pair block): H MAE {report['mae_uHa']:.1f} uHa before the network."
+        )
+        model.zero_hamiltonian_heads()  # training starts from the baseline, not from noise on top of it
+    return model
+
+
 def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     """Train (or resume) a model; returns the path of the best checkpoint."""
     device = _device(config.device)
@@ -586,12 +698,12 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     dtype = torch.float32
     dataset = HamiltonianDataset(config.data)
     n = len(dataset)
-    n_seen = dataset.n_seen()  # held-out molecules of a set are never trained on (test_ood)
     try:  # the one split rule (HamiltonianDataset.split_indices); the checkpoint stores its counts
         splits = dataset.split_indices(config.seed, config.train, config.val)
     except InputError as exc:
         raise InputError(f"{config.data}: {exc} (--train, --val)") from None
-    n_train, n_val = len(splits["train"]), len(splits["val"])
+    sizes = {name: len(members) for name, members in splits.items()}  # as stored: what rebuilds the split
+    n_train, n_val = sizes["train"], sizes["val"]
     if n_train < 1 or n_val < 1:
         raise InputError(f"{config.data} has {n} structures: too few for {config.train} train / {config.val} val.")
     extra_data = add_training_data(dataset, splits, config.extra_train)
@@ -634,65 +746,11 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
     resumed = config.resume and last_path.is_file()
     torch.manual_seed(config.seed)
     if resumed:
-        payload = read_checkpoint(last_path)
-        before = (payload["metadata"].get("train_config") or {}).get("schedule", config.schedule)
-        if before != config.schedule:  # the saved scheduler state belongs to the other kind of schedule
-            raise InputError(
-                f"{last_path} was trained with the {before} schedule; resume it with --schedule {before}, "
-                f"or start a new run with --init {last_path} --schedule {config.schedule}."
-            )
-        model = build_from_checkpoint(payload, dtype).train()
-        state = payload["training"]
+        model, state = _resumed_model(config, last_path, dtype)
     elif config.init:
-        payload = read_checkpoint(config.init)
-        start_elements = payload["config"].get("elements", [])
-        if not set(elements) <= set(start_elements) or payload["config"].get("basis") != basis:
-            raise InputError(
-                f"{config.init} was trained for elements {start_elements} in {payload['config'].get('basis')}; "
-                f"{config.data} needs {elements} in {basis}."
-            )
-        model = build_from_checkpoint(payload, dtype).train()
-        before = model.config
-        if (config.model.integral_baseline and not before.integral_baseline) or (
-            config.model.baseline_screening and list(config.model.baseline_screening) != list(before.baseline_screening)
-        ):
-            raise InputError(
-                f"{config.init} predicts H without this one-electron baseline (its screening: "
-                f"{before.baseline_screening or 'none'}); a baseline changes what the network learns, so train it "
-                "from the start (--integral-baseline without --init)."
-            )
-        if config.model.exact_overlap and not before.integral_baseline:
-            raise InputError(
-                f"{config.init} has no one-electron baseline, whose integrals --exact-overlap takes S from; "
-                "train a model with --integral-baseline --exact-overlap from the start."
-            )
-        if config.model.exact_overlap and config.add_two_center_overlap:
-            raise InputError("--exact-overlap replaces the predicted S; leave out --add-two-center-overlap.")
-        if config.add_two_center_overlap and before.exact_overlap:
-            raise InputError(f"{config.init} takes S from its integrals (exact_overlap); there is no S to remake.")
-        model = with_options(
-            model, two_center_overlap=config.add_two_center_overlap, exact_overlap=config.model.exact_overlap
-        )
-        for message in describe(before, model.config):
-            log(message)
-        if model.config.two_center_overlap and not before.two_center_overlap:
-            log("S now comes from two-centre features (H unchanged); fitting them to the training structures.")
-            fit_overlap(
-                model, dataset, splits["train"], splits["val"], config.overlap_fit_steps, progress=progress, log=log
-            )
-        config.model = model.config
-        state = None
-        log(f"Starting from the weights of {config.init}.")
+        model, state = _initial_model(config, dataset, splits, elements, basis, dtype, progress, log), None
     else:
-        model = PhiSNet(config.model).to(dtype)
-        report = model.fit_references([dataset[i] for i in splits["train"]])
-        if report is not None:
-            log(
-                f"One-electron baseline fitted to the {len(splits['train'])} training structures ({report['kinds']} "
-                f"kinds of shell-pair block): H MAE {report['mae_uHa']:.1f} uHa before the network."
-            )
-            model.zero_hamiltonian_heads()  # training starts from the baseline, not from noise on top of it
-        state = None
+        model, state = _new_model(config, dataset, splits, dtype, log), None
     if integrals is not None:
         integrals.screening = model.config.baseline_screening
     model = model.to(device)
@@ -740,40 +798,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
             ema.load_state_dict(state["ema"])
         log(f"Resuming {out} at step {step} (best {best_key} {best:.4g}).")
 
-    metadata = {
-        "elements": elements,
-        "basis": basis,
-        "xc": xc,
-        "data": {
-            "path": str(config.data),
-            "n_structures": n,
-            "title": dataset.metadata.get("title"),
-            "settings": dataset.metadata.get("settings"),
-        },
-        "splits": {
-            "seed": config.seed,
-            "train": n_train,
-            "val": n_val,
-            "test": n_seen - n_train - n_val,
-            **({"test_ood": n - n_seen} if n > n_seen else {}),
-        },
-        "train_config": config.to_json(),
-    }
-    if extra_data:  # training-only structures beyond the main dataset's training split
-        metadata["extra_train"] = extra_data
-    names = {s["molecule"]: bool(s["held_out"]) for s in dataset.samples if "molecule" in s}
-    if names:  # a molecule set: which molecules the model has seen, which it must generalise to
-        metadata["molecules"] = {
-            "seen": sorted(m for m, held in names.items() if not held),
-            "held_out": sorted(m for m, held in names.items() if held),
-        }
-    if config.init:
-        metadata["init"] = str(config.init)
-    if with_energy:
-        metadata["energy_target"] = target
-    # Whether 1/2 Tr[P (h + F)] + E_nuc of the predicted F is this model's energy: it is the HF energy
-    # for an HF model, and what energy training fitted; for a Kohn-Sham model it is not the KS energy.
-    metadata["end_to_end_energy"] = with_energy or xc.lower() in ("hf", "rhf")
+    metadata = _model_metadata(config, dataset, sizes, extra_data, with_energy, target)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_json(), indent=2))

@@ -41,7 +41,6 @@ with st.sidebar.expander("Upload a checkpoint"):
             st.session_state["phisnet_uploaded_model"] = (checkpoint.name, path)
             st.session_state[ui.MODEL_KEY] = f"uploaded: {checkpoint.name}"
 label, model_path, predictor = ui.model_sidebar()
-meta = predictor.metadata
 card = ui.ROOT / "pretrained" / f"{label}.md"
 if card.is_file():
     with st.sidebar.expander("Model card"):
@@ -53,7 +52,7 @@ def dataset(path: str):
     return HamiltonianDataset(path)
 
 
-data_path = ui.ROOT / meta.get("data", {}).get("path", "data/none.db")
+data_path = ui.ROOT / (predictor.info.data_path or "data/none.db")
 sources = ["Named molecule", "SMILES", "Upload a file"]
 if data_path.is_file():
     sources.insert(0, "Test geometry from the model's data")
@@ -197,7 +196,7 @@ if with_reference:
 else:
     st.caption("Switch on 'PySCF reference' in the sidebar to compare with DFT.")
 forces = None
-if meta.get("end_to_end_energy"):
+if predictor.info.end_to_end_energy:
     target = "CCSD(T)" if predictor.info.beyond_scf else predictor.info.xc.upper()
     st.markdown(f"**End-to-end energy and forces** (model trained to reproduce {target})")
     e2e_energy, forces = ui.cached_end_to_end(ui.geometry_key(atoms), model_path)

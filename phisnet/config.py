@@ -108,3 +108,11 @@ class PhiSNetConfig:
     def from_json(cls, data: dict) -> PhiSNetConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def check_fine_radial(count: int, low: float, high: float) -> None:
+    """InputError unless ``count`` fine radial Gaussians (0: none) can be spread over ``low``..``high`` Angstrom."""
+    if count < 0 or (count and not 0.0 <= low < high):
+        raise InputError(
+            f"fine radial Gaussians: a count >= 0 over 0 <= min < max Angstrom; got {count} over {low}..{high}."
+        )

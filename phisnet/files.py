@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +36,6 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def json_text(obj, indent: int | None = None) -> str:
     """Strict JSON (RFC 8259) of ``obj``: NaN and infinities, which Python's json writes as bare ``NaN`` that
     other readers refuse, become ``null`` (a metric the data cannot give, such as forces of --no-forces data)."""
-    import json
-    import math
 
     def finite(value):
         if isinstance(value, float) and not math.isfinite(value):

@@ -51,7 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from phisnet.checkpoint import build_from_checkpoint, read_checkpoint, save_checkpoint
-from phisnet.config import PhiSNetConfig
+from phisnet.config import PhiSNetConfig, check_fine_radial
 from phisnet.dataset import HamiltonianDataset
 from phisnet.errors import InputError
 from phisnet.files import write_text_atomic
@@ -570,7 +570,7 @@ def _model_metadata(config: TrainConfig, dataset, sizes: dict, extra_data, with_
         "xc": xc,
         "data": {
             "path": str(config.data),
-            "n_structures": sum(sizes.values()),  # the file's rows; extra training data join the dataset object later
+            "n_structures": sum(sizes.values()),  # the file's own rows (``dataset`` holds the --extra-train ones too)
             "title": dataset.metadata.get("title"),
             "settings": dataset.metadata.get("settings"),
         },
@@ -683,12 +683,7 @@ def run(config: TrainConfig, progress: bool = True, log=print) -> Path:
         )
     if not 0.0 <= config.ema < 1.0:
         raise InputError(f"ema is a decay per step in [0, 1), e.g. 0.999; got {config.ema}.")
-    low, high = config.model.fine_radial_min, config.model.fine_radial_max
-    count = config.model.fine_radial
-    if count < 0 or (count and not 0.0 <= low < high):
-        raise InputError(
-            f"fine radial Gaussians: a count >= 0 over 0 <= min < max Angstrom; got {count} over {low}..{high}."
-        )
+    check_fine_radial(config.model.fine_radial, config.model.fine_radial_min, config.model.fine_radial_max)
     if not config.init:  # with --init the model's options are the checkpoint's, checked when it was made
         config.model.check()
     if device.type != "cpu" and (config.energy_weight > 0 or config.force_weight > 0):

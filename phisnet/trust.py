@@ -114,7 +114,7 @@ def domain(predictor, atoms) -> list[str]:
         return [f"the model was not trained on {', '.join(missing)}"]
     if predictor.info.is_set_model:
         return []
-    own = predictor.info.molecule
+    own = predictor.info.data_settings.get("molecule")  # none recorded: no molecule to hold it to
     if own in PAPER_MOLECULES and not is_paper_molecule(atoms, own):
         return [f"{atoms.get_chemical_formula()} is not {own}, the one molecule this model was trained on"]
     return []

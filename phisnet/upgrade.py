@@ -20,13 +20,14 @@ from e3nn import o3
 from torch import nn
 
 from phisnet.checkpoint import build_from_checkpoint, read_checkpoint, save_checkpoint
-from phisnet.config import PhiSNetConfig
+from phisnet.config import PhiSNetConfig, check_fine_radial
 from phisnet.errors import InputError
 from phisnet.layers import ElementPairRadial
 from phisnet.model import PhiSNet, build_model
 from phisnet.tensor_product import ChannelwiseTensorProduct
 
-# The flags that used to be train.py's, each with its meaning; train.py names this module when given one.
+# The flags that used to be train.py's (phisnet upgrade's own, defined in phisnet.cli); train.py, given one, names
+# the command to use instead.
 UPGRADE_FLAGS = (
     "--add-pair-mixing",
     "--add-pair-radial-scalars",
@@ -248,12 +249,7 @@ class Upgrade:
 
 def check(upgrade: Upgrade, config: PhiSNetConfig, name: str) -> None:
     """InputError naming the flag at fault when ``upgrade`` cannot apply to a model of ``config`` (file ``name``)."""
-    low, high = config.fine_radial_min, config.fine_radial_max
-    if upgrade.fine_radial < 0 or (upgrade.fine_radial and not 0.0 <= low < high):
-        raise InputError(
-            f"fine radial Gaussians: a count >= 0 over 0 <= min < max Angstrom; got {upgrade.fine_radial} over "
-            f"{low}..{high}."
-        )
+    check_fine_radial(upgrade.fine_radial, config.fine_radial_min, config.fine_radial_max)
     if upgrade.interactions < 0:
         raise InputError(f"--add-interactions is a count of new layers, 0 or more; got {upgrade.interactions}.")
     if upgrade.channels < 0:

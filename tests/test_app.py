@@ -262,6 +262,11 @@ def test_a_users_molecule_goes_to_a_model_that_knows_it():
     assert not at.exception and not at.error, errors(at)
     assert at.session_state[app_common.MODEL_KEY] == "ethanol" and "Reliability: ok" in at.success[0].value
 
+    at = home("Upload a file", pinned=False)  # ethanol near its minimum (ASE's G2 structure): the ethanol model
+    at.file_uploader[0].upload("ethanol.xyz", xyz_text(ase.build.molecule("CH3CH2OH")).encode()).run()
+    assert not at.exception and not at.error, errors(at)
+    assert at.session_state[app_common.MODEL_KEY] == "ethanol" and "Reliability: ok" in at.success[0].value
+
     stretched = ase.build.molecule("CH3CH2OH")  # C-C pulled to 1.82 A: far outside what ethanol does at 500 K
     stretched.set_distance(0, 1, stretched.get_distance(0, 1) + 0.3, fix=0.5)
     at = home("Upload a file", pinned=False)

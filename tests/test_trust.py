@@ -89,6 +89,7 @@ def test_the_ethanol_model_is_ok_where_it_is_right_and_not_where_a_bond_is_stret
     ethanol_model = load(ROOT / "pretrained" / "ethanol.pt")
     gauche = read_molecules("CCO", format="smiles")[0]
     assert assess(ethanol_model, gauche).verdict == "ok"
+    assert assess(ethanol_model, read_molecules("ethanol")[0]).verdict == "ok"  # near its old training minimum
     predicted = predict_wavefunction(ethanol_model, gauche).orbitals.gap
     reference = run_dft(gauche, forces=False)
     n_occ = int(reference.mo_occ.sum()) // 2

@@ -21,7 +21,9 @@ import torch
 from phisnet.dataset import HamiltonianDataset
 from phisnet.metrics import model_split
 from phisnet.predictor import load
-from phisnet.training import TrainConfig, _batches, _groups, batch_backward
+from phisnet.train_config import TrainConfig
+from phisnet.train_step import batch_backward
+from phisnet.training_data import composition_groups, mini_batches
 
 
 def step(model, dataset, chunk, per_composition: bool) -> tuple[float, list[torch.Tensor]]:
@@ -43,9 +45,9 @@ def main() -> None:
     model = predictor.model.train()
     dataset = HamiltonianDataset(args.data)
     train = model_split(predictor, dataset, "train", args.model)
-    chunks = _batches(dataset, train, args.batch_size, np.random.default_rng(0))[: args.steps]
+    chunks = mini_batches(dataset, train, args.batch_size, np.random.default_rng(0))[: args.steps]
     step(model, dataset, chunks[0], per_composition=False)  # warm-up
-    compositions = np.mean([len(_groups(dataset, chunk)) for chunk in chunks])
+    compositions = np.mean([len(composition_groups(dataset, chunk)) for chunk in chunks])
     times = {True: [], False: []}
     worst = 0.0
     for k, chunk in enumerate(chunks):  # the two modes alternate, so a busy machine slows both alike

@@ -10,7 +10,7 @@ import app_common as ui
 from phisnet.checkpoint import read_checkpoint
 from phisnet.jobs import list_jobs
 from phisnet.predictor import list_pretrained
-from phisnet.training import read_metrics
+from phisnet.run_log import read_metrics
 from phisnet.viz import learning_curve_figure, per_molecule_figure
 
 ui.page_setup("Models")

@@ -102,7 +102,7 @@ class ModelInfo:
     none). ``molecules``: for a model trained on a molecule set, ``{"seen": [...], "held_out": [...]}``, else None.
     ``splits``: seed and sizes (train, val, test, test_ood) of its dataset's split, or None. ``energy_target``:
     ``"ccsd_t"`` for a model fine-tuned to CCSD(T) observables. Default values are those of checkpoints written
-    before a key existed.
+    before a key existed. ``to_metadata`` writes the same dict back (what training stores).
     """
 
     basis: str = DEFAULT_BASIS
@@ -117,6 +117,9 @@ class ModelInfo:
     energy_target: str | None = None
     end_to_end_energy: bool = False
     train_config: dict = field(default_factory=dict)
+    elements: list[int] = field(default_factory=list)
+    extra_train: list[dict] = field(default_factory=list)  # per --extra-train database: path, n_structures, settings
+    init: str | None = None  # the checkpoint training started from
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> ModelInfo:
@@ -134,7 +137,36 @@ class ModelInfo:
             energy_target=metadata.get("energy_target"),
             end_to_end_energy=bool(metadata.get("end_to_end_energy")),
             train_config=metadata.get("train_config") or {},
+            elements=list(metadata.get("elements") or []),
+            extra_train=list(metadata.get("extra_train") or []),
+            init=metadata.get("init"),
         )
+
+    def to_metadata(self) -> dict:
+        """The metadata dict of a checkpoint (JSON-able); optional keys only where they have a value."""
+        metadata = {
+            "elements": list(self.elements),
+            "basis": self.basis,
+            "xc": self.xc,
+            "data": {
+                "path": self.data_path,
+                "n_structures": self.n_structures,
+                "title": self.data_title,
+                "settings": self.data_settings,
+            },
+            "splits": self.splits,
+            "train_config": self.train_config,
+        }
+        optional = {
+            "extra_train": self.extra_train,
+            "molecules": self.molecules,
+            "init": self.init,
+            "energy_target": self.energy_target,
+            "subspace": self.subspace,
+        }
+        metadata.update({key: value for key, value in optional.items() if value})
+        metadata["end_to_end_energy"] = self.end_to_end_energy
+        return metadata
 
     @property
     def molecule(self) -> str:

@@ -107,7 +107,7 @@ def start(spec: JobSpec, root: str | Path = DEFAULT_ROOT) -> Path:
 
 def status(folder: str | Path) -> JobStatus:
     """The job's status; a job whose process died without saying so is reported as failed."""
-    from phisnet.training import read_metrics
+    from phisnet.run_log import read_metrics
 
     folder = Path(folder)
     spec = JobSpec(**json.loads((folder / "job.json").read_text()))
@@ -155,7 +155,7 @@ def run(folder: str | Path) -> int:
     """The job's own process: generate the data, then train (called by ``start``)."""
     from phisnet.config import PhiSNetConfig
     from phisnet.data import generate
-    from phisnet.training import TrainConfig
+    from phisnet.train_config import TrainConfig
     from phisnet.training import run as train
 
     folder = Path(folder)

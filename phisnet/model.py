@@ -55,6 +55,15 @@ class PhiSNet(nn.Module):
         config.check()
         self.config = config
         dtype = torch.get_default_dtype()
+        irreps_block = self._orbital_buffers(dtype)
+        irreps_x = self._atom_stage()
+        self._pair_stage(irreps_x, dtype)
+        self._output_stage(irreps_x, irreps_block, dtype)
+        self._baseline()
+
+    def _orbital_buffers(self, dtype) -> o3.Irreps:
+        """The orbital layout, element lookups, the per-element references and output scales; the block irreps."""
+        config = self.config
         self.orbitals = OrbitalLayout(config.elements, config.basis)
         lookup = torch.full((119,), -1, dtype=torch.long)
         for i, z in enumerate(config.elements):
@@ -73,6 +82,11 @@ class PhiSNet(nn.Module):
         self.register_buffer("h_scale", torch.ones((), dtype=dtype))
         self.register_buffer("s_scale", torch.ones((), dtype=dtype))
 
+        return irreps_block
+
+    def _atom_stage(self) -> o3.Irreps:
+        """Embedding and interaction layers; returns the irreps of the atom features."""
+        config = self.config
         self.irreps_sh = o3.Irreps([(1, (l, 1)) for l in range(config.lmax + 1)])
         irreps_x = uniform_irreps(config.channels, config.lmax)
         self.embedding = nn.Embedding(len(config.elements), config.channels)
@@ -80,6 +94,11 @@ class PhiSNet(nn.Module):
         self.interactions = nn.ModuleList(
             [Interaction(irreps_x, self.irreps_sh, config) for _ in range(config.n_interactions)]
         )
+        return irreps_x
+
+    def _pair_stage(self, irreps_x: o3.Irreps, dtype) -> None:
+        """Pair features: x_i (x) x_j and x_j (x) Y(r_ij) with radial weights (optional parts as configured)."""
+        config = self.config
         # Pair stage: x_i (x) x_j channel-wise, plus x_j (x) Y(r_ij) with radial weights.
         self.pair_product = tensor_product_uuu(irreps_x, config.lmax)
         self.pair_edge = tensor_product_uvu(irreps_x, self.irreps_sh, config.lmax)
@@ -106,6 +125,10 @@ class PhiSNet(nn.Module):
         self.pair_updates = nn.ModuleList(
             [PairUpdate(irreps_x, self.irreps_sh, config) for _ in range(config.pair_layers - 1)]
         )
+
+    def _output_stage(self, irreps_x: o3.Irreps, irreps_block: o3.Irreps, dtype) -> None:
+        """Diagonal features, the matrix heads, the two-centre S part and the radial basis."""
+        config = self.config
         # Diagonal stage: x_i plus x_i (x) x_i.
         self.self_product = tensor_product_uuu(irreps_x, config.lmax)
         self.self_linear = o3.Linear(self.self_product.irreps_out.simplify(), irreps_x)
@@ -121,6 +144,10 @@ class PhiSNet(nn.Module):
             self.register_buffer("overlap_centers", overlap_centers, persistent=False)
         self.register_buffer("centers", torch.linspace(0.0, config.cutoff, config.n_radial), persistent=False)
         self.width = config.cutoff / config.n_radial
+
+    def _baseline(self) -> None:
+        """The one-electron integral baseline (``config.integral_baseline``), else None."""
+        config = self.config
         self.baseline = None
         if config.integral_baseline:
             slot, l_of, m_of = [], [], []

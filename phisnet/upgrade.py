@@ -11,7 +11,6 @@ the old model instead of starting over. Two changes of how S is made are not her
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +25,8 @@ from phisnet.layers import ElementPairRadial
 from phisnet.model import PhiSNet, build_model
 from phisnet.tensor_product import ChannelwiseTensorProduct
 
-# The flags that used to be train.py's (phisnet upgrade's own, defined in phisnet.cli); train.py, given one, names
-# the command to use instead.
+# The flags that used to be train.py's (phisnet upgrade's own, defined in phisnet.commands.upgrade); train.py,
+# given one, names the command to use instead.
 UPGRADE_FLAGS = (
     "--add-pair-mixing",
     "--add-pair-radial-scalars",
@@ -73,7 +72,7 @@ def with_options(
     linear map into its gate is zero, so its residual update is zero) and learns once that map moves.
 
     ``two_center_overlap`` is the exception: it replaces how S is made, so the S head and its new MLP start
-    untrained (fit them with ``phisnet.training.fit_overlap``); H stays exactly the same function.
+    untrained (fit them with ``phisnet.starting_model.fit_overlap``); H stays exactly the same function.
     ``exact_overlap`` (a model with an integral baseline) drops the S heads: S becomes the baseline's exact overlap
     integral, H stays exactly the same function.
     """
@@ -310,19 +309,3 @@ def upgrade_file(path: str | Path, out: str | Path, upgrade: Upgrade) -> list[st
     metadata["upgrades"] = [*metadata.get("upgrades", []), {"from": str(path), "added": messages}]
     save_checkpoint(out, model, metadata)
     return messages
-
-
-def command(args: argparse.Namespace) -> int:
-    upgrade = Upgrade(
-        pair_mixing=args.add_pair_mixing,
-        pair_radial_scalars=args.add_pair_radial_scalars,
-        fine_radial=args.add_fine_radial,
-        fine_radial_interactions=args.add_fine_radial_interactions,
-        interactions=args.add_interactions,
-        channels=args.widen_channels,
-        seed=args.seed,
-    )
-    for message in upgrade_file(args.checkpoint, args.out, upgrade):
-        print(message)
-    print(f"wrote {args.out}; fine-tune it with phisnet train --init {args.out}")
-    return 0

@@ -123,4 +123,4 @@ def test_phisnet_train_is_train_py(tmp_path, capsys):
     assert "phisnet train: error: There is no dataset file" in capsys.readouterr().err
     import train
 
-    assert train.main is __import__("phisnet.train_cli", fromlist=["main"]).main
+    assert train.main is __import__("phisnet.commands.train", fromlist=["main"]).main

@@ -485,7 +485,7 @@ def test_two_center_overlap_added_to_an_older_model_keeps_h_and_fits_s():
     """with_options(two_center_overlap) keeps H exactly and makes S anew; fit_overlap fits it to real PySCF overlaps
     of distorted waters, far below where it starts."""
     from phisnet.reference import build_mol
-    from phisnet.training import fit_overlap
+    from phisnet.starting_model import fit_overlap
     from phisnet.upgrade import with_options
 
     torch.manual_seed(5)

@@ -8,39 +8,21 @@ import numpy as np
 import pytest
 import torch
 
+from phisnet.checkpoint import ModelInfo
 from phisnet.cli import main as cli_main
 from phisnet.config import PhiSNetConfig
 from phisnet.data import generate
 from phisnet.dataset import HamiltonianDataset, sample_atoms
 from phisnet.errors import InputError
-from phisnet.molecules import MoleculeEntry
 from phisnet.predictor import load
 from phisnet.reference import build_mol
-from phisnet.set_generation import generate_set
-from phisnet.training import TrainConfig, _batches, _groups, read_metrics, run
+from phisnet.run_log import read_metrics
+from phisnet.train_config import TrainConfig
+from phisnet.training import run
+from phisnet.training_data import composition_groups, mini_batches
 
 TINY = PhiSNetConfig(channels=4, n_interactions=1, n_radial=8, radial_hidden=8)
 TINY_ARGS = ["--channels", "4", "--n-interactions", "1", "--n-radial", "8", "--radial-hidden", "8", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def set_db(tmp_path_factory):
-    """Three molecules (methane held out), HF/STO-3G: cheap, and every batch mixes compositions."""
-    path = tmp_path_factory.mktemp("train") / "set.db"
-    entries = [
-        MoleculeEntry("water", "g2:H2O"),
-        MoleculeEntry("ammonia", "g2:NH3"),
-        MoleculeEntry("methane", "g2:CH4", held_out=True),
-    ]
-    generate_set(entries, 4, path, xc="hf", basis="sto-3g", progress=False, log=lambda m: None)
-    return path
-
-
-@pytest.fixture(scope="module")
-def water_db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("train") / "water.db"
-    generate("water", 8, path, progress=False, log=lambda m: None)
-    return path
 
 
 def config(water_db, out, **kwargs):
@@ -67,6 +49,10 @@ def test_run_writes_checkpoints_and_log_and_resumes(water_db, tmp_path):
     predictor = load(best)
     assert predictor.metadata["splits"] == {"seed": 0, "train": 5, "val": 2, "test": 1}
     assert predictor.metadata["elements"] == [1, 8] and predictor.metadata["basis"] == "def2-svp"
+    # The metadata is written through ModelInfo: reading it back and writing it again gives the same dict.
+    written = {key: value for key, value in predictor.metadata.items() if key != "training"}
+    assert ModelInfo.from_metadata(written).to_metadata() == written
+    assert predictor.info.data_path == str(water_db) and predictor.info.n_structures == 8
 
     run(config(water_db, tmp_path / "a", max_steps=12, resume=True), progress=False, log=lambda m: None)
     assert [m["step"] for m in read_metrics(tmp_path / "a")] == [4, 8, 12]
@@ -311,11 +297,11 @@ def test_torchrun_two_processes(set_db, tmp_path):
 def test_multi_molecule_batches_and_held_out_molecules(set_db, tmp_path, capsys):
     ds = HamiltonianDataset(set_db)
     rng = np.random.default_rng(0)
-    batches = _batches(ds, list(range(len(ds))), 4, rng)
-    mixed = [b for b in batches if len(_groups(ds, b)) > 1]
+    batches = mini_batches(ds, list(range(len(ds))), 4, rng)
+    mixed = [b for b in batches if len(composition_groups(ds, b)) > 1]
     assert mixed, "no mini-batch mixes molecules"
     for b in mixed:
-        groups = _groups(ds, b)
+        groups = composition_groups(ds, b)
         assert sorted(i for g in groups for i in g) == sorted(b)
         assert all(len({tuple(ds[i]["atomic_numbers"].tolist()) for i in g}) == 1 for g in groups)
 
@@ -397,7 +383,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(water_db, tmp_path):
 
 def test_moving_average_and_cosine_schedule(water_db, tmp_path):
     from phisnet.checkpoint import build_from_checkpoint, read_checkpoint
-    from phisnet.training import validate
+    from phisnet.train_step import validate
 
     quiet = dict(progress=False, log=lambda m: None)
     best = run(config(water_db, tmp_path / "c", schedule="cosine", lr=1e-2, lr_min=1e-4, ema=0.9), **quiet)
@@ -438,37 +424,9 @@ def test_moving_average_and_cosine_schedule(water_db, tmp_path):
         run(config(water_db, tmp_path / "f", schedule="step"), **quiet)
 
 
-def test_one_call_for_a_mixed_batch_gives_the_same_loss_and_gradients(set_db):
-    """All compositions in one network call (matrix training) against one call per composition (energy training)."""
-    import torch
-
-    from phisnet.model import PhiSNet
-    from phisnet.training import batch_backward
-
-    dataset = HamiltonianDataset(set_db)
-    torch.manual_seed(0)
-    model = PhiSNet(PhiSNetConfig(**TINY.to_json() | {"elements": [1, 6, 7, 8], "basis": "sto-3g"}))
-    model.fit_references([dataset[i] for i in range(len(dataset))])
-    chunk = list(range(len(dataset)))
-    assert len(_groups(dataset, chunk)) == 3
-    results = []
-    for one_call in (True, False):
-        model.zero_grad()
-        loss = batch_backward(model, model, dataset, chunk, torch.float32, TrainConfig(), None, "reference", one_call)
-        results.append((float(loss), [p.grad.clone() for p in model.parameters()]))
-    (one, grads_one), (each, grads_each) = results
-    assert one == pytest.approx(each, rel=1e-5)
-    for a, b in zip(grads_one, grads_each, strict=True):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
-    with pytest.raises(ValueError, match="OrbitalCache"):  # a library caller that forgot the reference orbitals
-        batch_backward(
-            model, model, dataset, chunk, torch.float32, TrainConfig(orbital_weight=0.1), None, "reference", True
-        )
-
-
 def test_extra_training_data_joins_the_training_split_only(water_db, set_db, tmp_path):
     from phisnet.metrics import model_split
-    from phisnet.training import add_training_data
+    from phisnet.training_data import add_training_data
 
     extra = tmp_path / "water-seed1.db"
     generate("water", 3, extra, seed=1, progress=False, log=lambda m: None)
@@ -503,79 +461,6 @@ def test_force_training_needs_data_with_forces(tmp_path):
         run(settings, progress=False, log=lambda m: None)
 
 
-def test_orbital_loss_sees_an_orbital_energy_shift_exactly(water_db):
-    """H_ref + d S c_a c_a^T S moves orbital a's energy by d and no orbital: the orbital loss has exactly one
-    entry d there when a is among the counted rows, and none when it is not."""
-    import scipy.linalg
-
-    from phisnet.training import OrbitalCache, orbital_loss
-
-    dataset = HamiltonianDataset(water_db)
-    sample = dataset[0]
-    h, s = sample["hamiltonian"].double().numpy(), sample["overlap"].double().numpy()
-    cache = OrbitalCache(dataset, charge=0)
-    c = cache.batch([0], torch.float64, None)
-    rows, nao = cache.rows(0), h.shape[0]
-    assert rows == 10 and nao == 24  # water, def2-SVP: 5 occupied and the 5 lowest virtual orbitals
-    for a, inside in ((2, True), (rows - 1, True), (rows, False)):  # occupied, the last counted virtual, beyond
-        d, scale = 3e-3, 0.5
-        ca = c[0, :, a].numpy()
-        shifted = h + d * np.outer(s @ ca, s @ ca)
-        before = scipy.linalg.eigh(h, s, eigvals_only=True)
-        after = scipy.linalg.eigh(shifted, s, eigvals_only=True)
-        assert np.abs(after - np.sort(before + d * (np.arange(nao) == a))).max() < 1e-12
-        loss = orbital_loss(torch.from_numpy(shifted)[None], torch.from_numpy(h)[None], c, rows, scale)
-        expected = ((d / scale) ** 2 + d / scale) / (rows * nao) if inside else 0.0
-        assert float(loss) == pytest.approx(expected, rel=1e-9, abs=1e-15)
-
-
-def test_orbital_all_rows_counts_the_highest_virtual_too(water_db):
-    """A shift of the highest orbital's energy (where nearly dependent AO combinations live) is outside the
-    default rows and inside with orbital_all_rows."""
-    from types import SimpleNamespace
-
-    from phisnet.training import OrbitalCache, _orbital_term
-
-    dataset = HamiltonianDataset(water_db)
-    sample = dataset[0]
-    h, s = sample["hamiltonian"].double().numpy(), sample["overlap"].double().numpy()
-    cache = OrbitalCache(dataset, charge=0)
-    c = cache.batch([0], torch.float64, None)[0].numpy()
-    top = s @ c[:, -1]
-    shifted = {"hamiltonian": torch.from_numpy(h + 3e-3 * np.outer(top, top))[None]}
-    batch = {"hamiltonian": torch.from_numpy(h)[None]}
-    model = SimpleNamespace(h_scale=torch.tensor(0.5, dtype=torch.float64))
-    losses = [
-        float(_orbital_term(shifted, batch, [0], cache, model, TrainConfig(orbital_weight=1.0, orbital_all_rows=rows)))
-        for rows in (False, True)
-    ]
-    d, nao = 3e-3 / 0.5, h.shape[0]
-    assert losses[0] == pytest.approx(0.0, abs=1e-15)
-    assert losses[1] == pytest.approx((d**2 + d) / (nao * nao), rel=1e-9)
-
-
-def test_density_loss_weighs_an_occupied_virtual_mixing_by_the_homo_lumo_gap_over_its_own(water_db):
-    """H_ref + d S (c_i c_a^T + c_a c_i^T) S mixes occupied i with virtual a and nothing else: the density loss
-    has exactly one entry, d times gap_HL / (eps_a - eps_i); a mixing within the occupied orbitals adds none."""
-    from phisnet.training import OrbitalCache, density_loss
-
-    dataset = HamiltonianDataset(water_db)
-    sample = dataset[0]
-    h, s = sample["hamiltonian"].double().numpy(), sample["overlap"].double().numpy()
-    cache = OrbitalCache(dataset, charge=0)
-    c, eps = cache.batch([0], torch.float64, None), cache.energies([0], torch.float64, None)
-    C, energies, n_occupied, nao = c[0].numpy(), eps[0].numpy(), cache.n_occupied(0), h.shape[0]
-    gap = energies[n_occupied] - energies[n_occupied - 1]
-    d, scale = 2e-3, 0.5
-    within = np.outer(s @ C[:, 0], s @ C[:, 1])
-    for i, a in ((n_occupied - 1, n_occupied), (0, n_occupied), (2, nao - 1)):  # HOMO-LUMO, core-LUMO, far
-        mixing = np.outer(s @ C[:, i], s @ C[:, a])
-        mixed = h + d * (mixing + mixing.T) + d * (within + within.T)
-        loss = density_loss(torch.from_numpy(mixed)[None], torch.from_numpy(h)[None], c, eps, n_occupied, scale)
-        entry = d * gap / (energies[a] - energies[i]) / scale
-        assert float(loss) == pytest.approx((entry**2 + entry) / (n_occupied * (nao - n_occupied)), rel=1e-8)
-
-
 def test_train_cli_orbital_weight_logs_eps_and_keeps_the_lowest_loss(water_db, tmp_path, capsys):
     import train
 
@@ -599,44 +484,3 @@ def test_train_cli_orbital_weight_logs_eps_and_keeps_the_lowest_loss(water_db, t
     assert train.main([*dense_args, "--density-weight", "1", *TINY_ARGS]) == 0
     (record,) = read_metrics(dense)
     assert record["val_rotation_RMS_1e-6"] > 0 and record["val_eps_MAE_uHa"] > 0
-
-
-def test_validate_reports_the_first_order_occupied_orbital_energy_error_exactly(water_db):
-    """A stand-in network that returns the reference H with orbital a's energy moved by d (H + d S c_a c_a^T S,
-    exact S): validation's eps MAE is d / n_occupied for an occupied a and 0 for a virtual one."""
-    from phisnet.training import OrbitalCache, validate
-
-    dataset = HamiltonianDataset(water_db)
-    cache = OrbitalCache(dataset, charge=0)
-    indices, d = [0, 1, 2], 4e-3
-
-    class Shifted(torch.nn.Module):
-        h_scale, s_scale = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64)
-
-        def __init__(self, orbital):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
-            self.by_geometry = {}
-            for i in indices:
-                sample, c = dataset[i], cache.batch([i], torch.float64, None)[0, :, orbital]
-                h, s = sample["hamiltonian"].double(), sample["overlap"].double()
-                self.by_geometry[sample["positions"].double().numpy().tobytes()] = (
-                    h + d * torch.outer(s @ c, s @ c),
-                    s,
-                )
-
-        def forward(self, positions, numbers):
-            out = []
-            for batch in positions:
-                pairs = [self.by_geometry[p.numpy().tobytes()] for p in batch]
-                out.append(
-                    {"hamiltonian": torch.stack([h for h, _ in pairs]), "overlap": torch.stack([s for _, s in pairs])}
-                )
-            return out
-
-    settings = TrainConfig(orbital_weight=1.0)
-    for orbital, expected in ((1, d / 5), (6, 0.0)):
-        metrics = validate(Shifted(orbital), dataset, indices, 2, torch.float64, settings, orbitals=cache)
-        assert metrics["val_eps_MAE_uHa"] == pytest.approx(expected * 1e6, rel=1e-9, abs=1e-6)
-        assert metrics["val_S_MAE_1e-6"] == 0.0 and metrics["val_H_MAE_uHa"] > 0
-        assert metrics["val_rotation_RMS_1e-6"] < 1e-6  # an energy shift mixes no occupied with virtual orbitals

@@ -12,7 +12,9 @@ from phisnet.errors import InputError
 from phisnet.labels import label_ccsd_t
 from phisnet.predictor import load
 from phisnet.reference import HARTREE_EV, build_mol
-from phisnet.training import TrainConfig, read_metrics, run
+from phisnet.run_log import read_metrics
+from phisnet.train_config import TrainConfig
+from phisnet.training import run
 
 TINY = dict(channels=4, n_interactions=1, n_radial=8, radial_hidden=8)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from phisnet.config import PhiSNetConfig
 from phisnet.errors import InputError
-from phisnet.training import TrainConfig, run
+from phisnet.train_config import TrainConfig
+from phisnet.training import run
 from phisnet.upgrade import UPGRADE_FLAGS
 
 NOTES = {
@@ -40,9 +41,20 @@ NOTES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    train_defaults, model_defaults = TrainConfig(), PhiSNetConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="JSON file with any of the settings below (command-line flags win)")
+    _training_flags(parser)
+    _model_flags(parser)
+    _model_switches(parser)
+    _run_flags(parser)
+    for flag in UPGRADE_FLAGS:  # checkpoint surgery moved to its own command; say where to anyone who asks here
+        parser.add_argument(flag, nargs="?", action=_MovedToUpgrade, help=argparse.SUPPRESS)
+    return parser
+
+
+def _training_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per number or name of TrainConfig (data, schedule, loss weights, ...), its default from there."""
+    train_defaults = TrainConfig()
     for name in (
         "data",
         "out",
@@ -80,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=f"{note}(default {'none' if default == '' else default})",
         )
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per size of the network (PhiSNetConfig), its default from there."""
+    model_defaults = PhiSNetConfig()
     model_notes = {
         "fine_radial": "narrow Gaussians over bonding distances for the pair stage's radial weights, 0 = none ",
         "fine_radial_min": "Angstrom ",
@@ -104,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=f"model: {model_notes.get(name, '')}(default {default})",
         )
+
+
+def _model_switches(parser: argparse.ArgumentParser) -> None:
+    """The network's optional parts, on or off (--pair-mixing / --no-pair-mixing, ...)."""
+    model_defaults = PhiSNetConfig()
     parser.add_argument(
         "--pair-mixing",
         action=argparse.BooleanOptionalAction,
@@ -150,20 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
         "baseline's integrals, e.g. 0.1 0.3 1 3 10 (default none)",
     )
     parser.add_argument(
-        "--orbital-all-rows",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="the orbital loss over every reference orbital (the whole C^T dH C), not the occupied and as many "
-        f"virtual rows (default {TrainConfig().orbital_all_rows})",
-    )
-    parser.add_argument(
-        "--choose-subspace",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="at the end, choose the orbital subspace on the validation split and store it in best.pt (what "
-        f"phisnet subspace --write does; default {TrainConfig().choose_subspace})",
-    )
-    parser.add_argument(
         "--exact-overlap",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -176,6 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --init: make S from two-centre features (H unchanged), fitted alone for --overlap-fit-steps "
         "steps before training",
+    )
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    """What the run does besides the steps: the orbital loss's rows, the subspace, S from --init, data, resume."""
+    parser.add_argument(
+        "--orbital-all-rows",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the orbital loss over every reference orbital (the whole C^T dH C), not the occupied and as many "
+        f"virtual rows (default {TrainConfig().orbital_all_rows})",
+    )
+    parser.add_argument(
+        "--choose-subspace",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="at the end, choose the orbital subspace on the validation split and store it in best.pt (what "
+        f"phisnet subspace --write does; default {TrainConfig().choose_subspace})",
     )
     parser.add_argument(
         "--extra-train",
@@ -191,9 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from OUT/last.pt with the settings in OUT/config.json (flags given now win)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    for flag in UPGRADE_FLAGS:  # checkpoint surgery moved to its own command; say where to anyone who asks here
-        parser.add_argument(flag, nargs="?", action=_MovedToUpgrade, help=argparse.SUPPRESS)
-    return parser
 
 
 class _MovedToUpgrade(argparse.Action):

@@ -84,14 +84,7 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
         "init",
         "device",
     ):
-        default = getattr(train_defaults, name)
-        note = NOTES.get(name, "")
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=type(default),
-            default=None,
-            help=f"{note}(default {'none' if default == '' else default})",
-        )
+        _value_flag(parser, name, getattr(train_defaults, name), NOTES.get(name, ""))
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
@@ -114,13 +107,17 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         "fine_radial_min",
         "fine_radial_max",
     ):
-        default = getattr(model_defaults, name)
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=type(default),
-            default=None,
-            help=f"model: {model_notes.get(name, '')}(default {default})",
-        )
+        _value_flag(parser, name, getattr(model_defaults, name), f"model: {model_notes.get(name, '')}")
+
+
+def _value_flag(parser: argparse.ArgumentParser, name: str, default, note: str) -> None:
+    """--NAME of the setting's type; None when not given, so a --config file or a resumed run's value stands."""
+    parser.add_argument(
+        f"--{name.replace('_', '-')}",
+        type=type(default),
+        default=None,
+        help=f"{note}(default {'none' if default == '' else default})",
+    )
 
 
 def _model_switches(parser: argparse.ArgumentParser) -> None:

@@ -130,7 +130,6 @@ def training_data(predictor) -> str:
     Counts the training split plus every ``--extra-train`` structure; the dataset's own size alone would count its
     validation and test structures and miss the extra ones. Checkpoints without stored split sizes give the dataset's.
     """
-    meta = predictor.metadata
     splits, molecules = predictor.info.splits or {}, predictor.info.molecules
     what = (
         f"structures of {len(molecules['seen'])} molecules"
@@ -144,17 +143,12 @@ def training_data(predictor) -> str:
     if not all(isinstance(splits.get(k), int) for k in ("train", "val", "test")):
         n_train, notes = predictor.info.n_structures or "?", held_out
     else:
-        n_train = splits["train"] + extra_structures(meta)
+        n_train = splits["train"] + predictor.info.n_extra_structures
         notes = [f"{splits['val']} validation, {splits['test']} test", *held_out]
     text = f"trained on {n_train} {what}" + (f" ({'; '.join(notes)})" if notes else "")
     if predictor.info.beyond_scf:
         text += ", then on CCSD(T) energies and forces of part of them"
     return text
-
-
-def extra_structures(meta: dict) -> int:
-    """How many training-only structures a checkpoint's ``--extra-train`` databases gave (0 without any)."""
-    return sum(e.get("n_structures", 0) for e in meta.get("extra_train", []))
 
 
 def card_sections(text: str) -> list[tuple[str, str]]:

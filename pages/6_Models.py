@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 import app_common as ui
-from phisnet.checkpoint import read_checkpoint
+from phisnet.checkpoint import ModelInfo, read_checkpoint
 from phisnet.jobs import list_jobs
 from phisnet.predictor import list_pretrained
 from phisnet.run_log import read_metrics
@@ -43,7 +43,7 @@ def summary(path: str, mtime: float) -> dict:
     validation = ui.validation_h_mae(meta)
     return {
         "trained on": "CCSD(T) E and F" if energies else "H matrices",
-        "training structures": splits.get("train", 0) + ui.extra_structures(meta),
+        "training structures": splits.get("train", 0) + ModelInfo.from_metadata(meta).n_extra_structures,
         "validation H MAE / uHa": "(trained on energies)" if energies else ("" if validation is None else validation),
         "orbital subspace": meta.get("subspace", 0.0),
         "MB": round(Path(path).stat().st_size / 1e6, 1),

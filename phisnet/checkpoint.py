@@ -173,6 +173,11 @@ class ModelInfo:
         return self.data_settings.get("molecule", "water")
 
     @property
+    def n_extra_structures(self) -> int:
+        """How many training-only structures the ``--extra-train`` databases gave (0 without any)."""
+        return sum(e.get("n_structures", 0) for e in self.extra_train)
+
+    @property
     def is_set_model(self) -> bool:
         """Trained on a molecule set (the general model), not on one molecule."""
         return bool(self.molecules)

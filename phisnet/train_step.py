@@ -25,16 +25,15 @@ def batch_loss(
     batches = [stack_batch(dataset, group, dtype, device) for group in groups]
     weights = [len(group) / sum(len(g) for g in groups) for group in groups]
     loss = torch.zeros((), dtype=torch.float64)
-    with_orbitals = config.orbital_weight > 0 or config.density_weight > 0
-    if config.matrix_weight > 0 or with_orbitals:
+    if config.matrix_weight > 0 or config.with_orbitals:
         preds = ddp_model([b["positions"] for b in batches], [b["atomic_numbers"] for b in batches])
         for pred, batch, weight, group in zip(preds, batches, weights, groups, strict=True):
             if config.matrix_weight > 0:
                 lh, ls = loss_terms(pred, batch, model)
                 loss = loss + weight * config.matrix_weight * (lh + config.overlap_weight * ls)
-            if with_orbitals:
+            if config.with_orbitals:
                 loss = loss + weight * orbital_term(pred, batch, group, orbitals, model, config)
-    if config.energy_weight > 0 or config.force_weight > 0:
+    if config.with_energy:
         for group, batch, weight in zip(groups, batches, weights, strict=True):
             de, df = energy_terms(
                 ddp_model, dataset, group, batch, integrals, target, forces=config.force_weight > 0, train=True
@@ -93,10 +92,10 @@ def validate(
     (uHa) of the occupied orbitals' energies, the diagonal of C^T H_pred C (first order, exact S), and the
     root-mean-square first-order occupied-virtual rotation X_ia / (eps_a - eps_i) (1e-6)."""
     config = config or TrainConfig()
-    with_energy = integrals is not None and (config.energy_weight > 0 or config.force_weight > 0)
+    with_energy = integrals is not None and config.with_energy
     model.eval()
     n, loss, h_abs, s_abs, e_abs, f_abs, eps_abs, rotation_sq = 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-    with_orbitals = orbitals is not None and (config.orbital_weight > 0 or config.density_weight > 0)
+    with_orbitals = orbitals is not None and config.with_orbitals
     device = next(model.parameters()).device
     for mini_batch in mini_batches(dataset, indices, batch_size, None):
         groups = composition_groups(dataset, mini_batch)

@@ -208,7 +208,7 @@ class _Trainer:
     def __init__(self, config: TrainConfig, data: _Data, model: PhiSNet, rank: int, world: int, progress, log):
         self.config, self.data, self.model = config, data, model
         self.rank, self.world, self.progress, self.log = rank, world, progress, log
-        self.device = next(model.parameters()).device
+        self.device, self.dtype = next(model.parameters()).device, next(model.parameters()).dtype
         self.out = Path(config.out)
         self.best_path, self.last_path = self.out / "best.pt", self.out / "last.pt"
         self.ddp_model = model
@@ -259,7 +259,7 @@ class _Trainer:
             data.dataset,
             data.splits["val"],
             config.batch_size * 2,
-            torch.float32,
+            self.dtype,
             config,
             data.integrals,
             data.target,
@@ -323,7 +323,7 @@ class _Trainer:
             self.model,
             data.dataset,
             chunk,
-            torch.float32,
+            self.dtype,
             config,
             data.integrals,
             data.target,

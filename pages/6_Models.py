@@ -44,7 +44,9 @@ def summary(path: str, mtime: float) -> dict:
     return {
         "trained on": "CCSD(T) E and F" if energies else "H matrices",
         "training structures": splits.get("train", 0) + ModelInfo.from_metadata(meta).n_extra_structures,
-        "validation H MAE / uHa": "(trained on energies)" if energies else ("" if validation is None else validation),
+        "validation H MAE / uHa": "(trained on energies)"
+        if energies
+        else ("" if validation is None else f"{validation:.1f}"),
         "orbital subspace": meta.get("subspace", 0.0),
         "MB": round(Path(path).stat().st_size / 1e6, 1),
         "its data: train / val / test": split_sizes(splits),

@@ -34,7 +34,7 @@ PAGES = [
     ("Equivariance", "equivariance", "Largest relative error"),
     ("SCF_guess", "scf_guess", "Predicted guess:"),
     ("Train", "train", "Training steps"),
-    ("Models", "models", "water"),
+    ("Models", "models", "Training structures: the training split"),
 ]
 
 

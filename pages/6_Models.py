@@ -47,8 +47,8 @@ def summary(path: str, mtime: float) -> dict:
         "validation H MAE / uHa": "(trained on energies)"
         if energies
         else ("" if validation is None else f"{validation:.1f}"),
-        "orbital subspace": meta.get("subspace", 0.0),
-        "MB": round(Path(path).stat().st_size / 1e6, 1),
+        "orbital subspace": f"{meta.get('subspace') or 0:g}",
+        "MB": f"{Path(path).stat().st_size / 1e6:.1f}",  # text: a table prints floats to 4 places
         "its data: train / val / test": split_sizes(splits),
     }
 
@@ -63,7 +63,7 @@ for name, path, card, _ in entries:
         rows.append({"model": name, "for": purpose(card), **summary(str(path), path.stat().st_mtime)})
     except Exception as exc:  # a broken file is listed with its problem, the page goes on
         rows.append({"model": name, "for": f"unreadable: {exc}"})
-st.dataframe(pd.DataFrame(rows).fillna(""), hide_index=True, width="stretch")
+st.table(pd.DataFrame(rows).fillna(""), hide_index=True)  # a table wraps its cells: every column stays in view
 st.caption(
     "Training structures: the training split of its data plus any training-only data (--extra-train). "
     "Orbital subspace: orbitals are solved above this overlap eigenvalue (0: the full problem)."

@@ -75,7 +75,7 @@ def test_every_page_runs_with_its_defaults(page):
         text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
         assert "**PySCF reference**" not in text and "signs are matched" not in text
     elif name == "Models":
-        assert "water" in at.dataframe[0].value["model"].tolist()
+        assert "water" in at.table[0].value["model"].tolist()
     elif name == "Train":
         assert "No jobs yet" in at.info[0].value
 
@@ -211,7 +211,7 @@ def test_models_page_shows_the_transfer_learning_table():
     shown = [d.value["H MAE / uHa"].iloc[0] for d in at.dataframe if "H MAE / uHa" in d.value.columns]
     assert report["models"][0]["H_MAE_uHa"] in shown
     # The summary table gives each model's split sizes as a person reads them, from the checkpoint's metadata.
-    summary = next(d.value for d in at.dataframe if "its data: train / val / test" in d.value.columns)
+    summary = at.table[0].value  # a static table, so that no column is cut off
     water = summary.set_index("model").loc["water", "its data: train / val / test"]
     # What each model is for (its card's title), how many structures it trained on, and no "None" anywhere.
     by_model = summary.set_index("model")
@@ -392,3 +392,22 @@ def test_sidebar_counts_the_training_split_and_the_extra_structures():
     assert said({"data": data, "splits": {**splits, "test_ood": 2}, "molecules": molecules}) == (
         "trained on 220 structures of 2 molecules (30 validation, 50 test; 1 more molecule held out)"
     )
+
+
+def test_the_navigation_names_every_page():
+    """app.py declares the pages (so the home page is "Predict", not the file name "app"): every file in
+    pages/ and the home page are listed, each under its own title and URL path."""
+    import ast
+
+    tree = ast.parse((ROOT / "app.py").read_text())
+    table = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "PAGES")
+    entries = ast.literal_eval(table)
+    files = [file for file, _, _ in entries]
+    assert files[0] == "home.py" and entries[0][1] == "Predict"
+    assert sorted(files[1:]) == sorted(f"pages/{Path(p).name}" for p in PAGES)
+    assert all((ROOT / file).is_file() for file in files)
+    assert len({title for _, title, _ in entries}) == len({url for _, _, url in entries}) == len(entries)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[app_common.PINNED_KEY] = True
+    at.run()
+    assert not at.exception and "phisnet" in [t.value for t in at.title]  # app.py runs the home page

@@ -291,7 +291,7 @@ def want_reference(atoms: ase.Atoms, predictor=None) -> bool:
         return True
     st.sidebar.caption(
         f"The PySCF calculation of this molecule would take about {format_duration(seconds)} here, during which "
-        "the page waits (it cannot be stopped once started; the result is kept for this geometry)."
+        "a progress bar shows its iterations and Stop at the top right cancels it (kept for this geometry)."
     )
     if st.sidebar.button(f"Run it (about {format_duration(seconds)})"):
         confirmed.add(geometry_key(atoms))
@@ -367,10 +367,29 @@ def atoms_from_key(key: tuple) -> ase.Atoms:
 # ----------------------------------------------------------------------------- cached calculations
 
 
-@st.cache_data(show_spinner=False, max_entries=64)  # reference_for shows the spinner, with the time to expect
-def reference(key: tuple, xc: str, basis: str, forces: bool = False):
-    atoms = atoms_from_key(key)
-    return run_dft(atoms, xc=xc, basis=basis, charge=key[2], forces=forces)
+#: How many PySCF references the app keeps (the oldest goes first).
+MAX_REFERENCES = 64
+#: SCF iterations a progress bar expects (a minao start of these molecules takes 10-20).
+TYPICAL_SCF_ITERATIONS = 15
+
+
+@st.cache_resource(show_spinner=False)
+def _reference_store() -> dict:
+    """PySCF references of this server, by (geometry key, xc, basis, forces). A plain store rather than
+    st.cache_data, whose replay of elements drawn inside a cached call would redraw the progress bar."""
+    return {}
+
+
+def reference(key: tuple, xc: str, basis: str, forces: bool = False, progress=None):
+    """PySCF at this level, computed once per geometry; ``progress(iteration, energy)`` while it runs."""
+    store = _reference_store()
+    entry = (key, xc, basis, forces)
+    if entry not in store:
+        result = run_dft(atoms_from_key(key), xc=xc, basis=basis, charge=key[2], forces=forces, progress=progress)
+        while len(store) >= MAX_REFERENCES:
+            store.pop(next(iter(store)))
+        store[entry] = result
+    return store[entry]
 
 
 @st.cache_data(show_spinner="Energy and forces from the predicted Hamiltonian ...", max_entries=64)
@@ -424,9 +443,24 @@ def reference_for(atoms: ase.Atoms, predictor):
     home page's end-to-end section reuses this calculation); no other page shows forces."""
     info = predictor.info
     forces = info.end_to_end_energy and not info.beyond_scf
+    key = geometry_key(atoms)
+    if (key, info.xc, info.basis, forces) in _reference_store():
+        return reference(key, info.xc, info.basis, forces)
     seconds = format_duration(reference_estimate(atoms, predictor))
-    with st.spinner(f"PySCF is running the SCF (about {seconds} here; kept for this geometry) ..."):
-        return reference(geometry_key(atoms), info.xc, info.basis, forces)
+    text = f"PySCF is running the SCF (about {seconds} here; kept for this geometry; Stop at the top right cancels)"
+    bar = st.progress(0.0, text=f"{text} ...")
+
+    def tick(iteration: int, energy: float) -> None:  # drawing lets Streamlit's Stop end the SCF between iterations
+        share = min(iteration / TYPICAL_SCF_ITERATIONS, 0.95)
+        bar.progress(share, text=f"{text}: iteration {iteration}, energy {energy:.8f} Ha")
+
+    try:
+        result = reference(key, info.xc, info.basis, forces, progress=tick)
+    except BaseException:  # stopped: a long calculation asks again rather than restarting on the next click
+        st.session_state.get("phisnet_long_references", set()).discard(key)
+        raise
+    bar.empty()
+    return result
 
 
 @st.cache_data(show_spinner="PySCF is running CCSD(T) with forces (cached for this geometry) ...", max_entries=32)

@@ -9,6 +9,7 @@ use ROKS/ROHF, whose Fock matrix is PySCF's effective restricted open-shell one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ase
@@ -108,6 +109,7 @@ def run_dft(
     forces: bool = True,
     grid_level: int | None = None,
     second_order: bool = False,
+    progress: Callable[[int, float], None] | None = None,
 ) -> Reference:
     """Run a PySCF SCF calculation and collect what the model learns.
 
@@ -124,6 +126,8 @@ def run_dft(
     forces : also compute analytic forces (only when converged).
     grid_level : DFT integration grid level; PySCF's default (3) when None.
     second_order : use PySCF's second-order (Newton) solver, for hard cases.
+    progress : called after every SCF iteration with its number (1, 2, ...) and energy (Hartree); an exception
+        it raises stops the calculation (the app's Stop button works this way).
 
     Returns
     -------
@@ -143,6 +147,8 @@ def run_dft(
 
     def record(envs):
         energies.append(float(envs["e_tot"]))
+        if progress is not None:
+            progress(len(energies), energies[-1])
 
     mf.callback = record
     t0 = time.perf_counter()

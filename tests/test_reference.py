@@ -90,3 +90,20 @@ def test_the_scf_time_estimate_is_the_right_scale():
     assert estimate_scf_seconds(ethanol, xc="hf") < estimate_scf_seconds(ethanol)
     hydroxide = read_molecules("[OH-]", format="smiles")[0]  # an ion: its electron count, not its nuclei's
     assert estimate_scf_seconds(hydroxide) > 0
+
+
+def test_progress_sees_every_iteration_and_can_stop_the_scf(water):
+    seen = []
+    result = run_dft(water, xc="hf", forces=False, progress=lambda i, e: seen.append((i, e)))
+    assert [i for i, _ in seen] == list(range(1, result.n_iterations + 1))
+    assert seen[-1][1] == pytest.approx(result.energy, abs=1e-8)
+
+    class Stopped(Exception):
+        pass
+
+    def stop(iteration, energy):  # what Streamlit's Stop button does from the app's progress bar
+        if iteration == 2:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        run_dft(water, xc="hf", forces=False, progress=stop)

@@ -395,7 +395,7 @@ def reference(key: tuple, xc: str, basis: str, forces: bool = False, progress=No
 @st.cache_data(show_spinner="Energy and forces from the predicted Hamiltonian ...", max_entries=64)
 def cached_end_to_end(key: tuple, model_path: str) -> tuple[float, np.ndarray]:
     """End-to-end energy (Hartree) and forces (Hartree/Angstrom) of a model, in float64."""
-    from phisnet.observables import predict_energy_and_forces
+    from phisnet.end_to_end import predict_energy_and_forces
 
     return predict_energy_and_forces(cached_model(model_path, double=True), atoms_from_key(key), key[2])
 

@@ -3,7 +3,7 @@
     python benchmarks/end_to_end_forces.py [--models pretrained/water.pt pretrained/water-hf.pt] [--n 3]
 
 For each model (loaded in float64), on the first --n test-split geometries of its own
-dataset, the forces -dE/dR of E = 1/2 Tr[P (h + F)] + E_nuc (``phisnet.observables.end_to_end``:
+dataset, the forces -dE/dR of E = 1/2 Tr[P (h + F)] + E_nuc (``phisnet.end_to_end.end_to_end``:
 autograd through the network, PySCF derivative integrals for S, h and E_nuc) against central
 differences of E (step 1e-4 Angstrom, S, h and E_nuc recomputed at each displaced geometry).
 Prints the largest deviation in Hartree/Bohr (target: below 1e-5) and the time per force
@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scf_guess import held_out_structures  # noqa: E402 - the benchmark scripts share the held-out selection
 
-from phisnet.observables import predict_energy_and_forces  # noqa: E402
+from phisnet.end_to_end import predict_energy_and_forces  # noqa: E402
 from phisnet.predictor import load  # noqa: E402
 from phisnet.reference import BOHR  # noqa: E402
 

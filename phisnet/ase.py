@@ -10,7 +10,7 @@ Two routes to the energy, chosen by the model (``route``):
 
 - ``"end-to-end"`` for models trained with energies or forces (a non-zero ``energy_weight`` or
   ``force_weight`` in the checkpoint's ``train_config``: the CCSD(T) water model): E = 1/2 Tr[P (h + F)] +
-  E_nuc of the predicted Fock matrix F (``phisnet.observables.end_to_end``), and the forces are exactly
+  E_nuc of the predicted Fock matrix F (``phisnet.end_to_end.end_to_end``), and the forces are exactly
   -dE/dR by autograd, so dynamics conserve this energy.
 - ``"variational"`` for the others (``trained_with_energies`` says why): PySCF's energy functional at the
   predicted density and PySCF's analytic SCF gradient with the predicted orbitals
@@ -58,7 +58,8 @@ class PhiSNetCalculator(Calculator):
         self._checked_numbers = None
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        from phisnet.observables import energy_and_forces, predict_energy_and_forces, predict_wavefunction
+        from phisnet.end_to_end import predict_energy_and_forces
+        from phisnet.observables import energy_and_forces, predict_wavefunction
 
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms

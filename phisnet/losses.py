@@ -17,7 +17,7 @@ as it is and a core-to-high-virtual entry far less): X_ia / (eps_a - eps_i) is t
 rotation of occupied orbital i towards virtual a, the density error an SCF guess starts from,
 and validation reports its root-mean-square. With ``energy_weight`` or
 ``force_weight`` above zero the loss adds the MSE of the end-to-end energy (eV) and forces
-(eV/Angstrom) of the predicted Fock matrix (``phisnet.observables.end_to_end``) against the dataset's CCSD(T) labels
+(eV/Angstrom) of the predicted Fock matrix (``phisnet.end_to_end.end_to_end``) against the dataset's CCSD(T) labels
 (``phisnet ccsdt``) or its own reference energies.
 """
 
@@ -158,7 +158,7 @@ class IntegralCache:
 
     def batch(self, indices: list[int]) -> dict:
         from phisnet.dataset import sample_atoms
-        from phisnet.observables import geometry_integrals, stack_integrals
+        from phisnet.end_to_end import geometry_integrals, stack_integrals
 
         for i in indices:
             if i not in self.items:
@@ -169,8 +169,8 @@ class IntegralCache:
 
 def energy_terms(model, dataset, chunk, batch, integrals: IntegralCache, target: str, forces: bool, train: bool):
     """End-to-end energies and forces of a batch and their errors (eV, eV/A) against the target."""
+    from phisnet.end_to_end import end_to_end
     from phisnet.metrics import target_labels
-    from phisnet.observables import end_to_end
     from phisnet.reference import HARTREE_EV
 
     e_key, f_key = target_labels(target)

@@ -416,9 +416,9 @@ def reference_errors(dataset, indices, target: str, name: str) -> EnergyErrors:
 
 
 def end_to_end_errors(predictor, dataset, indices, target: str, name: str, progress: bool = False) -> EnergyErrors:
-    """A model's end-to-end energy and forces (``phisnet.observables.end_to_end``) against the target."""
+    """A model's end-to-end energy and forces (``phisnet.end_to_end.end_to_end``) against the target."""
     from phisnet.dataset import sample_atoms
-    from phisnet.observables import predict_energy_and_forces
+    from phisnet.end_to_end import predict_energy_and_forces
 
     e_key, f_key = target_labels(target)
     charge = predictor.info.charge

@@ -5,16 +5,16 @@ import pytest
 import torch
 
 from phisnet.config import PhiSNetConfig
-from phisnet.errors import InputError
-from phisnet.io import read_molecules
-from phisnet.model import PhiSNet
-from phisnet.observables import (
+from phisnet.end_to_end import (
     end_to_end,
     energy_from_hamiltonian,
     geometry_integrals,
     occupied_density,
     stack_integrals,
 )
+from phisnet.errors import InputError
+from phisnet.io import read_molecules
+from phisnet.model import PhiSNet
 from phisnet.predictor import load
 from phisnet.reference import build_mol, make_mf
 from phisnet.torchtools import default_dtype

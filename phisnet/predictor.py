@@ -83,7 +83,7 @@ class Predictor:
     def subspace(self) -> float:
         """Overlap-eigenvalue threshold the model's orbitals are solved above (metadata ``subspace``; 0: all).
 
-        Chosen on validation data by ``phisnet subspace --write`` (``phisnet.metrics.choose_subspace``).
+        Chosen on validation data by ``phisnet subspace --write`` (``phisnet.subspace.choose_subspace``).
         """
         return self.info.subspace
 

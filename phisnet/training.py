@@ -402,8 +402,8 @@ def _summary(step: int, metrics: dict, lr: float) -> str:
 
 def _choose_subspace(best_path: Path, dataset, indices, progress: bool, log) -> None:
     """Choose the best model's orbital subspace on the validation structures and store it in its checkpoint."""
-    from phisnet.metrics import choose_subspace, store_subspace
     from phisnet.predictor import load
+    from phisnet.subspace import choose_subspace, store_subspace
 
     choice = choose_subspace(load(best_path), dataset, indices, progress=progress)
     choice.split = "val"

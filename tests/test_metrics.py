@@ -161,9 +161,9 @@ def _sample(atoms, ref):
 
 
 def test_choose_subspace_keeps_a_right_hamiltonian_whole_and_cuts_an_error_along_near_null_overlap(water_ref):
-    from phisnet.metrics import SubspaceChoice, choose_subspace, occupied_space_error
     from phisnet.observables import solve
     from phisnet.predictor import Prediction
+    from phisnet.subspace import SubspaceChoice, choose_subspace, occupied_space_error
 
     atoms = read_molecules("water")[0]
     H, S = water_ref.hamiltonian, water_ref.overlap

@@ -37,8 +37,9 @@ def add_parser(sub, fmt) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from phisnet.dataset import HamiltonianDataset
-    from phisnet.metrics import SUBSPACE_CANDIDATES, choose_subspace, model_split, store_subspace
+    from phisnet.metrics import model_split
     from phisnet.predictor import load
+    from phisnet.subspace import SUBSPACE_CANDIDATES, choose_subspace, store_subspace
 
     if args.write and args.split != "val":
         raise InputError(

@@ -192,68 +192,89 @@ def _prepare_set(db, entries, settings: SetSettings, log) -> dict:
 def _generate_set_locked(
     db, out, entries, metadata, settings: SetSettings, n, pool, progress, log, guess_model=None
 ) -> Path:
-    import zlib
-
-    from phisnet.molecules import rdkit_molecule
-    from phisnet.sampling import force_field_modes
-
-    names = [e.name for e in entries]
-    by_name = {e.name: e for e in entries}
-    info = metadata["molecules"]
-    done: dict[str, set[int]] = {name: set() for name in names}
-    for row in db.select(include_data=False):
-        if row.get("molecule") in done:
-            done[row.molecule].add(row.sample_index)
-    failed = {name: set(metadata["failed"].get(name, [])) for name in names}
-    pending: dict[str, set[int]] = {name: set() for name in names}
-    modes: dict[str, list] = {}
-    level = _level(settings, guess_model)
-    total = n * len(names)
-    have = sum(min(n, len(d)) for d in done.values())
-    if have >= total:
-        log(f"{out} already holds {n} structures of each of the {len(names)} molecules; nothing to do.")
+    fill = _SetFill(db, entries, metadata, settings, n, _level(settings, guess_model), log)
+    total = n * len(fill.names)
+    if fill.count() >= total:
+        log(f"{out} already holds {n} structures of each of the {len(fill.names)} molecules; nothing to do.")
         return out
-
-    def next_task():
-        filled = {name: len(done[name]) + len(pending[name]) for name in names}
-        name = min(names, key=lambda m: filled[m])  # least filled first: round-robin
-        if filled[name] >= n:
-            return None
-        i = next(k for k in range(10**9) if k not in done[name] and k not in failed[name] and k not in pending[name])
-        if name not in modes:
-            mol = rdkit_molecule(by_name[name])
-            modes[name] = [force_field_modes(mol, np.asarray(p)) for p in info[name]["conformers"]]
-        conformer = i % len(modes[name])
-        rng = np.random.default_rng([settings.seed, zlib.crc32(name.encode()), i])
-        if i < settings.minima:
-            positions = _minimum(info[name], conformer, i // len(modes[name]) % 2 == 1, rng)
-        else:
-            positions = thermal_sample(modes[name][conformer], settings.temperature, rng)
-        pending[name].add(i)
-        return (name, i, conformer), (list(info[name]["symbols"]), positions, level)
-
-    def record(key, args, ref):
-        name, i, conformer = key
-        pending[name].discard(i)
-        if ref.converged:
-            extra = dict(molecule=name, conformer=conformer, held_out=bool(by_name[name].held_out))
-            _write_row(db, i, args[1], args[0], ref, **extra)
-            done[name].add(i)
-        else:
-            failed[name].add(i)
-            md = dict(db.metadata)
-            md["failed"] = {m: sorted(f) for m, f in failed.items() if f}
-            db.metadata = md
-            log(f"{name} structure {i}: the SCF did not converge; it is skipped and another is drawn.")
-        bar.n = sum(min(n, len(d)) for d in done.values())
-        bar.refresh()
-
-    bar = tqdm(total=total, initial=have, unit="structure", desc=f"{len(names)} molecules", disable=not progress)
+    fill.bar = tqdm(
+        total=total, initial=fill.count(), unit="structure", desc=f"{len(fill.names)} molecules", disable=not progress
+    )
     try:
-        pool.run(next_task, record)
+        pool.run(fill.next_task, fill.record)
     finally:
-        bar.close()
+        fill.bar.close()
     return out
+
+
+class _SetFill:
+    """Which structure of which molecule a molecule set computes next, and what came back.
+
+    Molecules fill round-robin (the least filled first); a structure index is drawn once: done rows
+    (from the database), failed ones (in its metadata) and those in flight are never drawn again, and
+    every structure is a function of (seed, molecule, index), so a resumed run adds the same rows.
+    """
+
+    def __init__(self, db, entries, metadata, settings: SetSettings, n: int, level, log):
+        self.db, self.settings, self.n, self.level, self.log = db, settings, n, level, log
+        self.names = [e.name for e in entries]
+        self.by_name = {e.name: e for e in entries}
+        self.info = metadata["molecules"]
+        self.done: dict[str, set[int]] = {name: set() for name in self.names}
+        for row in db.select(include_data=False):
+            if row.get("molecule") in self.done:
+                self.done[row.molecule].add(row.sample_index)
+        self.failed = {name: set(metadata["failed"].get(name, [])) for name in self.names}
+        self.pending: dict[str, set[int]] = {name: set() for name in self.names}
+        self.modes: dict[str, list] = {}
+        self.bar = None
+
+    def count(self) -> int:
+        return sum(min(self.n, len(d)) for d in self.done.values())
+
+    def next_task(self):
+        filled = {name: len(self.done[name]) + len(self.pending[name]) for name in self.names}
+        name = min(self.names, key=lambda m: filled[m])
+        if filled[name] >= self.n:
+            return None
+        taken = self.done[name] | self.failed[name] | self.pending[name]
+        i = next(k for k in range(10**9) if k not in taken)
+        conformer = i % len(self._modes(name))
+        self.pending[name].add(i)
+        return (name, i, conformer), (list(self.info[name]["symbols"]), self._positions(name, i, conformer), self.level)
+
+    def _modes(self, name: str) -> list:
+        from phisnet.molecules import rdkit_molecule
+        from phisnet.sampling import force_field_modes
+
+        if name not in self.modes:
+            mol = rdkit_molecule(self.by_name[name])
+            self.modes[name] = [force_field_modes(mol, np.asarray(p)) for p in self.info[name]["conformers"]]
+        return self.modes[name]
+
+    def _positions(self, name: str, i: int, conformer: int) -> np.ndarray:
+        import zlib
+
+        rng = np.random.default_rng([self.settings.seed, zlib.crc32(name.encode()), i])
+        if i < self.settings.minima:
+            return _minimum(self.info[name], conformer, i // len(self.modes[name]) % 2 == 1, rng)
+        return thermal_sample(self.modes[name][conformer], self.settings.temperature, rng)
+
+    def record(self, key, args, ref) -> None:
+        name, i, conformer = key
+        self.pending[name].discard(i)
+        if ref.converged:
+            extra = dict(molecule=name, conformer=conformer, held_out=bool(self.by_name[name].held_out))
+            _write_row(self.db, i, args[1], args[0], ref, **extra)
+            self.done[name].add(i)
+        else:
+            self.failed[name].add(i)
+            md = dict(self.db.metadata)
+            md["failed"] = {m: sorted(f) for m, f in self.failed.items() if f}
+            self.db.metadata = md
+            self.log(f"{name} structure {i}: the SCF did not converge; it is skipped and another is drawn.")
+        self.bar.n = self.count()
+        self.bar.refresh()
 
 
 def _minimum(info: dict, conformer: int, xtb: bool, rng: np.random.Generator) -> np.ndarray:

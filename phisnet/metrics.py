@@ -143,7 +143,6 @@ def evaluate(
     are solved within the model's ``subspace`` (``Predictor.subspace``), or the one given.
     """
     from phisnet.dataset import sample_atoms
-    from phisnet.observables import LINDEP_THRESHOLD, energy_and_forces, solve
     from phisnet.reference import HARTREE_EV, build_mol
 
     indices = list(range(len(dataset))) if indices is None else list(indices)
@@ -166,23 +165,18 @@ def evaluate(
         mol = build_mol(atoms, basis=basis, charge=charge, spin=spin)
         block_errors(pred.hamiltonian - H_ref, atoms.numbers, mol.aoslice_by_atom()[:, 2:], by_block)
         s_err.append(np.abs(pred.overlap - S_ref).mean())
-        n_occupied = mol.nelectron // 2
-        if int((np.linalg.eigvalsh(pred.overlap) > LINDEP_THRESHOLD).sum()) < n_occupied:
+        orbital = _orbital_comparison(pred, H_ref, S_ref, mol.nelectron // 2, subspace)
+        if orbital is None:
             n_unsolvable += 1  # no orbitals to compare: left out of eps and psi, and counted
         else:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                e, c = orbital_errors(pred.hamiltonian, pred.overlap, H_ref, S_ref, n_occupied, subspace)
-            n_orthogonalised += any("near-singular" in str(w.message) for w in caught)
-            eps_err.append(e)
-            psi.append(c)
+            eps_err.append(orbital[0])
+            psi.append(orbital[1])
+            n_orthogonalised += orbital[2]
         if energies:
-            orbitals = solve(pred.hamiltonian, mol.intor("int1e_ovlp"), mol.nelectron, subspace=subspace)
-            has_forces = bool(np.isfinite(sample["forces"].numpy()).all())  # not in data made with --no-forces
-            energy, forces = energy_and_forces(mol, orbitals, predictor.info.xc, forces=has_forces)
-            e_err.append(abs(energy - float(sample["energy"])))
-            if has_forces:
-                f_err.append(np.abs(forces - sample["forces"].numpy()).mean())
+            energy_error, force_error = _energy_comparison(pred, sample, mol, predictor.info.xc, subspace)
+            e_err.append(energy_error)
+            if force_error is not None:
+                f_err.append(force_error)
     milli_ev = HARTREE_EV * 1000
     return Metrics(
         n_structures=len(indices),
@@ -197,6 +191,31 @@ def evaluate(
         h_mae_by_block={kind: total / count * MICRO for kind, (total, count) in by_block.items()},
         subspace=subspace,
     )
+
+
+def _orbital_comparison(pred, H_ref, S_ref, n_occupied: int, subspace: float) -> tuple[float, float, bool] | None:
+    """(eps error, psi, whether the predicted S was orthogonalised), or None when the predicted overlap has no
+    room for the occupied orbitals."""
+    from phisnet.observables import LINDEP_THRESHOLD
+
+    if int((np.linalg.eigvalsh(pred.overlap) > LINDEP_THRESHOLD).sum()) < n_occupied:
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        e, c = orbital_errors(pred.hamiltonian, pred.overlap, H_ref, S_ref, n_occupied, subspace)
+    return e, c, any("near-singular" in str(w.message) for w in caught)
+
+
+def _energy_comparison(pred, sample, mol, xc: str, subspace: float) -> tuple[float, float | None]:
+    """|E - E_ref| (Hartree) of the predicted density and the forces' MAE (Hartree/Angstrom; None for data
+    made with --no-forces)."""
+    from phisnet.observables import energy_and_forces, solve
+
+    orbitals = solve(pred.hamiltonian, mol.intor("int1e_ovlp"), mol.nelectron, subspace=subspace)
+    has_forces = bool(np.isfinite(sample["forces"].numpy()).all())
+    energy, forces = energy_and_forces(mol, orbitals, xc, forces=has_forces)
+    force_error = float(np.abs(forces - sample["forces"].numpy()).mean()) if has_forces else None
+    return abs(energy - float(sample["energy"])), force_error
 
 
 def format_table(rows: list[tuple[str, Metrics]]) -> str:

@@ -292,26 +292,42 @@ class PhiSNet(nn.Module):
         The network runs in its parameters' dtype; a baseline's integrals are taken at the positions as given
         (float64 positions from a float32 model's Predictor: the integrals, and an exact S, of the geometry itself).
         """
-        given = positions
         dtype = next(self.parameters()).dtype
-        positions = [p.to(dtype) for p in positions]
-        graph = self._graph(positions, atomic_numbers)
-        src, dst, n_nodes, sh, envelope = graph["src"], graph["dst"], graph["n_nodes"], graph["sh"], graph["envelope"]
-        r = graph["r"]
-        rbf = self.gaussians(r, self.centers, self.width) * envelope  # [edges, n_radial]
-        fine = None
-        if self.config.fine_radial:
-            fine = self.gaussians(r, self.fine_centers, self.fine_width)  # [edges, fine_radial]
-
-        x = self.embed_linear(self.embedding(graph["elements"]).to(dtype))  # [nodes, irreps_x]
-        layer_fine = fine * envelope if self.config.fine_radial_interactions else None
-        for layer in self.interactions:
-            x = layer(x, sh, rbf, src, dst, n_nodes, graph["norm"], layer_fine)
-
-        if self.config.pair_mixing:
-            receiver, sender, second = (self.mix[name](x) for name in ("receiver", "sender", "self"))
+        graph = self._graph([p.to(dtype) for p in positions], atomic_numbers)
+        rbf = self.gaussians(graph["r"], self.centers, self.width) * graph["envelope"]  # [edges, n_radial]
+        fine = self.gaussians(graph["r"], self.fine_centers, self.fine_width) if self.config.fine_radial else None
+        x = self._node_features(graph, rbf, fine, dtype)
+        pair, diag = self._pair_features(x, graph, rbf, fine), self._self_features(x)
+        Q = self.Q.to(dtype)
+        outputs = [{} for _ in graph["groups"]]
+        h_diag, h_off = self.heads["h_diagonal"](diag, Q), self.heads["h_offdiagonal"](pair, Q)  # [nodes|edges, K, K]
+        self._assemble(graph, h_diag, h_off, self.h_reference, self.h_scale, outputs, "hamiltonian")
+        if self.baseline is not None:
+            self._add_baseline(outputs, positions, atomic_numbers, graph, dtype)
+        if self.config.exact_overlap:
+            return outputs
+        if self.config.two_center_overlap:  # on-site: the reference alone; pairs: two-centre features
+            s_diag, s_off = None, self.heads["s_offdiagonal"](self._two_center(graph), Q)
         else:
-            receiver = sender = second = x
+            s_diag, s_off = self.heads["s_diagonal"](diag, Q), self.heads["s_offdiagonal"](pair, Q)
+        self._assemble(graph, s_diag, s_off, self.s_reference, self.s_scale, outputs, "overlap")
+        return outputs
+
+    def _node_features(self, graph: dict, rbf, fine, dtype) -> torch.Tensor:
+        """Embedding and message passing: [nodes, irreps_x]."""
+        x = self.embed_linear(self.embedding(graph["elements"]).to(dtype))
+        layer_fine = fine * graph["envelope"] if self.config.fine_radial_interactions else None
+        for layer in self.interactions:
+            x = layer(x, graph["sh"], rbf, graph["src"], graph["dst"], graph["n_nodes"], graph["norm"], layer_fine)
+        return x
+
+    def _pair_features(self, x, graph: dict, rbf, fine) -> torch.Tensor:
+        """Features of every ordered atom pair (edge) for the off-diagonal blocks: [edges, irreps_x]."""
+        src, dst, sh, envelope = graph["src"], graph["dst"], graph["sh"], graph["envelope"]
+        if self.config.pair_mixing:
+            receiver, sender = self.mix["receiver"](x), self.mix["sender"](x)
+        else:
+            receiver = sender = x
         weights = self.pair_radial(rbf)  # [edges, pair_edge.weight_numel]
         if self.config.pair_radial_scalars:  # the scalars lead x's irreps: channels x 0e come first
             scalars = x[:, : self.config.channels]
@@ -322,32 +338,24 @@ class PhiSNet(nn.Module):
         pair = self.pair_product.project(
             self.pair_product.internal(receiver[dst], sender[src]), self.pair_linear_a
         ) + self.pair_edge.project(self.pair_edge.internal(sender[src], sh, weights), self.pair_linear_b)
-        pair = self.pair_gate(pair)  # [edges, irreps_x]
+        pair = self.pair_gate(pair)
         for layer in self.pair_updates:
             pair = layer(pair, sh, rbf)
-        diag = x + self.self_product.project(
-            self.self_product.internal(x, second), self.self_linear
-        )  # [nodes, irreps_x]
+        return pair
 
-        Q = self.Q.to(dtype)
-        outputs = [{} for _ in graph["groups"]]
-        h_diag, h_off = self.heads["h_diagonal"](diag, Q), self.heads["h_offdiagonal"](pair, Q)  # [nodes|edges, K, K]
-        self._assemble(graph, h_diag, h_off, self.h_reference, self.h_scale, outputs, "hamiltonian")
-        if self.baseline is not None:
-            for out, pos, numbers, group in zip(outputs, given, atomic_numbers, graph["groups"], strict=True):
-                M = self.baseline.integrals(pos, numbers)  # [B, F, nao, nao]
-                H0 = self.baseline(M, group[2])  # [B, nao, nao]; group[2]: element indices
-                out["hamiltonian"] = out["hamiltonian"] + H0.to(dtype)
-                if self.config.exact_overlap:  # float64 whatever the model's dtype: it is exact
-                    out["overlap"] = M[:, 0]
-        if self.config.exact_overlap:
-            return outputs
-        if self.config.two_center_overlap:  # on-site: the reference alone; pairs: two-centre features
-            s_diag, s_off = None, self.heads["s_offdiagonal"](self._two_center(graph), Q)
-        else:
-            s_diag, s_off = self.heads["s_diagonal"](diag, Q), self.heads["s_offdiagonal"](pair, Q)
-        self._assemble(graph, s_diag, s_off, self.s_reference, self.s_scale, outputs, "overlap")
-        return outputs
+    def _self_features(self, x) -> torch.Tensor:
+        """Features of every atom for the on-site blocks: [nodes, irreps_x]."""
+        second = self.mix["self"](x) if self.config.pair_mixing else x
+        return x + self.self_product.project(self.self_product.internal(x, second), self.self_linear)
+
+    def _add_baseline(self, outputs: list[dict], positions, atomic_numbers, graph: dict, dtype) -> None:
+        """Add the one-electron baseline to each composition's H; with ``exact_overlap``, S is its integral."""
+        for out, pos, numbers, group in zip(outputs, positions, atomic_numbers, graph["groups"], strict=True):
+            M = self.baseline.integrals(pos, numbers)  # [B, F, nao, nao]
+            H0 = self.baseline(M, group[2])  # [B, nao, nao]; group[2]: element indices
+            out["hamiltonian"] = out["hamiltonian"] + H0.to(dtype)
+            if self.config.exact_overlap:  # float64 whatever the model's dtype: it is exact
+                out["overlap"] = M[:, 0]
 
     # ------------------------------------------------------------------------- data-derived constants
 

@@ -392,57 +392,64 @@ class PhiSNet(nn.Module):
         """
         report = None
         if self.baseline is not None:
-            samples = list(samples)
-            report = self.baseline.fit(samples, self.element_indices)
-            residual = []
-            for sample in samples:
-                numbers = sample["atomic_numbers"]
-                positions = sample["positions"][None].to(self.baseline.onsite.dtype)  # as the network sees them
-                H0 = self.baseline.hamiltonian(positions, numbers, self.element_indices(numbers))[0]
-                residual.append({**sample, "hamiltonian": sample["hamiltonian"].double() - H0})
-            entries = torch.cat([r["hamiltonian"].reshape(-1) for r in residual])
-            report["mae_uHa"] = float(entries.abs().mean()) * 1e6
-            samples = residual
-        slots = self.orbitals.slots
-        starts = [self.orbitals.slot_start[s] for s in slots]
+            samples, report = self._baseline_residual(list(samples))
         for key, reference in (("hamiltonian", self.h_reference), ("overlap", self.s_reference)):
-            sums = torch.zeros_like(reference, dtype=torch.float64)
-            counts = torch.zeros(reference.shape[0], dtype=torch.float64)
-            for sample in samples:
-                elements = self.element_indices(sample["atomic_numbers"])
-                for e, block in zip(
-                    elements.tolist(), self.diagonal_blocks(sample[key], sample["atomic_numbers"]), strict=True
-                ):
-                    sums[e] += block.double()
-                    counts[e] += 1
-            mean = sums / counts.clamp(min=1)[:, None, None]
-            invariant = torch.zeros_like(mean)
-            for a, (la, _) in enumerate(slots):
-                for b, (lb, _) in enumerate(slots):
-                    if la != lb:
-                        continue
-                    n = 2 * la + 1
-                    sa, sb = starts[a], starts[b]
-                    trace = torch.diagonal(mean[:, sa : sa + n, sb : sb + n], dim1=1, dim2=2).sum(-1) / n
-                    invariant[:, sa : sa + n, sb : sb + n] = trace[:, None, None] * torch.eye(n, dtype=mean.dtype)
-            reference.copy_(invariant.to(reference.dtype))
-        # Output scales: the spread of what is left for the network.
+            reference.copy_(self._invariant_mean_blocks(samples, key).to(reference.dtype))
         for key, scale, reference in (
             ("hamiltonian", self.h_scale, self.h_reference),
             ("overlap", self.s_scale, self.s_reference),
         ):
-            residuals = []
-            for sample in samples:
-                elements = self.element_indices(sample["atomic_numbers"])
-                target = sample[key].double()
-                per_atom = []
-                for e in elements.tolist():
-                    idx = self.orbitals.element_index[e]
-                    per_atom.append(reference[e][np.ix_(idx, idx)])
-                ref = torch.block_diag(*per_atom).double()
-                residuals.append((target - ref).reshape(-1))
-            scale.fill_(float(torch.cat(residuals).std()))
+            scale.fill_(self._residual_spread(samples, key, reference))
         return report
+
+    def _baseline_residual(self, samples: list) -> tuple[list, dict]:
+        """Fit the baseline; the samples with H minus the baseline, and the fit report with ``mae_uHa``."""
+        report = self.baseline.fit(samples, self.element_indices)
+        residual = []
+        for sample in samples:
+            numbers = sample["atomic_numbers"]
+            positions = sample["positions"][None].to(self.baseline.onsite.dtype)  # as the network sees them
+            H0 = self.baseline.hamiltonian(positions, numbers, self.element_indices(numbers))[0]
+            residual.append({**sample, "hamiltonian": sample["hamiltonian"].double() - H0})
+        report["mae_uHa"] = float(torch.cat([r["hamiltonian"].reshape(-1) for r in residual]).abs().mean()) * 1e6
+        return residual, report
+
+    def _invariant_mean_blocks(self, samples, key: str) -> torch.Tensor:
+        """Per element, trace(block) / (2l+1) times the identity of its mean diagonal block, for every pair of
+        its shells with equal l (float64, [elements, K, K])."""
+        slots = self.orbitals.slots
+        starts = [self.orbitals.slot_start[s] for s in slots]
+        reference = self.h_reference if key == "hamiltonian" else self.s_reference
+        sums = torch.zeros_like(reference, dtype=torch.float64)
+        counts = torch.zeros(reference.shape[0], dtype=torch.float64)
+        for sample in samples:
+            elements = self.element_indices(sample["atomic_numbers"])
+            for e, block in zip(
+                elements.tolist(), self.diagonal_blocks(sample[key], sample["atomic_numbers"]), strict=True
+            ):
+                sums[e] += block.double()
+                counts[e] += 1
+        mean = sums / counts.clamp(min=1)[:, None, None]
+        invariant = torch.zeros_like(mean)
+        for a, (la, _) in enumerate(slots):
+            for b, (lb, _) in enumerate(slots):
+                if la != lb:
+                    continue
+                n = 2 * la + 1
+                sa, sb = starts[a], starts[b]
+                trace = torch.diagonal(mean[:, sa : sa + n, sb : sb + n], dim1=1, dim2=2).sum(-1) / n
+                invariant[:, sa : sa + n, sb : sb + n] = trace[:, None, None] * torch.eye(n, dtype=mean.dtype)
+        return invariant
+
+    def _residual_spread(self, samples, key: str, reference) -> float:
+        """The output scale: the standard deviation of what the references leave for the network."""
+        residuals = []
+        for sample in samples:
+            elements = self.element_indices(sample["atomic_numbers"])
+            index = [self.orbitals.element_index[e] for e in elements.tolist()]
+            per_atom = [reference[e][np.ix_(idx, idx)] for e, idx in zip(elements.tolist(), index, strict=True)]
+            residuals.append((sample[key].double() - torch.block_diag(*per_atom).double()).reshape(-1))
+        return float(torch.cat(residuals).std())
 
 
 # ----------------------------------------------------------------------------- checkpoints and prediction

@@ -84,16 +84,9 @@ def with_options(
         "two_center_overlap": two_center_overlap and not model.config.two_center_overlap,
         "exact_overlap": exact_overlap and not model.config.exact_overlap,
     }
-    if add["exact_overlap"] and not model.config.integral_baseline:
-        raise ValueError("exact_overlap takes S from the one-electron baseline's integrals; this model has none.")
-    if add["exact_overlap"] and add["two_center_overlap"]:
-        raise ValueError("exact_overlap replaces the predicted S: do not also add two_center_overlap.")
-    if add_interactions < 0:
-        raise ValueError(f"add_interactions must be 0 or more, not {add_interactions}.")
+    _check_additions(model, add, add_interactions)
     if not any(add.values()) and not add_interactions:
         return model
-    if add["fine_radial_interactions"] and not (model.config.fine_radial or add["fine_radial"]):
-        raise ValueError("fine_radial_interactions needs fine radial Gaussians: give fine_radial as well.")
     dtype = next(model.parameters()).dtype
     options = {name: True for name, wanted in add.items() if wanted}
     if add["fine_radial"]:
@@ -101,6 +94,25 @@ def with_options(
     old_layers = model.config.n_interactions
     options["n_interactions"] = old_layers + add_interactions
     upgraded = build_model(PhiSNetConfig.from_json({**model.config.to_json(), **options}), dtype)
+    _load_old_weights(upgraded, model, add, old_layers)
+    with torch.no_grad():
+        _start_as_identity(upgraded, add, old_layers, dtype)
+    return upgraded.to(next(model.parameters()).device).train(model.training)
+
+
+def _check_additions(model: PhiSNet, add: dict, add_interactions: int) -> None:
+    if add["exact_overlap"] and not model.config.integral_baseline:
+        raise ValueError("exact_overlap takes S from the one-electron baseline's integrals; this model has none.")
+    if add["exact_overlap"] and add["two_center_overlap"]:
+        raise ValueError("exact_overlap replaces the predicted S: do not also add two_center_overlap.")
+    if add_interactions < 0:
+        raise ValueError(f"add_interactions must be 0 or more, not {add_interactions}.")
+    if add["fine_radial_interactions"] and not (model.config.fine_radial or add["fine_radial"]):
+        raise ValueError("fine_radial_interactions needs fine radial Gaussians: give fine_radial as well.")
+
+
+def _load_old_weights(upgraded: PhiSNet, model: PhiSNet, add: dict, old_layers: int) -> None:
+    """Copy every weight of ``model`` into ``upgraded``; what is left unset must be exactly the added parts."""
     state = model.state_dict()
     if add["two_center_overlap"] or add["exact_overlap"]:  # S from a new head, or from the integrals
         dropped = ("heads.s_", "overlap_radial.") if add["exact_overlap"] else ("heads.s_",)
@@ -114,23 +126,25 @@ def with_options(
             for name in optional_modules(upgraded, option)
         )
         + (("heads.s_offdiagonal.",) if add["two_center_overlap"] else ())
-        + tuple(f"interactions.{i}." for i in range(old_layers, options["n_interactions"]))
+        + tuple(f"interactions.{i}." for i in range(old_layers, upgraded.config.n_interactions))
     )
     assert not unexpected and all(key.startswith(new_prefixes) for key in missing), (missing, unexpected)
-    with torch.no_grad():
-        if add["pair_mixing"]:
-            for linear in upgraded.mix.values():
-                weights = []
-                for ins in linear.instructions:  # e3nn scales each path by path_weight: the identity is I / path_weight
-                    weights.append(torch.eye(ins.path_shape[0], dtype=dtype).reshape(-1) / ins.path_weight)
-                linear.weight.copy_(torch.cat(weights))
-        for option in ("pair_radial_scalars", "fine_radial", "fine_radial_interactions"):  # zero output layer: adds 0
-            if add[option]:
-                for mlp in optional_modules(upgraded, option).values():
-                    list(mlp.children())[-1].weight.zero_()
-        for layer in upgraded.interactions[old_layers:]:  # gate(0) = 0: x + 0, the identity
-            layer.update.linear.weight.zero_()
-    return upgraded.to(next(model.parameters()).device).train(model.training)
+
+
+def _start_as_identity(upgraded: PhiSNet, add: dict, old_layers: int, dtype) -> None:
+    """Set the added parts so that the upgraded model is the same function (except a new S head)."""
+    if add["pair_mixing"]:
+        for linear in upgraded.mix.values():
+            weights = []
+            for ins in linear.instructions:  # e3nn scales each path by path_weight: the identity is I / path_weight
+                weights.append(torch.eye(ins.path_shape[0], dtype=dtype).reshape(-1) / ins.path_weight)
+            linear.weight.copy_(torch.cat(weights))
+    for option in ("pair_radial_scalars", "fine_radial", "fine_radial_interactions"):  # zero output layer: adds 0
+        if add[option]:
+            for mlp in optional_modules(upgraded, option).values():
+                list(mlp.children())[-1].weight.zero_()
+    for layer in upgraded.interactions[old_layers:]:  # gate(0) = 0: x + 0, the identity
+        layer.update.linear.weight.zero_()
 
 
 def _widened_index(old_size: int, new_size: int, channels: int) -> torch.Tensor:
@@ -164,6 +178,42 @@ def _spread(old: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, scale: fl
     return new
 
 
+def _widen_module(name: str, module, model: PhiSNet, channels: int, noise: float, generator) -> bool:
+    """Set the weights of one module of the widened network from the same module of ``model``; False for a
+    module without weights of its own to widen."""
+    C = model.config.channels
+    old = model.get_submodule(name)
+
+    def index(old_size: int, new_size: int) -> torch.Tensor:
+        return _widened_index(old_size, new_size, C)
+
+    if isinstance(module, o3.Linear):
+        views = zip(old.weight_views(yield_instruction=True), module.weight_views(yield_instruction=True), strict=True)
+        for (_, ins_old, w_old), (_, ins_new, w_new) in views:
+            rows = index(ins_old.path_shape[0], ins_new.path_shape[0])
+            cols = index(ins_old.path_shape[1], ins_new.path_shape[1])
+            w_new.copy_(_spread(w_old, rows, cols, ins_old.path_weight / ins_new.path_weight, noise, generator))
+        if module.bias.numel():
+            raise ValueError("widened maps o3.Linear weights without biases.")
+    elif isinstance(module, ChannelwiseTensorProduct) and module.internal_weights:
+        module.weight.copy_(old.weight[index(len(old.weight), len(module.weight))])  # [paths, channels]
+    elif hasattr(module, "h_in") and hasattr(module, "weight"):  # a layer of e3nn's FullyConnectedNet
+        w_old = old.weight
+        if name.endswith("pair_radial_scalars.layer0"):  # inputs: radial basis, then both atoms' scalars
+            n = model.config.n_radial
+            rows = torch.cat([torch.arange(n), n + index(C, channels), n + C + index(C, channels)])
+        else:
+            rows = index(w_old.shape[0], module.weight.shape[0])
+        scale = (module.h_in / old.h_in) ** 0.5  # the layer divides by sqrt(its fan-in)
+        cols = index(w_old.shape[1], module.weight.shape[1])
+        module.weight.copy_(_spread(w_old, rows, cols, scale, noise, generator))
+    elif isinstance(module, (nn.Embedding, ElementPairRadial)):
+        module.weight.copy_(old.weight[..., index(old.weight.shape[-1], module.weight.shape[-1])])
+    else:
+        return False
+    return True
+
+
 def widened(model: PhiSNet, channels: int, noise: float = 0.1, seed: int = 0) -> PhiSNet:
     """The same function with ``channels`` channels per order (a multiple of the model's; for fine-tuning).
 
@@ -185,43 +235,11 @@ def widened(model: PhiSNet, channels: int, noise: float = 0.1, seed: int = 0) ->
     dtype = next(model.parameters()).dtype
     new = build_model(PhiSNetConfig.from_json({**model.config.to_json(), "channels": channels}), dtype)
     generator = torch.Generator().manual_seed(seed)
-    C, done = old_channels, set()
-
-    def index(old_size: int, new_size: int) -> torch.Tensor:
-        return _widened_index(old_size, new_size, C)
-
+    done = set()
     with torch.no_grad():
         for name, module in new.named_modules():
-            if not name:
-                continue
-            old = model.get_submodule(name)
-            if isinstance(module, o3.Linear):
-                views = zip(
-                    old.weight_views(yield_instruction=True), module.weight_views(yield_instruction=True), strict=True
-                )
-                for (_, ins_old, w_old), (_, ins_new, w_new) in views:
-                    rows = index(ins_old.path_shape[0], ins_new.path_shape[0])
-                    cols = index(ins_old.path_shape[1], ins_new.path_shape[1])
-                    w_new.copy_(_spread(w_old, rows, cols, ins_old.path_weight / ins_new.path_weight, noise, generator))
-                if module.bias.numel():
-                    raise ValueError("widened maps o3.Linear weights without biases.")
-            elif isinstance(module, ChannelwiseTensorProduct) and module.internal_weights:
-                module.weight.copy_(old.weight[index(len(old.weight), len(module.weight))])  # [paths, channels]
-            elif hasattr(module, "h_in") and hasattr(module, "weight"):  # a layer of e3nn's FullyConnectedNet
-                w_old = old.weight
-                if name.endswith("pair_radial_scalars.layer0"):  # inputs: radial basis, then both atoms' scalars
-                    n = model.config.n_radial
-                    rows = torch.cat([torch.arange(n), n + index(C, channels), n + C + index(C, channels)])
-                else:
-                    rows = index(w_old.shape[0], module.weight.shape[0])
-                scale = (module.h_in / old.h_in) ** 0.5  # the layer divides by sqrt(its fan-in)
-                cols = index(w_old.shape[1], module.weight.shape[1])
-                module.weight.copy_(_spread(w_old, rows, cols, scale, noise, generator))
-            elif isinstance(module, (nn.Embedding, ElementPairRadial)):
-                module.weight.copy_(old.weight[..., index(old.weight.shape[-1], module.weight.shape[-1])])
-            else:
-                continue
-            done.update(f"{name}.{p}" for p, _ in module.named_parameters(recurse=False))
+            if name and _widen_module(name, module, model, channels, noise, generator):
+                done.update(f"{name}.{p}" for p, _ in module.named_parameters(recurse=False))
         missing = {p for p, _ in new.named_parameters()} - done
         if missing:
             raise ValueError(f"widened does not know how to widen {sorted(missing)}.")

@@ -110,35 +110,19 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
         ] != [(1 if per_edge else U, l) for l in range(len(irreps_in2))]:
             raise ValueError(f"ChannelwiseTensorProduct needs uniform irreps, got {irreps_in1} and {irreps_in2}.")
         self.mode, self.channels = mode, U
-        T = _one_channel_coupling(len(irreps_in1), len(irreps_in2), lmax, mode)  # [d1, d2, K]
-        d2 = T.shape[1]
         # e3nn's output slots (one per path) are sorted by L, then by l1: the paths of one (l1, L) are a run of slots.
         slot_path = torch.empty(len(irreps_out), dtype=torch.long)
         slot_l1 = torch.empty(len(irreps_out), dtype=torch.long)
         for p, ins in enumerate(instructions):  # (i_in1, i_in2, i_out, mode, has_weight): slot i_out, weights p
             slot_path[ins[2]], slot_l1[ins[2]] = p, irreps_in1[ins[0]].ir.l
         self.register_buffer("slot_path", slot_path, persistent=False)
-        one_channel = o3.Irreps([(1, ir) for _, ir in irreps_out])
         Ls = sorted({ir.l for _, ir in irreps_out})
         self.first_slot = [min(s for s, (_, ir) in enumerate(irreps_out) if ir.l == L) for L in Ls]
         self.blocks = []  # (l1, index of L, 2L+1, first slot, end slot)
-        dtype = torch.get_default_dtype()
+        T = _one_channel_coupling(len(irreps_in1), len(irreps_in2), lmax, mode)  # [d1, d2, K]
         for l1 in range(len(irreps_in1)):
-            columns = []  # this l1's k in the internal order (L, M, path)
-            for i, L in enumerate(Ls):
-                run = [s for s, (_, ir) in enumerate(irreps_out) if ir.l == L and slot_l1[s] == l1]
-                if run:
-                    if run != list(range(run[0], run[-1] + 1)):  # e3nn sorts slots stably by L: never for these
-                        raise ValueError(f"the paths {l1} x . -> {L} are not consecutive in e3nn's output")
-                    self.blocks.append((l1, i, 2 * L + 1, run[0], run[-1] + 1))
-                    starts = [one_channel.slices()[s].start for s in run]
-                    columns += [start + M for M in range(2 * L + 1) for start in starts]
-            block = T[l1 * l1 : (l1 + 1) ** 2][:, :, columns]  # [2l1+1, d2, K_l1]
-            if per_edge:  # x2 first: A[e, k, i] = sum_j x2[e, j] T[i, j, k]
-                block = block.permute(1, 2, 0).reshape(d2, -1)  # [d2, K_l1 (2l1+1)]
-            else:  # the outer product first: rows (i, j)
-                block = block.reshape(-1, len(columns)).T  # [K_l1, (2l1+1) d2]
-            self.register_buffer(f"coupling_{l1}", block.contiguous().to(dtype), persistent=False)
+            columns = self._block_columns(l1, Ls, irreps_out, slot_l1)
+            self.register_buffer(f"coupling_{l1}", self._coupling_block(T, l1, columns, per_edge), persistent=False)
         self.sizes_in1, self.sizes_in2 = (
             [(mul * ir.dim, ir.dim) for mul, ir in irreps] for irreps in (irreps_in1, irreps_in2)
         )
@@ -148,6 +132,33 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
         self.block_paths = [s1 - s0 for *_, s0, s1 in self.blocks]
         block_slots = torch.cat([torch.arange(s0, s1) for *_, s0, s1 in self.blocks])
         self.register_buffer("block_path", slot_path[block_slots], persistent=False)  # weights in block order
+
+    def _block_columns(self, l1: int, Ls: list[int], irreps_out: o3.Irreps, slot_l1: torch.Tensor) -> list[int]:
+        """The columns k of the coupling tensor for the paths of x1's order ``l1``, in the internal order (L, M,
+        path); appends this l1's (l1, L) blocks to ``self.blocks``."""
+        one_channel = o3.Irreps([(1, ir) for _, ir in irreps_out])
+        columns = []
+        for i, L in enumerate(Ls):
+            run = [s for s, (_, ir) in enumerate(irreps_out) if ir.l == L and slot_l1[s] == l1]
+            if run:
+                if run != list(range(run[0], run[-1] + 1)):  # e3nn sorts slots stably by L: never for these
+                    raise ValueError(f"the paths {l1} x . -> {L} are not consecutive in e3nn's output")
+                self.blocks.append((l1, i, 2 * L + 1, run[0], run[-1] + 1))
+                starts = [one_channel.slices()[s].start for s in run]
+                columns += [start + M for M in range(2 * L + 1) for start in starts]
+        return columns
+
+    @staticmethod
+    def _coupling_block(T: torch.Tensor, l1: int, columns: list[int], per_edge: bool) -> torch.Tensor:
+        """This l1's part of T laid out for its matrix product: [d2, K_l1 (2l1+1)] per edge, else
+        [K_l1, (2l1+1) d2]."""
+        d2 = T.shape[1]
+        block = T[l1 * l1 : (l1 + 1) ** 2][:, :, columns]  # [2l1+1, d2, K_l1]
+        if per_edge:  # x2 first: A[e, k, i] = sum_j x2[e, j] T[i, j, k]
+            block = block.permute(1, 2, 0).reshape(d2, -1)
+        else:  # the outer product first: rows (i, j)
+            block = block.reshape(-1, len(columns)).T
+        return block.contiguous().to(torch.get_default_dtype())
 
     @staticmethod
     def _channels_last(x: torch.Tensor, sizes) -> list[torch.Tensor]:

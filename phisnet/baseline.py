@@ -20,8 +20,9 @@ screened attraction
 
 (nucleus C minus a Gaussian cloud of its charge with exponent zeta, 1/Bohr^2) is that short-ranged part; a few
 zeta let the fit shape the screening per kind of block (docs/model.md measures what they give the general model).
-Each W_zeta is one PySCF nuclear-attraction call with Gaussian nuclei (``Mole.set_nuc_mod``): a prediction pays
-milliseconds per zeta on small molecules, about 0.07 s on 30 atoms.
+All W_zeta come from one PySCF three-centre Coulomb call against unit-charge Gaussians on the nuclei
+(``_smeared_attractions``; their gradients from Gaussian nuclei, ``Mole.set_nuc_mod``): about 1 ms for water, 40 ms
+for uracil and 0.3 s for 30 atoms, one thread.
 
 Shapes: ``B`` structures of one composition, ``nao`` orbitals, ``E`` elements, ``n_slots`` padded shell slots,
 ``F`` integral features (3 plus the number of screening exponents).
@@ -69,8 +70,39 @@ def one_electron_integrals(atomic_numbers: np.ndarray, positions: np.ndarray, ba
     """
     mol = _mol(atomic_numbers, positions, basis)
     nuclear = mol.intor("int1e_nuc")
-    screened = [nuclear - _gaussian_nuclei(mol, zeta).intor("int1e_nuc") for zeta in screening]
+    screened = [nuclear - smeared for smeared in _smeared_attractions(mol, screening)]
     return np.stack([mol.intor("int1e_ovlp"), mol.intor("int1e_kin"), nuclear, *screened])
+
+
+def _smeared_attractions(mol, screening) -> list[np.ndarray]:
+    """-sum_C Z_C <mu| erf(sqrt(zeta) r_C) / r_C |nu> for every zeta: the attraction of Gaussian nuclear charges.
+
+    All of them in one three-centre Coulomb call (``int3c2e``) against a unit-charge s Gaussian of each exponent on
+    each nucleus, rather than one Gaussian-nuclei ``int1e_nuc`` call per zeta: the same integrals (to 1e-13) in
+    0.5-0.8 of the time (five exponents, one thread, busy machine: water 1.2 against 2.3 ms, uracil 41 against 60,
+    30 atoms 329 against 414).
+    """
+    if not screening:
+        return []
+    from pyscf import gto, lib
+    from pyscf.df import incore
+
+    zetas = [float(z) for z in screening]
+    clouds = gto.Mole()
+    clouds.atom = [("ghost-H", tuple(mol.atom_coord(atom))) for atom in range(mol.natm)]
+    clouds.unit = "Bohr"
+    clouds.basis = {"ghost-H": [[0, (zeta, 1.0)] for zeta in zetas]}
+    clouds.build(verbose=0)
+    centres = clouds.atom_coords()
+    n = len(zetas)
+    # PySCF normalises each function; rescale it to unit charge: (zeta/pi)^(3/2) at its centre.
+    at_centre = np.stack(
+        [clouds.eval_gto("GTOval_sph", centres[a : a + 1])[0, a * n : (a + 1) * n] for a in range(mol.natm)]
+    )
+    weights = -mol.atom_charges()[:, None] * (np.array(zetas) / np.pi) ** 1.5 / at_centre  # [atoms, zetas]
+    packed = incore.aux_e2(mol, clouds, "int3c2e", aosym="s2ij").reshape(-1, mol.natm, n)  # [pairs, atoms, zetas]
+    per_zeta = np.einsum("pak,ak->kp", packed, weights)
+    return [lib.unpack_tril(v) for v in per_zeta]
 
 
 def screened_attraction_gradient(atoms, basis: str, screening) -> np.ndarray:

@@ -50,8 +50,9 @@ def main() -> None:
     parser.add_argument(
         "--untrained",
         nargs="*",
-        default=["uracil"],
-        help="molecules timed with a randomly initialised model of the shipped size (speed needs no training)",
+        default=[] if Path("pretrained/uracil.pt").is_file() else ["uracil"],
+        help="molecules timed with a randomly initialised model of the shipped size (speed needs no training); "
+        "default: uracil while no uracil model ships",
     )
     parser.add_argument(
         "--set-smiles",

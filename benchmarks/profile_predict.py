@@ -2,14 +2,14 @@
 
     python benchmarks/profile_predict.py [--repeat 30] [--threads 1]
 
-For water and ethanol (their shipped models) and uracil (random weights in the ethanol model's configuration: time
-does not depend on the weights), each stage is timed with wall-clock wrappers around the modules and methods that
-make it, over --repeat predictions after a warm-up, and printed as milliseconds per prediction (mean) and share of
-``Predictor.predict``. Stages: graph (pairs, distances, spherical harmonics), radial basis, embedding, interaction
-layers, pair and self features (the rest of the network), output heads, block assembly into H, the baseline's
-PySCF integrals and its combination, and the rest of ``predict`` (conversions, thread setting, Python). Every
-prediction is of a new geometry (0.02 A random displacements), as in a trajectory. The wrappers cost a little
-themselves; compare stages, not totals, with benchmarks/inference.py.
+For water, ethanol and uracil (their shipped models; uracil with random weights in the ethanol model's configuration
+where none ships: time does not depend on the weights), each stage is timed with wall-clock wrappers around the
+modules and methods that make it, over --repeat predictions after a warm-up, and printed as milliseconds per
+prediction (mean) and share of ``Predictor.predict``. Stages: graph (pairs, distances, spherical harmonics), radial
+basis, embedding, interaction layers, pair and self features (the rest of the network), output heads, block assembly
+into H, the baseline's PySCF integrals and its combination, and the rest of ``predict`` (conversions, thread
+setting, Python). Every prediction is of a new geometry (0.02 A random displacements), as in a trajectory. The
+wrappers cost a little themselves; compare stages, not totals, with benchmarks/inference.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +27,8 @@ from phisnet.model import PhiSNet
 from phisnet.molecules import paper_molecule
 from phisnet.predictor import Predictor, load
 
-CASES = (("water", "pretrained/water.pt"), ("ethanol", "pretrained/ethanol.pt"), ("uracil", None))
+URACIL = "pretrained/uracil.pt" if Path("pretrained/uracil.pt").is_file() else None  # None: random weights
+CASES = (("water", "pretrained/water.pt"), ("ethanol", "pretrained/ethanol.pt"), ("uracil", URACIL))
 
 
 def timed(totals: dict, stage: str, fn):

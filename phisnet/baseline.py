@@ -231,12 +231,14 @@ class OneElectronBaseline(nn.Module):
     # ------------------------------------------------------------------------- fitting
 
     @torch.no_grad()
-    def fit(self, samples, element_indices) -> dict:
+    def fit(self, samples, element_indices, only_new: bool = False) -> dict:
         """Least-squares coefficients from samples (dicts with positions, atomic_numbers, hamiltonian).
 
         ``element_indices`` maps atomic numbers to element indices. Each kind of block gets the coefficients that
         minimise the squared error of its entries over all samples (minimum-norm where features coincide, as
-        S and T of an atom's own shells do). Returns {"kinds": how many kinds of block were fitted}.
+        S and T of an atom's own shells do). With ``only_new`` (a trained model meeting new data), only kinds
+        without coefficients yet (never seen) are fitted; the others keep theirs, so the model's H is unchanged
+        wherever it was trained. Returns {"kinds": how many kinds of block were fitted}.
         """
         E, n_slots = self.onsite.shape[0], self.onsite.shape[1]
         F = self.n_features
@@ -268,10 +270,13 @@ class OneElectronBaseline(nn.Module):
             normal[kinds] += np.add.reduceat(X[:, :, None] * X[:, None, :], starts, axis=0)
             right[kinds] += np.add.reduceat(X * y[:, None], starts, axis=0)
         fitted = 0
-        onsite = np.zeros(self.onsite.shape)
-        offsite = np.zeros(self.offsite.shape)
+        onsite = self.onsite.double().numpy().copy() if only_new else np.zeros(self.onsite.shape)
+        offsite = self.offsite.double().numpy().copy() if only_new else np.zeros(self.offsite.shape)
+        known = np.concatenate([offsite.reshape(-1, F).any(-1), onsite.reshape(-1, F + 1).any(-1)])  # [n_keys]
         diagonal = np.arange(F + 1)
         for key in np.flatnonzero(normal[:, diagonal, diagonal].sum(-1) > 0):
+            if only_new and known[key]:
+                continue
             present = np.diag(normal[key]) > 1e-20  # a feature absent from this kind of block keeps coefficient 0
             scale = np.sqrt(np.diag(normal[key])[present])  # columns to unit size for the solve
             A = normal[key][np.ix_(present, present)] / scale[:, None] / scale[None, :]

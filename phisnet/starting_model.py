@@ -73,9 +73,22 @@ def initial_model(config: TrainConfig, dataset, splits, dtype, progress, log) ->
         fit_overlap(
             model, dataset, splits["train"], splits["val"], config.overlap_fit_steps, progress=progress, log=log
         )
+    if model.baseline is not None:
+        _fill_baseline(model, dataset, splits["train"], config.init, log)
     config.model = model.config
     log(f"Starting from the weights of {config.init}.")
     return model
+
+
+def _fill_baseline(model: PhiSNet, dataset, train: list[int], init: str, log) -> None:
+    """Fit the baseline's kinds of block that the starting model never saw (a new molecule's pairs of shells:
+    ethanol's model meets malondialdehyde's O-O pairs) to the training structures; the rest stay as trained."""
+    report = model.baseline.fit([dataset[i] for i in train], model.element_indices, only_new=True)
+    if report["kinds"]:
+        log(
+            f"The baseline of {init} had no coefficients for {report['kinds']} kinds of shell-pair block of these "
+            "data; fitted them to the training structures (every other kind unchanged)."
+        )
 
 
 def new_model(config: TrainConfig, dataset, splits, dtype, log) -> PhiSNet:

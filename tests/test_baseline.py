@@ -78,6 +78,31 @@ def test_a_kind_of_block_never_seen_in_training_gets_no_baseline():
     assert len(h2) == 2
 
 
+def test_a_trained_baseline_meeting_new_kinds_of_block_fits_only_those():
+    """What ``--init`` does with a model whose baseline never saw some pairs of the new data (H2O2's O-O)."""
+    model = baseline_model()
+    model.fit_references(pbe_waters(2, seed=0))
+    onsite, offsite = model.baseline.onsite.clone(), model.baseline.offsite.clone()
+    (peroxide,) = read_molecules("H2O2")
+    ref = run_dft(peroxide, forces=False)
+    sample = {
+        "positions": torch.tensor(peroxide.positions),
+        "atomic_numbers": torch.tensor(peroxide.numbers),
+        "hamiltonian": torch.tensor(ref.hamiltonian),
+    }
+    o, h = model.element_indices(torch.tensor([8, 1])).tolist()
+    assert float(offsite[o, :, o].abs().max()) == 0.0  # water has no O-O pair
+    report = model.baseline.fit([sample], model.element_indices, only_new=True)
+    assert report["kinds"] > 0
+    assert float(model.baseline.offsite[o, :, o].abs().max()) > 0  # O-O now fitted
+    # every kind water had keeps its coefficients: the model's H is unchanged where it was trained
+    torch.testing.assert_close(model.baseline.onsite, onsite, rtol=0, atol=0)
+    torch.testing.assert_close(model.baseline.offsite[o, :, h], offsite[o, :, h], rtol=0, atol=0)
+    torch.testing.assert_close(model.baseline.offsite[h, :, h], offsite[h, :, h], rtol=0, atol=0)
+    model.baseline.fit([sample], model.element_indices)  # a full refit to H2O2 alone would move them
+    assert not torch.equal(model.baseline.offsite[o, :, h], offsite[o, :, h])
+
+
 def test_checkpoint_keeps_the_baseline_and_predicts_with_it(tmp_path):
     model = baseline_model(torch.float32)  # built as load builds it: e3nn's coefficients in float32
     model.fit_references(pbe_waters(2, seed=0))

@@ -112,7 +112,7 @@ def check_pages(url: str, out: Path | None, timeout: float = 240) -> dict[str, d
         browser = p.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
         for path, name, text in PAGES:
             page.goto(f"{url}/{path}")
             wait_until_done(page, text, timeout)
@@ -124,6 +124,9 @@ def check_pages(url: str, out: Path | None, timeout: float = 240) -> dict[str, d
                 "ink": canvas_ink(page) if name in ("orbitals", "home") else None,
             }
             if out is not None:
+                page.mouse.move(700, 500)  # measuring the canvas scrolled it into view: back to the top
+                page.mouse.wheel(0, -20000)
+                page.wait_for_timeout(300)
                 out.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(out / f"{name}.png"), full_page=True)
         browser.close()

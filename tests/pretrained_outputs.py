@@ -22,6 +22,7 @@ MOLECULE = {  # the molecule each shipped model predicts here; any other (the ge
     "water-ccsdt": "water",
     "ethanol": "ethanol",
     "malondialdehyde": "malondialdehyde",
+    "uracil": "uracil",
 }
 
 

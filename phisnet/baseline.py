@@ -95,11 +95,10 @@ def _smeared_attractions(mol, screening) -> list[np.ndarray]:
     clouds.build(verbose=0)
     centres = clouds.atom_coords()
     n = len(zetas)
-    # PySCF normalises each function; rescale it to unit charge: (zeta/pi)^(3/2) at its centre.
-    at_centre = np.stack(
-        [clouds.eval_gto("GTOval_sph", centres[a : a + 1])[0, a * n : (a + 1) * n] for a in range(mol.natm)]
-    )
-    weights = -mol.atom_charges()[:, None] * (np.array(zetas) / np.pi) ** 1.5 / at_centre  # [atoms, zetas]
+    # PySCF normalises each function; rescale it to unit charge: (zeta/pi)^(3/2) at its centre. Every nucleus
+    # carries the same functions, so the first one's values at its own centre serve all.
+    at_centre = clouds.eval_gto("GTOval_sph", centres[:1])[0, :n]  # [zetas]
+    weights = -mol.atom_charges()[:, None] * ((np.array(zetas) / np.pi) ** 1.5 / at_centre)[None]  # [atoms, zetas]
     packed = incore.aux_e2(mol, clouds, "int3c2e", aosym="s2ij").reshape(-1, mol.natm, n)  # [pairs, atoms, zetas]
     per_zeta = np.einsum("pak,ak->kp", packed, weights)
     return [lib.unpack_tril(v) for v in per_zeta]
@@ -248,14 +247,19 @@ class OneElectronBaseline(nn.Module):
         right = np.zeros((n_keys, F + 1))
         onsite_features = np.ones(F)
         onsite_features[:2] = 0.0
+        onsite = self.onsite.double().numpy().copy() if only_new else np.zeros(self.onsite.shape)
+        offsite = self.offsite.double().numpy().copy() if only_new else np.zeros(self.offsite.shape)
+        known = np.concatenate([offsite.reshape(-1, F).any(-1), onsite.reshape(-1, F + 1).any(-1)])  # [n_keys]
         for sample in samples:
             numbers = sample["atomic_numbers"]
             elements = element_indices(numbers)
-            positions = sample["positions"].to(self.onsite.dtype)  # as the network sees them: one cache entry
-            M = self.integrals(positions[None], numbers)[0].numpy()  # [F, nao, nao]
             same, e_mu, s_mu, e_nu, s_nu, identity = (np.asarray(t) for t in self._kinds(elements))
             on_key = n_off + (e_mu * n_slots + s_mu) * n_slots + s_nu
             keys = np.where(same, on_key, ((e_mu * n_slots + s_mu) * E + e_nu) * n_slots + s_nu)
+            if only_new and known[keys].all():
+                continue  # nothing new in this structure: its integrals would only feed kinds that stay
+            positions = sample["positions"].to(self.onsite.dtype)  # as the network sees them: one cache entry
+            M = self.integrals(positions[None], numbers)[0].numpy()  # [F, nao, nao]
             # On an atom's own blocks S and T are the same for every geometry (the identity term covers them) or
             # zero by symmetry (between shells of different l: rounding noise that a fit would amplify).
             M = np.where(same[None], onsite_features[:, None, None] * M, M)
@@ -270,9 +274,6 @@ class OneElectronBaseline(nn.Module):
             normal[kinds] += np.add.reduceat(X[:, :, None] * X[:, None, :], starts, axis=0)
             right[kinds] += np.add.reduceat(X * y[:, None], starts, axis=0)
         fitted = 0
-        onsite = self.onsite.double().numpy().copy() if only_new else np.zeros(self.onsite.shape)
-        offsite = self.offsite.double().numpy().copy() if only_new else np.zeros(self.offsite.shape)
-        known = np.concatenate([offsite.reshape(-1, F).any(-1), onsite.reshape(-1, F + 1).any(-1)])  # [n_keys]
         diagonal = np.arange(F + 1)
         for key in np.flatnonzero(normal[:, diagonal, diagonal].sum(-1) > 0):
             if only_new and known[key]:

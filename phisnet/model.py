@@ -394,7 +394,7 @@ class PhiSNet(nn.Module):
         if self.baseline is not None:
             samples, report = self._baseline_residual(list(samples))
         for key, reference in (("hamiltonian", self.h_reference), ("overlap", self.s_reference)):
-            reference.copy_(self._invariant_mean_blocks(samples, key).to(reference.dtype))
+            reference.copy_(self._invariant_mean_blocks(samples, key, reference).to(reference.dtype))
         for key, scale, reference in (
             ("hamiltonian", self.h_scale, self.h_reference),
             ("overlap", self.s_scale, self.s_reference),
@@ -414,12 +414,11 @@ class PhiSNet(nn.Module):
         report["mae_uHa"] = float(torch.cat([r["hamiltonian"].reshape(-1) for r in residual]).abs().mean()) * 1e6
         return residual, report
 
-    def _invariant_mean_blocks(self, samples, key: str) -> torch.Tensor:
+    def _invariant_mean_blocks(self, samples, key: str, reference: torch.Tensor) -> torch.Tensor:
         """Per element, trace(block) / (2l+1) times the identity of its mean diagonal block, for every pair of
         its shells with equal l (float64, [elements, K, K])."""
         slots = self.orbitals.slots
         starts = [self.orbitals.slot_start[s] for s in slots]
-        reference = self.h_reference if key == "hamiltonian" else self.s_reference
         sums = torch.zeros_like(reference, dtype=torch.float64)
         counts = torch.zeros(reference.shape[0], dtype=torch.float64)
         for sample in samples:

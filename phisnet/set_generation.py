@@ -257,8 +257,8 @@ class _SetFill:
 
         rng = np.random.default_rng([self.settings.seed, zlib.crc32(name.encode()), i])
         if i < self.settings.minima:
-            return _minimum(self.info[name], conformer, i // len(self.modes[name]) % 2 == 1, rng)
-        return thermal_sample(self.modes[name][conformer], self.settings.temperature, rng)
+            return _minimum(self.info[name], conformer, i // len(self._modes(name)) % 2 == 1, rng)
+        return thermal_sample(self._modes(name)[conformer], self.settings.temperature, rng)
 
     def record(self, key, args, ref) -> None:
         name, i, conformer = key

@@ -43,7 +43,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=sorted(glob.glob("pretrained/*.pt")))
     parser.add_argument("--repeat", type=int, default=20)
@@ -61,7 +61,11 @@ def main() -> None:
         help="extra molecules (SMILES) timed with every model trained on a molecule set; the default, nonan-1-ol, "
         "has 30 atoms, the size the general model is meant to answer in under a second",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if not args.models and not args.untrained:
         raise SystemExit("no models found in pretrained/")
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), PySCF with {lib.num_threads()} threads")
@@ -91,6 +95,11 @@ def main() -> None:
         config = PhiSNetConfig(**{**shipped.to_json(), "elements": sorted(set(atoms.numbers.tolist()))})
         predictor = Predictor(PhiSNet(config).eval(), {"xc": "pbe", "basis": config.basis})
         measure(f"{name} (untrained)", predictor, atoms, args.repeat, rss0)
+    print_notes(args, shipped)
+
+
+def print_notes(args: argparse.Namespace, shipped: PhiSNetConfig) -> None:
+    """What the table's columns mean."""
     print("MB: growth of the process's peak resident memory (ru_maxrss) during that step.")
     if args.untrained:
         print(

@@ -49,27 +49,8 @@ def main() -> None:
     for path in args.models:
         predictor = load(path)
         dataset = HamiltonianDataset(predictor.metadata["data"]["path"])
-        settings = dict(xc=predictor.info.xc, basis=predictor.info.basis)
         starts = ["minao", "predicted", *[f"scale {a:g}" for a in args.scales]]
-        counts: dict[str, list[int]] = {s: [] for s in starts}
-        errors: dict[str, list[tuple[float, float]]] = {s: [] for s in starts}
-        structures = list(held_out_structures(predictor, args.n))
-        for atoms in tqdm(structures, desc=Path(path).stem, unit="geometry", file=sys.stderr):
-            sample = dataset[atoms.info["index"]]
-            reference = sample["hamiltonian"].double().numpy()
-            wavefunction = predict_wavefunction(predictor, atoms)
-            H, S = wavefunction.hamiltonian, wavefunction.exact_overlap
-            n_electrons = int(atoms.numbers.sum())
-            ov = OccupiedVirtualError.from_matrices(H, reference, S, n_electrons)
-            error = (ov.rms, ov.rotation_rms)
-            run = dict(forces=False, conv_tol=DEFAULT_CONV_TOL, **settings)
-            counts["minao"].append(run_dft(atoms, init_guess="minao", **run).n_iterations)
-            counts["predicted"].append(run_dft(atoms, dm0=wavefunction.orbitals.density_matrix, **run).n_iterations)
-            errors["predicted"].append(error)
-            for a, start in zip(args.scales, starts[2:], strict=True):
-                dm = ov.guess(a)
-                counts[start].append(run_dft(atoms, dm0=dm, **run).n_iterations)
-                errors[start].append((a * error[0], a * error[1]))
+        counts, errors = iterations_by_start(predictor, dataset, args.n, args.scales, starts, Path(path).stem)
         minao = np.mean(counts["minao"])
         for start in starts:
             n = np.asarray(counts[start])
@@ -82,6 +63,31 @@ def main() -> None:
     print(f"SCF tolerance {DEFAULT_CONV_TOL:.0e} Ha (gradient sqrt of it); 'scale a': reference + a x the prediction's")
     print("occupied-virtual error (the part that moves the density); ov RMS and rotation over all geometries.")
     print("\n".join(lines))
+
+
+def iterations_by_start(predictor, dataset, n: int, scales: list[float], starts: list[str], name: str):
+    """SCF iterations from each start on n held-out geometries, and the start's occupied-virtual error."""
+    settings = dict(xc=predictor.info.xc, basis=predictor.info.basis)
+    counts: dict[str, list[int]] = {s: [] for s in starts}
+    errors: dict[str, list[tuple[float, float]]] = {s: [] for s in starts}
+    structures = list(held_out_structures(predictor, n))
+    for atoms in tqdm(structures, desc=name, unit="geometry", file=sys.stderr):
+        sample = dataset[atoms.info["index"]]
+        reference = sample["hamiltonian"].double().numpy()
+        wavefunction = predict_wavefunction(predictor, atoms)
+        H, S = wavefunction.hamiltonian, wavefunction.exact_overlap
+        n_electrons = int(atoms.numbers.sum())
+        ov = OccupiedVirtualError.from_matrices(H, reference, S, n_electrons)
+        error = (ov.rms, ov.rotation_rms)
+        run = dict(forces=False, conv_tol=DEFAULT_CONV_TOL, **settings)
+        counts["minao"].append(run_dft(atoms, init_guess="minao", **run).n_iterations)
+        counts["predicted"].append(run_dft(atoms, dm0=wavefunction.orbitals.density_matrix, **run).n_iterations)
+        errors["predicted"].append(error)
+        for a, start in zip(scales, starts[2:], strict=True):
+            dm = ov.guess(a)
+            counts[start].append(run_dft(atoms, dm0=dm, **run).n_iterations)
+            errors[start].append((a * error[0], a * error[1]))
+    return counts, errors
 
 
 if __name__ == "__main__":

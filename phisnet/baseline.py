@@ -239,50 +239,26 @@ class OneElectronBaseline(nn.Module):
         without coefficients yet (never seen) are fitted; the others keep theirs, so the model's H is unchanged
         wherever it was trained. Returns {"kinds": how many kinds of block were fitted}.
         """
-        E, n_slots = self.onsite.shape[0], self.onsite.shape[1]
-        F = self.n_features
+        E, n_slots, F = self.onsite.shape[0], self.onsite.shape[1], self.n_features
         n_off = E * n_slots * E * n_slots
         n_keys = n_off + E * n_slots * n_slots
         normal = np.zeros((n_keys, F + 1, F + 1))
         right = np.zeros((n_keys, F + 1))
-        onsite_features = np.ones(F)
-        onsite_features[:2] = 0.0
         onsite = self.onsite.double().numpy().copy() if only_new else np.zeros(self.onsite.shape)
         offsite = self.offsite.double().numpy().copy() if only_new else np.zeros(self.offsite.shape)
         known = np.concatenate([offsite.reshape(-1, F).any(-1), onsite.reshape(-1, F + 1).any(-1)])  # [n_keys]
         for sample in samples:
-            numbers = sample["atomic_numbers"]
-            elements = element_indices(numbers)
-            same, e_mu, s_mu, e_nu, s_nu, identity = (np.asarray(t) for t in self._kinds(elements))
-            on_key = n_off + (e_mu * n_slots + s_mu) * n_slots + s_nu
-            keys = np.where(same, on_key, ((e_mu * n_slots + s_mu) * E + e_nu) * n_slots + s_nu)
+            elements = element_indices(sample["atomic_numbers"])
+            keys = self._block_keys(elements)
             if only_new and known[keys].all():
                 continue  # nothing new in this structure: its integrals would only feed kinds that stay
-            positions = sample["positions"].to(self.onsite.dtype)  # as the network sees them: one cache entry
-            M = self.integrals(positions[None], numbers)[0].numpy()  # [F, nao, nao]
-            # On an atom's own blocks S and T are the same for every geometry (the identity term covers them) or
-            # zero by symmetry (between shells of different l: rounding noise that a fit would amplify).
-            M = np.where(same[None], onsite_features[:, None, None] * M, M)
-            X = np.concatenate([M, identity[None].astype(float)]).reshape(F + 1, -1).T  # [nao^2, F + 1]
-            y = sample["hamiltonian"].double().numpy().reshape(-1)
-            k = keys.reshape(-1)
-            # Sums per kind of block: sort the entries by kind once, then add contiguous runs (np.add.at over
-            # nao^2 (F + 1)^2 products is far slower).
-            order = np.argsort(k, kind="stable")
-            k, X, y = k[order], X[order], y[order]
-            kinds, starts = np.unique(k, return_index=True)
-            normal[kinds] += np.add.reduceat(X[:, :, None] * X[:, None, :], starts, axis=0)
-            right[kinds] += np.add.reduceat(X * y[:, None], starts, axis=0)
+            self._add_normal_equations(sample, elements, keys, normal, right)
         fitted = 0
         diagonal = np.arange(F + 1)
         for key in np.flatnonzero(normal[:, diagonal, diagonal].sum(-1) > 0):
             if only_new and known[key]:
                 continue
-            present = np.diag(normal[key]) > 1e-20  # a feature absent from this kind of block keeps coefficient 0
-            scale = np.sqrt(np.diag(normal[key])[present])  # columns to unit size for the solve
-            A = normal[key][np.ix_(present, present)] / scale[:, None] / scale[None, :]
-            c = np.zeros(F + 1)
-            c[present] = np.linalg.lstsq(A, right[key][present] / scale, rcond=1e-10)[0] / scale
+            c = _least_squares(normal[key], right[key])
             if key >= n_off:
                 e, rest = divmod(key - n_off, n_slots * n_slots)
                 onsite[e, rest // n_slots, rest % n_slots] = c
@@ -292,3 +268,46 @@ class OneElectronBaseline(nn.Module):
         self.onsite.copy_(torch.as_tensor(onsite, dtype=self.onsite.dtype))
         self.offsite.copy_(torch.as_tensor(offsite, dtype=self.offsite.dtype))
         return {"kinds": fitted}
+
+    def _block_keys(self, elements) -> np.ndarray:
+        """The kind of block of every (mu, nu) entry, [nao, nao]: off-site kinds first, then on-site ones."""
+        E, n_slots = self.onsite.shape[0], self.onsite.shape[1]
+        n_off = E * n_slots * E * n_slots
+        same, e_mu, s_mu, e_nu, s_nu, _ = (np.asarray(t) for t in self._kinds(elements))
+        on_key = n_off + (e_mu * n_slots + s_mu) * n_slots + s_nu
+        return np.where(same, on_key, ((e_mu * n_slots + s_mu) * E + e_nu) * n_slots + s_nu)
+
+    def _add_normal_equations(self, sample, elements, keys: np.ndarray, normal: np.ndarray, right: np.ndarray) -> None:
+        """Add one structure's X^T X and X^T y, per kind of block (``keys``), to ``normal`` and ``right``."""
+        numbers = sample["atomic_numbers"]
+        same, *_, identity = (np.asarray(t) for t in self._kinds(elements))
+        positions = sample["positions"].to(self.onsite.dtype)  # as the network sees them: one cache entry
+        M = self.integrals(positions[None], numbers)[0].numpy()  # [F, nao, nao]
+        # On an atom's own blocks S and T are the same for every geometry (the identity term covers them) or
+        # zero by symmetry (between shells of different l: rounding noise that a fit would amplify).
+        onsite_features = np.ones(self.n_features)
+        onsite_features[:2] = 0.0
+        M = np.where(same[None], onsite_features[:, None, None] * M, M)
+        X = np.concatenate([M, identity[None].astype(float)]).reshape(self.n_features + 1, -1).T  # [nao^2, F + 1]
+        y = sample["hamiltonian"].double().numpy().reshape(-1)
+        k = keys.reshape(-1)
+        # Sums per kind of block: sort the entries by kind once, then add contiguous runs (np.add.at over
+        # nao^2 (F + 1)^2 products is far slower).
+        order = np.argsort(k, kind="stable")
+        k, X, y = k[order], X[order], y[order]
+        kinds, starts = np.unique(k, return_index=True)
+        normal[kinds] += np.add.reduceat(X[:, :, None] * X[:, None, :], starts, axis=0)
+        right[kinds] += np.add.reduceat(X * y[:, None], starts, axis=0)
+
+
+def _least_squares(normal: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Coefficients solving normal c = right, minimum-norm, columns scaled to unit size for the solve.
+
+    A feature absent from this kind of block (zero on the diagonal) keeps coefficient 0.
+    """
+    present = np.diag(normal) > 1e-20
+    scale = np.sqrt(np.diag(normal)[present])
+    A = normal[np.ix_(present, present)] / scale[:, None] / scale[None, :]
+    c = np.zeros(len(right))
+    c[present] = np.linalg.lstsq(A, right[present] / scale, rcond=1e-10)[0] / scale
+    return c

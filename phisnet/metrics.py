@@ -142,8 +142,7 @@ def evaluate(
     ``phisnet.observables.energy_and_forces`` for the approximation). The predicted orbitals
     are solved within the model's ``subspace`` (``Predictor.subspace``), or the one given.
     """
-    from phisnet.dataset import sample_atoms
-    from phisnet.reference import HARTREE_EV, build_mol
+    from phisnet.reference import HARTREE_EV
 
     indices = list(range(len(dataset))) if indices is None else list(indices)
     if not indices:
@@ -151,32 +150,23 @@ def evaluate(
     subspace = predictor.subspace if subspace is None else float(subspace)
     h_err, s_err, eps_err, psi, e_err, f_err = [], [], [], [], [], []
     by_block: dict[str, tuple[float, int]] = {}
-    basis = predictor.info.basis
     settings = getattr(dataset, "metadata", {}).get("settings") or {}
     charge, spin = int(settings.get("charge", 0)), int(settings.get("spin", 0))
     n_orthogonalised = n_unsolvable = 0
     for k in tqdm(indices, desc="evaluating", unit="structure", disable=not progress):
-        sample = dataset[k]
-        atoms = sample_atoms(sample)
-        pred = predictor.predict(atoms)
-        H_ref = sample["hamiltonian"].numpy()
-        S_ref = sample["overlap"].numpy()
-        h_err.append(np.abs(pred.hamiltonian - H_ref).mean())
-        mol = build_mol(atoms, basis=basis, charge=charge, spin=spin)
-        block_errors(pred.hamiltonian - H_ref, atoms.numbers, mol.aoslice_by_atom()[:, 2:], by_block)
-        s_err.append(np.abs(pred.overlap - S_ref).mean())
-        orbital = _orbital_comparison(pred, H_ref, S_ref, mol.nelectron // 2, subspace)
+        h, s, orbital, energy = _structure_errors(predictor, dataset[k], charge, spin, subspace, energies, by_block)
+        h_err.append(h)
+        s_err.append(s)
         if orbital is None:
             n_unsolvable += 1  # no orbitals to compare: left out of eps and psi, and counted
         else:
             eps_err.append(orbital[0])
             psi.append(orbital[1])
             n_orthogonalised += orbital[2]
-        if energies:
-            energy_error, force_error = _energy_comparison(pred, sample, mol, predictor.info.xc, subspace)
-            e_err.append(energy_error)
-            if force_error is not None:
-                f_err.append(force_error)
+        if energy is not None:
+            e_err.append(energy[0])
+            if energy[1] is not None:
+                f_err.append(energy[1])
     milli_ev = HARTREE_EV * 1000
     return Metrics(
         n_structures=len(indices),
@@ -191,6 +181,23 @@ def evaluate(
         h_mae_by_block={kind: total / count * MICRO for kind, (total, count) in by_block.items()},
         subspace=subspace,
     )
+
+
+def _structure_errors(predictor, sample, charge: int, spin: int, subspace: float, energies: bool, by_block: dict):
+    """One structure's H MAE, S MAE, orbital comparison (``_orbital_comparison``) and, with ``energies``, its
+    energy comparison (``_energy_comparison``; else None); adds its H errors per kind of block to ``by_block``."""
+    from phisnet.dataset import sample_atoms
+    from phisnet.reference import build_mol
+
+    atoms = sample_atoms(sample)
+    pred = predictor.predict(atoms)
+    H_ref = sample["hamiltonian"].numpy()
+    S_ref = sample["overlap"].numpy()
+    mol = build_mol(atoms, basis=predictor.info.basis, charge=charge, spin=spin)
+    block_errors(pred.hamiltonian - H_ref, atoms.numbers, mol.aoslice_by_atom()[:, 2:], by_block)
+    orbital = _orbital_comparison(pred, H_ref, S_ref, mol.nelectron // 2, subspace)
+    energy = _energy_comparison(pred, sample, mol, predictor.info.xc, subspace) if energies else None
+    return np.abs(pred.hamiltonian - H_ref).mean(), np.abs(pred.overlap - S_ref).mean(), orbital, energy
 
 
 def _orbital_comparison(pred, H_ref, S_ref, n_occupied: int, subspace: float) -> tuple[float, float, bool] | None:
@@ -233,6 +240,12 @@ def format_table(rows: list[tuple[str, Metrics]]) -> str:
         if m.energy_mae_mev is not None:
             line += f"{m.energy_mae_mev:>10.2f}{m.force_mae_mev_a:>11.2f}"
         lines.append(line)
+    return "\n".join(lines + _table_notes(rows, with_energy))
+
+
+def _table_notes(rows: list[tuple[str, Metrics]], with_energy: bool) -> list[str]:
+    """The lines under ``format_table``'s table: flagged structures, the subspace, what E and F mean."""
+    lines = []
     notes = (
         (
             "n_orthogonalised",
@@ -265,7 +278,7 @@ def format_table(rows: list[tuple[str, Metrics]]) -> str:
         )
         if any(m.force_mae_mev_a is not None and np.isnan(m.force_mae_mev_a) for _, m in rows):
             lines.append("F nan: the data has no reference forces (generated with --no-forces).")
-    return "\n".join(lines)
+    return lines
 
 
 @dataclass

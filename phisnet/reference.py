@@ -134,33 +134,12 @@ def run_dft(
     Reference; ``converged`` is False when the SCF did not converge.
     """
     mol = build_mol(atoms, basis, charge, spin)
-    mf = make_mf(mol, xc)
-    mf.max_cycle = max_cycle
-    mf.init_guess = init_guess
-    if conv_tol is not None:
-        mf.conv_tol = conv_tol
-    if grid_level is not None and hasattr(mf, "grids"):
-        mf.grids.level = grid_level
-    if second_order:
-        mf = mf.newton()
-    energies: list[float] = []
-
-    def record(envs):
-        energies.append(float(envs["e_tot"]))
-        if progress is not None:
-            progress(len(energies), energies[-1])
-
-    mf.callback = record
-    t0 = time.perf_counter()
-    mf.kernel(dm0=dm0)
-    seconds = time.perf_counter() - t0
+    mf = _solver(mol, xc, init_guess, conv_tol, max_cycle, grid_level, second_order)
+    energies, seconds = _iterate(mf, dm0, progress)
     converged = bool(mf.converged)
-    grad = np.full((len(atoms), 3), np.nan)
-    forces_seconds = 0.0
-    if forces and converged:
-        t1 = time.perf_counter()
-        grad = mf.nuc_grad_method().kernel()
-        forces_seconds = time.perf_counter() - t1
+    grad, forces_seconds = (
+        _gradient(mf, len(atoms)) if forces and converged else (np.full((len(atoms), 3), np.nan), 0.0)
+    )
     return Reference(
         hamiltonian=np.asarray(mf.get_fock()),
         overlap=mol.intor("int1e_ovlp"),
@@ -178,6 +157,40 @@ def run_dft(
         forces_seconds=forces_seconds,
         guess="given" if dm0 is not None else init_guess,
     )
+
+
+def _solver(mol, xc: str, init_guess: str, conv_tol, max_cycle: int, grid_level, second_order: bool):
+    """The PySCF mean-field object for ``run_dft``, its options set (PySCF's defaults where None)."""
+    mf = make_mf(mol, xc)
+    mf.max_cycle = max_cycle
+    mf.init_guess = init_guess
+    if conv_tol is not None:
+        mf.conv_tol = conv_tol
+    if grid_level is not None and hasattr(mf, "grids"):
+        mf.grids.level = grid_level
+    return mf.newton() if second_order else mf
+
+
+def _iterate(mf, dm0, progress) -> tuple[list[float], float]:
+    """Run the SCF from ``dm0`` (the solver's guess when None); each iteration's energy and the seconds taken."""
+    energies: list[float] = []
+
+    def record(envs):
+        energies.append(float(envs["e_tot"]))
+        if progress is not None:
+            progress(len(energies), energies[-1])
+
+    mf.callback = record
+    t0 = time.perf_counter()
+    mf.kernel(dm0=dm0)
+    return energies, time.perf_counter() - t0
+
+
+def _gradient(mf, n_atoms: int) -> tuple[np.ndarray, float]:
+    """The analytic nuclear gradient (Hartree/Bohr, shape (n_atoms, 3)) of a converged SCF and its seconds."""
+    t0 = time.perf_counter()
+    grad = np.asarray(mf.nuc_grad_method().kernel()).reshape(n_atoms, 3)
+    return grad, time.perf_counter() - t0
 
 
 @dataclass

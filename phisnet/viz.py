@@ -152,25 +152,9 @@ def view_html(
         view.addModel(xyz, "xyz", viewer=panel)
         view.setStyle({"stick": {"radius": 0.12}, "sphere": {"scale": 0.22}}, viewer=panel)
         if cube is not None:
-            view.addVolumetricData(
-                cube, "cube", {"isoval": isovalue, "color": POSITIVE_COLOUR, "opacity": 0.85}, viewer=panel
-            )
-            if signed:
-                view.addVolumetricData(
-                    cube, "cube", {"isoval": -isovalue, "color": NEGATIVE_COLOUR, "opacity": 0.85}, viewer=panel
-                )
+            _add_isosurfaces(view, panel, cube, isovalue, signed)
         if forces and k < len(forces) and forces[k] is not None:
-            for start, force in zip(atoms.positions, forces[k] * force_scale, strict=True):
-                end = start + force
-                view.addArrow(
-                    {
-                        "start": dict(zip("xyz", map(float, start), strict=True)),
-                        "end": dict(zip("xyz", map(float, end), strict=True)),
-                        "radius": 0.08,
-                        "color": FORCE_COLOUR,
-                    },
-                    viewer=panel,
-                )
+            _add_arrows(view, panel, atoms.positions, forces[k] * force_scale)
         if titles and k < len(titles):
             view.addLabel(
                 titles[k],
@@ -186,6 +170,29 @@ def view_html(
             view.zoom(min(3.0, SMALL_EXTENT / extent), viewer=panel)
     view.setBackgroundColor("white")
     return view._make_html()
+
+
+def _add_isosurfaces(view, panel, cube: str, isovalue: float, signed: bool) -> None:
+    """The cube's +isovalue surface (blue) on a panel and, when ``signed``, its -isovalue one (red)."""
+    view.addVolumetricData(cube, "cube", {"isoval": isovalue, "color": POSITIVE_COLOUR, "opacity": 0.85}, viewer=panel)
+    if signed:
+        view.addVolumetricData(
+            cube, "cube", {"isoval": -isovalue, "color": NEGATIVE_COLOUR, "opacity": 0.85}, viewer=panel
+        )
+
+
+def _add_arrows(view, panel, positions: np.ndarray, arrows: np.ndarray) -> None:
+    """One arrow per atom on a panel, from its position along its row of ``arrows`` (Angstrom)."""
+    for start, arrow in zip(positions, arrows, strict=True):
+        view.addArrow(
+            {
+                "start": dict(zip("xyz", map(float, start), strict=True)),
+                "end": dict(zip("xyz", map(float, start + arrow), strict=True)),
+                "radius": 0.08,
+                "color": FORCE_COLOUR,
+            },
+            viewer=panel,
+        )
 
 
 #: Molecules narrower than this (Angstrom) are zoomed in beyond 3Dmol's zoomTo.

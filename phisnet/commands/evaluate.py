@@ -32,6 +32,11 @@ def add_parser(sub, fmt) -> None:
         help="take the split from this checkpoint instead (one trained on DATA), to score a model trained on other "
         "data on that model's test structures",
     )
+    _report_options(ev)
+
+
+def _report_options(ev) -> None:
+    """What ``phisnet evaluate`` reports besides the table: JSON, per-molecule and per-block rows, energies."""
     ev.add_argument("--json", help="also write the metrics to this JSON file")
     ev.add_argument(
         "--by-molecule",

@@ -120,45 +120,37 @@ def _value_flag(parser: argparse.ArgumentParser, name: str, default, note: str) 
     )
 
 
+#: The network's optional parts that a flag turns on or off: the PhiSNetConfig field and what it does.
+MODEL_SWITCHES = (
+    ("pair_mixing", "own linear maps on each side of the pair products"),
+    ("pair_radial_scalars", "radial weights of the pair stage from the distance and both atoms' scalar features"),
+    (
+        "fine_radial_interactions",
+        "the interaction layers' radial weights also get an MLP of the fine Gaussians (needs --fine-radial)",
+    ),
+    (
+        "two_center_overlap",
+        "S from two-centre features of each atom pair alone (distance, both elements, spherical harmonics), "
+        "on-site S the element's reference; H alone uses the atom features",
+    ),
+    (
+        "integral_baseline",
+        "the network learns H minus a baseline of the geometry's S, T and V_nuc integrals, one least-squares "
+        "combination per kind of shell-pair block, fitted to the training structures first",
+    ),
+)
+
+
 def _model_switches(parser: argparse.ArgumentParser) -> None:
     """The network's optional parts, on or off (--pair-mixing / --no-pair-mixing, ...)."""
     model_defaults = PhiSNetConfig()
-    parser.add_argument(
-        "--pair-mixing",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"model: own linear maps on each side of the pair products (default {model_defaults.pair_mixing})",
-    )
-    parser.add_argument(
-        "--pair-radial-scalars",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="model: radial weights of the pair stage from the distance and both atoms' scalar features "
-        f"(default {model_defaults.pair_radial_scalars})",
-    )
-    parser.add_argument(
-        "--fine-radial-interactions",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="model: the interaction layers' radial weights also get an MLP of the fine Gaussians (needs "
-        f"--fine-radial; default {model_defaults.fine_radial_interactions})",
-    )
-    parser.add_argument(
-        "--two-center-overlap",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="model: S from two-centre features of each atom pair alone (distance, both elements, spherical "
-        f"harmonics), on-site S the element's reference; H alone uses the atom features (default "
-        f"{model_defaults.two_center_overlap})",
-    )
-    parser.add_argument(
-        "--integral-baseline",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="model: the network learns H minus a baseline of the geometry's S, T and V_nuc integrals, one "
-        "least-squares combination per kind of shell-pair block, fitted to the training structures first "
-        f"(default {model_defaults.integral_baseline})",
-    )
+    for field, text in MODEL_SWITCHES:
+        parser.add_argument(
+            f"--{field.replace('_', '-')}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"model: {text} (default {getattr(model_defaults, field)})",
+        )
     parser.add_argument(
         "--baseline-screening",
         type=float,

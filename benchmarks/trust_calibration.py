@@ -4,7 +4,8 @@
         pretrained/ethanol.pt:data/ethanol-md.db [--n 40] [--variants] [--scf] [--out runs/trust.json]
 
 For each MODEL:DATA pair, on --n structures of DATA (the model's test split when DATA is the model's own
-dataset, else rows spread over the whole file: geometries it never trained on either way), predict,
+dataset, else rows spread over the whole file: geometries it never trained on either way; a file's held-out
+molecules, where it marks some, get their own line), predict,
 assess (``phisnet.trust.assess``) and compare with the dataset's PySCF Hamiltonian: H MAE, occupied
 orbital-energy MAE, HOMO-LUMO gap error. Prints per pair and over all: the Spearman rank correlation of
 the orbital-gradient residual with each error, how many bad predictions (H MAE over 200 uHa or gap off by
@@ -92,6 +93,18 @@ def summary(rows: list[dict], label: str) -> str:
     )
 
 
+def groups(rows: list[dict], indices: list[int], dataset, label: str) -> list[tuple[str, list[dict]]]:
+    """The pair's rows as one group or, where DATA (not the model's own) marks held-out molecules
+    (``phisnet generate --molecules`` with ``ood`` lines), its held-out molecules' rows and the others apart."""
+    held = set(dataset.held_out()) if label.endswith("(all)") else set()
+    if not held or held.issuperset(indices):
+        return [(label, rows)]
+    base = label.removesuffix(" (all)")
+    out = [r for r, k in zip(rows, indices, strict=True) if k in held]
+    other = [r for r, k in zip(rows, indices, strict=True) if k not in held]
+    return [(f"{base} (held-out molecules)", out), (f"{base} (other molecules)", other)]
+
+
 def variants_line(rows: list[dict]) -> str:
     """The exact Fock build beside the assessment's: time, and how the two gradients agree."""
     exact, cheap = [r["exact_gradient_rms"] for r in rows], [r["gradient_rms"] for r in rows]
@@ -131,7 +144,7 @@ def main(argv=None) -> int:
         for r, k in zip(rows, indices, strict=True):
             r.update(model=model_path, data=data_path, index=k)
         all_rows += rows
-        lines.append(summary(rows, label))
+        lines += [summary(group, name) for name, group in groups(rows, indices, dataset, label)]
         if args.variants:
             lines.append(variants_line(rows))
         if args.scf:

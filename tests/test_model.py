@@ -535,7 +535,7 @@ def test_predict_many_equals_predict_frame_by_frame_in_input_order():
 
 
 def test_kept_weight_slices_follow_a_change_of_the_weights():
-    """Predictions keep the linear maps' weight slices (ChannelwiseTensorProduct._block_weights) until they change."""
+    """Predictions keep the linear maps' weight slices (ChannelwiseTensorProduct._output_weights) until they change."""
     import copy
 
     from phisnet.molecules import paper_molecule

@@ -11,7 +11,7 @@ from phisnet.io import read_molecules
 from phisnet.observables import predict_wavefunction, solve
 from phisnet.predictor import load
 from phisnet.reference import build_mol, run_dft
-from phisnet.trust import DOUBTFUL_GRADIENT, UNRELIABLE_GRADIENT, assess, self_consistency, verdict
+from phisnet.trust import DOUBTFUL_FOCK, DOUBTFUL_GRADIENT, UNRELIABLE_GRADIENT, assess, self_consistency, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +46,24 @@ def test_a_converged_pyscf_hamiltonian_is_self_consistent(water, water_model):
     noise = 0.5 * (noise + noise.T)
     g = [self_consistency(with_hamiltonian(wf, ref.hamiltonian + s * noise))["gradient_rms"] for s in (1e-3, 1e-2)]
     assert cheap["gradient_rms"] < g[0] < g[1] and g[1] > UNRELIABLE_GRADIENT
+
+
+def test_an_error_in_the_virtual_space_alone_is_doubtful_though_the_gradient_is_small(water, water_model):
+    """PySCF's Fock matrix with its virtual-virtual block shifted: occupied orbitals and density exact, so the
+    orbital gradient stays at the floor, but F[D] - H shows the matrix is off (H2 on the general model,
+    docs/trust.md)."""
+    ref = run_dft(water, conv_tol=1e-11, forces=False)
+    wf = with_hamiltonian(predict_wavefunction(water_model, water), ref.hamiltonian)
+    S, C = wf.exact_overlap, wf.orbitals.coefficients
+    virtual = C[:, wf.orbitals.n_occupied :]
+    SCv = S @ virtual
+    shifted = with_hamiltonian(wf, ref.hamiltonian + 5e-3 * SCv @ SCv.T)  # every virtual level up by 5 mHa
+    residuals = self_consistency(shifted)
+    assert residuals["gradient_rms"] < 0.2 * DOUBTFUL_GRADIENT
+    assert residuals["fock_rms"] > DOUBTFUL_FOCK
+    word, reason = verdict(residuals, [])
+    assert word == "doubtful" and "Fock matrix of its own density" in reason
+    assert verdict(self_consistency(wf), [])[0] == "ok"
 
 
 def test_one_step_energy_estimate_matches_a_real_roothaan_step(water, water_model):
@@ -110,10 +128,12 @@ def test_a_model_fitted_beyond_its_scf_level_is_not_vouched_for_by_the_residual(
     [
         (1e-5, [], "ok"),
         (DOUBTFUL_GRADIENT, [], "doubtful"),
+        ((1e-5, DOUBTFUL_FOCK), [], "doubtful"),
         (UNRELIABLE_GRADIENT, [], "unreliable"),
         (1e-6, ["the model was not trained on Fe"], "unreliable"),
     ],
 )
 def test_verdict_thresholds(gradient, outside, expected):
-    word, reason = verdict({"gradient_rms": gradient}, outside)
+    gradient, fock = gradient if isinstance(gradient, tuple) else (gradient, 0.0)
+    word, reason = verdict({"gradient_rms": gradient, "fock_rms": fock}, outside)
     assert word == expected and reason.endswith(".")

@@ -38,10 +38,11 @@ from phisnet.trust import GRID_LEVEL, assess, self_consistency
 BAD_H_UHA, BAD_GAP_EV, GOOD_H_UHA = 200.0, 0.5, 50.0
 
 
-def structures(predictor, dataset, n: int) -> tuple[str, list[int]]:
-    """The split used and n row positions in it (evenly spread)."""
+def structures(predictor, dataset, n: int, split_of=None) -> tuple[str, list[int]]:
+    """The split used and n row positions in it (evenly spread). ``split_of``: another checkpoint (one trained on
+    DATA, e.g. the model a fine-tune started from) whose test split to take."""
     try:
-        indices, split = model_split(predictor, dataset, "test"), "test"
+        indices, split = model_split(split_of or predictor, dataset, "test"), "test" if split_of is None else "test of"
     except InputError:
         indices, split = list(range(len(dataset))), "all"
     take = np.linspace(0, len(indices) - 1, min(n, len(indices))).round().astype(int)
@@ -128,7 +129,12 @@ def scf_line(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", nargs="+", required=True, help="MODEL.pt:DATA.db pairs")
+    parser.add_argument(
+        "--pairs",
+        nargs="+",
+        required=True,
+        help="MODEL.pt:DATA.db pairs; MODEL.pt:DATA.db:OTHER.pt takes the test split of OTHER.pt (trained on DATA)",
+    )
     parser.add_argument("--n", type=int, default=40, help="structures per pair")
     parser.add_argument("--variants", action="store_true", help="also the exact Fock build (grid 3, exact J)")
     parser.add_argument("--scf", action="store_true", help="also SCF iterations from the predicted guess and minao")
@@ -136,9 +142,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     all_rows, lines = [], []
     for pair in args.pairs:
-        model_path, _, data_path = pair.partition(":")
+        model_path, data_path, *split_of = pair.split(":")
         predictor, dataset = load(model_path), HamiltonianDataset(data_path)
-        split, indices = structures(predictor, dataset, args.n)
+        split, indices = structures(predictor, dataset, args.n, load(split_of[0]) if split_of else None)
+        if split == "test of":
+            split = f"test of {Path(split_of[0]).stem}"
         label = f"{Path(model_path).stem} on {Path(data_path).stem} ({split})"
         rows = [one(predictor, dataset[k], args.variants, args.scf) for k in tqdm(indices, desc=label, leave=False)]
         for r, k in zip(rows, indices, strict=True):

@@ -43,7 +43,7 @@ def main() -> None:
     general = load(args.general)
     models = args.models or per_molecule_models(general.metadata.get("xc"))
     header = (
-        f"{'molecule':<12}{'model':<16}{'n':>5}{'H / uHa':>11}{'S / 1e-6':>11}{'eps / uHa':>11}{'psi / %':>9}"
+        f"{'molecule':<17}{'model':<21}{'n':>5}{'H / uHa':>11}{'S / 1e-6':>11}{'eps / uHa':>11}{'psi / %':>9}"
         f"{'H general/own':>15}"
     )
     lines = [header, "-" * len(header)]
@@ -68,10 +68,11 @@ def main() -> None:
         for name, m in results:
             ratio = f"{m.h_mae_uha / results[0][1].h_mae_uha:>15.2f}" if name != results[0][0] else ""
             lines.append(
-                f"{molecule:<12}{name:<16}{m.n_structures:>5}{m.h_mae_uha:>11.1f}{m.s_mae_1e6:>11.2f}"
+                f"{molecule:<17}{name:<21}{m.n_structures:>5}{m.h_mae_uha:>11.1f}{m.s_mae_1e6:>11.2f}"
                 f"{m.eps_mae_uha:>11.1f}{m.psi_percent:>9.2f}{ratio}"
             )
     print(f"General model {args.general}: {general.metadata.get('xc', '?')}/{general.metadata.get('basis', '?')}")
+    print("Each per-molecule model's own test split, in its own dataset (data: the path in its checkpoint).")
     print("\n".join(lines))
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)

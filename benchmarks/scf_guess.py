@@ -9,7 +9,8 @@ model never saw, taken one molecule after another), run PySCF at the model's lev
 from the predicted density matrix and from each standard guess, all to the same
 tolerance (``phisnet.scf_guess.compare``). Prints the mean iterations and wall time per
 guess with ratios to minao (wall time of the predicted guess includes the prediction),
-and the largest difference between the final energies of one geometry.
+the number of geometries on which a guess needed more iterations than minao, and the
+largest difference between the final energies of one geometry.
 The dataset is the one named in the checkpoint (``data/<molecule>.db``); make it with
 the command in the model card when it is missing.
 """
@@ -77,7 +78,7 @@ def main() -> None:
     guesses = (PREDICTED, *args.guesses)
     header = (
         f"{'model':<22}{'guess':<11}{'n':>4}{'iterations':>12}{'seconds':>10}{'iter/minao':>12}{'time/minao':>12}"
-        f"{'max |dE| / Ha':>15}"
+        f"{'> minao':>9}{'max |dE| / Ha':>15}"
     )
     lines = [header, "-" * len(header)]
     for path in args.models:
@@ -90,16 +91,18 @@ def main() -> None:
         spread = max(c.max_energy_spread for c in runs)
         iterations = {g: np.mean([c.result(g).n_iterations for c in runs]) for g in guesses}
         seconds = {g: np.mean([c.result(g).seconds for c in runs]) for g in guesses}
+        worse = {g: sum(c.result(g).n_iterations > c.result("minao").n_iterations for c in runs) for g in guesses}
         unconverged = sum(not r.converged for c in runs for r in c.results)
         for g in guesses:
             lines.append(
                 f"{Path(path).name:<22}{g:<11}{len(runs):>4}{iterations[g]:>12.2f}{seconds[g]:>10.3f}"
-                f"{iterations[g] / iterations['minao']:>12.2f}{seconds[g] / seconds['minao']:>12.2f}"
+                f"{iterations[g] / iterations['minao']:>12.2f}{seconds[g] / seconds['minao']:>12.2f}{worse[g]:>9}"
                 + (f"{spread:>15.1e}" if g == PREDICTED else "")
             )
         if unconverged:
             lines.append(f"{'':<22}{unconverged} runs did not converge within 100 cycles")
     print(f"SCF tolerance {args.conv_tol:.0e} Ha; seconds of the predicted guess include the prediction.")
+    print("> minao: geometries on which the guess needed more iterations than minao.")
     print("max |dE|: largest difference between the final energies of all guesses on one geometry.")
     print("\n".join(lines))
 

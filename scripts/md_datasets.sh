@@ -15,4 +15,6 @@ common=(--sampler md --temperature 500 --seed 0 --workers 1 --threads 1 --quiet)
 # malondialdehyde model's (0.68x minao's iterations on its MD test split).
 "$PHISNET" generate malondialdehyde --n 2500 --no-forces --out data/malondialdehyde-md.db \
     --guess-model pretrained/malondialdehyde.pt "${common[@]}"
-"$PHISNET" generate uracil --n 1500 --no-forces --out data/uracil-md.db --guess-model pretrained/general.pt "${common[@]}"
+# Uracil's first 415 rows started from the general model's density, the rest from the MD-trained uracil model's
+# (0.62x minao's iterations on its MD test split).
+"$PHISNET" generate uracil --n 1500 --no-forces --out data/uracil-md.db --guess-model pretrained/uracil.pt "${common[@]}"

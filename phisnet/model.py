@@ -34,6 +34,7 @@ from phisnet.conventions import to_e3nn_coordinates
 from phisnet.errors import InputError
 from phisnet.layers import ElementPairRadial, GatedLinear, Interaction, MatrixHead, PairUpdate
 from phisnet.layout import OrbitalLayout, block_irreps_and_basis
+from phisnet.linear import Linear
 from phisnet.tensor_product import tensor_product_uuu, tensor_product_uvu, uniform_irreps
 from phisnet.torchtools import default_dtype
 
@@ -90,7 +91,7 @@ class PhiSNet(nn.Module):
         self.irreps_sh = o3.Irreps([(1, (l, 1)) for l in range(config.lmax + 1)])
         irreps_x = uniform_irreps(config.channels, config.lmax)
         self.embedding = nn.Embedding(len(config.elements), config.channels)
-        self.embed_linear = o3.Linear(o3.Irreps(f"{config.channels}x0e"), irreps_x)
+        self.embed_linear = Linear(o3.Irreps(f"{config.channels}x0e"), irreps_x)
         self.interactions = nn.ModuleList(
             [Interaction(irreps_x, self.irreps_sh, config) for _ in range(config.n_interactions)]
         )
@@ -121,7 +122,7 @@ class PhiSNet(nn.Module):
         self.pair_linear_b = o3.Linear(self.pair_edge.irreps_out.simplify(), irreps_x)
         self.pair_gate = GatedLinear(irreps_x, config.channels, config.lmax)
         if config.pair_mixing:  # own linear maps for the receiver, sender and second factor of x_i (x) x_i
-            self.mix = nn.ModuleDict({name: o3.Linear(irreps_x, irreps_x) for name in ("receiver", "sender", "self")})
+            self.mix = nn.ModuleDict({name: Linear(irreps_x, irreps_x) for name in ("receiver", "sender", "self")})
         self.pair_updates = nn.ModuleList(
             [PairUpdate(irreps_x, self.irreps_sh, config) for _ in range(config.pair_layers - 1)]
         )

@@ -256,7 +256,8 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
 
 @contextmanager
 def e3nn_reference():
-    """Within this block every ChannelwiseTensorProduct evaluates with e3nn's own code: for tests and benchmarks."""
+    """Within this block every ChannelwiseTensorProduct, ``phisnet.linear.Linear`` and ``GatedLinear`` evaluates with
+    e3nn's own code: for tests and benchmarks."""
     previous = ChannelwiseTensorProduct.reference
     ChannelwiseTensorProduct.reference = True
     try:

@@ -155,6 +155,28 @@ def test_screened_attractions_are_pyscf_erfc_potentials_and_their_gradients_are_
         np.testing.assert_allclose(dW[:, atom, axis] / BOHR, fd, atol=1e-6)
 
 
+def test_integrals_of_a_molecule_moved_to_a_new_geometry_equal_a_fresh_build():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from phisnet.baseline import one_electron_integrals
+
+    (water,) = read_molecules("water")
+    rng = np.random.default_rng(3)
+    geometries = [water.positions + rng.normal(scale=0.1, size=(3, 3)) for _ in range(3)]
+    moved = [one_electron_integrals(water.numbers, g, "def2-svp", SCREENING) for g in geometries]
+    for g, M in zip(geometries, moved, strict=True):
+        atoms = water.copy()
+        atoms.positions = g
+        mol = build_mol(atoms)
+        for k, name in enumerate(("int1e_ovlp", "int1e_kin", "int1e_nuc")):
+            np.testing.assert_allclose(M[k], mol.intor(name), atol=1e-12)
+    # Another thread builds its own molecule: the screened parts of its first build equal this thread's moved ones.
+    with ThreadPoolExecutor(1) as pool:
+        fresh = pool.submit(one_electron_integrals, water.numbers, geometries[1], "def2-svp", SCREENING).result()
+    np.testing.assert_allclose(moved[1], fresh, atol=1e-12)
+    assert np.abs(moved[1] - moved[0]).max() > 1e-3  # the geometries differ
+
+
 def test_screening_lowers_the_baseline_error_on_a_new_geometry():
     train, held_out = pbe_waters(4, seed=0), pbe_waters(1, seed=1)[0]
     numbers = held_out["atomic_numbers"]

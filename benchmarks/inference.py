@@ -8,8 +8,8 @@ trajectory: the baseline's PySCF integrals are part of each prediction), measure
 model's prediction time (median of --repeat calls after 5 warm-up calls),
 the growth of the process's peak resident memory from loading the model and predicting,
 and PySCF's SCF time (default guess and tolerance) and peak-memory growth for the same
-geometry, with the time ratio. The column "e3nn / s" is the same prediction with every tensor product and the
-linear map after it evaluated by e3nn's own code (``phisnet.tensor_product.e3nn_reference``), timed alternating with the
+geometry, with the time ratio. The column "e3nn / s" is the same prediction with every tensor product, linear
+map and gate evaluated by e3nn's own code (``phisnet.tensor_product.e3nn_reference``), timed alternating with the
 default batched evaluation, so "gain" shows what the batched products buy. "1 thread / s" is the default
 evaluation on one torch thread, also timed alternating ("predict / s" uses torch's thread count).
 ``--untrained`` molecules (default: uracil, the paper's largest) are timed with random weights in the

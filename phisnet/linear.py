@@ -13,6 +13,7 @@ import torch
 from e3nn import o3
 
 from phisnet import tensor_product
+from phisnet.torchtools import kept_while_unchanged
 
 
 class Linear(o3.Linear):
@@ -56,14 +57,12 @@ class Linear(o3.Linear):
         return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 
     def _order_weights(self, dtype) -> list[torch.Tensor | None]:
-        """Per order: [in channels, out channels] of path_weight * W for every instruction, zeros between.
+        """Per order: [in channels, out channels] of path_weight * W for every instruction, zeros between; without
+        autograd (predictions) kept until the weights change."""
+        store = self.__dict__.setdefault("_weight_cache", {})
+        return kept_while_unchanged(store, "orders", self.weight, lambda: self._stack_order_weights(dtype), dtype)
 
-        Without autograd (predictions) kept until the weights change (their version counter, which every in-place
-        update and load_state_dict moves)."""
-        key = (self.weight._version, self.weight.data_ptr(), dtype)
-        cache = self.__dict__.get("_weight_cache")
-        if not torch.is_grad_enabled() and cache is not None and cache[0] == key:
-            return cache[1]
+    def _stack_order_weights(self, dtype) -> list[torch.Tensor | None]:
         views = {(ins.i_in, ins.i_out): ins.path_weight * W for _, ins, W in self.weight_views(yield_instruction=True)}
         matrices = []
         for _, inputs, outputs, _ in self.orders:
@@ -79,6 +78,4 @@ class Linear(o3.Linear):
                 ]
                 rows.append(torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0])
             matrices.append((torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]).to(dtype))
-        if not torch.is_grad_enabled():
-            self.__dict__["_weight_cache"] = (key, matrices)
         return matrices

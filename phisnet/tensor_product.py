@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import torch
 from e3nn import o3
 
-from phisnet.torchtools import default_dtype
+from phisnet.torchtools import default_dtype, kept_while_unchanged
 
 # ----------------------------------------------------------------------------- layers
 
@@ -219,10 +219,10 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
         Without autograd (predictions) they are kept until the weights change (their version counter, which every
         in-place update and load_state_dict moves): building them was about 0.8 ms of a water prediction.
         """
-        key = (linear.weight._version, linear.weight.data_ptr(), linear.weight.dtype)
-        cache = self.__dict__.setdefault("_weight_cache", {})
-        if not torch.is_grad_enabled() and cache.get(id(linear), (None,))[0] == key:
-            return cache[id(linear)][1]
+        store = self.__dict__.setdefault("_weight_cache", {})
+        return kept_while_unchanged(store, id(linear), linear.weight, lambda: self._stack_output_weights(linear))
+
+    def _stack_output_weights(self, linear: o3.Linear) -> list[tuple[list[int], torch.Tensor]]:
         weights = {
             ins.i_in: (ins.i_out, ins.path_weight * W) for _, ins, W in linear.weight_views(yield_instruction=True)
         }
@@ -233,10 +233,7 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
             first = self.first_slot[i]
             members[i_out].append(b)
             rows[i_out].append(W[(s0 - first) * self.channels : (s1 - first) * self.channels])
-        out = [(members[i], torch.cat(rows[i]) if len(rows[i]) > 1 else rows[i][0]) for i in members]
-        if not torch.is_grad_enabled():
-            cache[id(linear)] = (key, out)
-        return out
+        return [(members[i], torch.cat(rows[i]) if len(rows[i]) > 1 else rows[i][0]) for i in members]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         # x [E, irreps_in1]; y [E, irreps_in2]; weight [E, weight_numel] ("uvu") or None ("uuu") -> [E, irreps_out]

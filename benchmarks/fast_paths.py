@@ -1,6 +1,6 @@
-"""The two shortcuts of a prediction against the code they replace, side by side in one run.
+"""The shortcuts of a prediction and of a reference calculation against the code they replace, side by side.
 
-    python benchmarks/fast_paths.py [--n 10] [--rounds 6]
+    python benchmarks/fast_paths.py [--n 10] [--rounds 6] [--scf 2]
 
 1. The baseline's integrals: a PySCF molecule built afresh for every geometry against the one built once per thread
    and moved (``phisnet.baseline._placed``), on --n new geometries of each paper molecule (0.02 A displacements),
@@ -8,6 +8,10 @@
 2. The network with e3nn's own ``o3.Linear`` and ``Gate`` against ``phisnet.linear.Linear`` and ``GatedLinear``'s
    written-out gate, on the same --n geometries predicted again (their integrals kept, so the network alone),
    alternating by rounds; the largest difference in H (Hartree).
+3. A dataset's reference calculation (PBE/def2-SVP, minao guess, the datasets' SCF tolerance, no forces) with
+   PySCF's integrator as it ships and ``mf.get_fock()`` after the SCF, against ``run_dft``'s kept orbital values
+   (``phisnet.ao_values``) and the Fock matrix of the driver's last potential; --scf geometries of each molecule,
+   alternating; seconds per calculation (molecule to H), the SCF iterations and the largest difference in H.
 
 Medians per geometry, milliseconds, the thread count of torch and PySCF as set (e.g. ``OMP_NUM_THREADS=1``).
 """
@@ -26,7 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compile import geometries  # noqa: E402 - the benchmark scripts share the rattled geometries
 
 from phisnet import baseline, layers, linear  # noqa: E402
+from phisnet.data import DATASET_CONV_TOL  # noqa: E402
 from phisnet.predictor import load  # noqa: E402
+from phisnet.reference import build_mol, make_mf, run_dft  # noqa: E402
 
 MOLECULES = ("water", "ethanol", "malondialdehyde", "uracil")
 SCREENING = (0.1, 0.3, 1.0, 3.0, 10.0)  # the shipped models' baseline_screening
@@ -84,10 +90,39 @@ def network(name: str, n: int, rounds: int) -> tuple[float, float, float]:
     return 1e3 * np.median(times["e3nn"]), 1e3 * np.median(times["ours"]), diff
 
 
+def stock_scf(atoms) -> tuple[np.ndarray, int]:
+    """H as before the shortcuts: PySCF's RKS as it ships, then ``mf.get_fock()``."""
+    mf = make_mf(build_mol(atoms), "pbe")
+    mf.conv_tol = DATASET_CONV_TOL
+    mf.kernel()
+    return mf.get_fock(), mf.cycles
+
+
+def kept_scf(atoms) -> tuple[np.ndarray, int]:
+    ref = run_dft(atoms, conv_tol=DATASET_CONV_TOL, forces=False)
+    return ref.hamiltonian, ref.n_iterations
+
+
+def reference(name: str, n: int) -> tuple[float, float, float, float]:
+    times, iterations, diff = {"stock": [], "kept": []}, {"stock": [], "kept": []}, 0.0
+    for k, frame in enumerate(geometries(name, n, seed=1)):
+        H = {}
+        for way in ("stock", "kept") if k % 2 else ("kept", "stock"):
+            t0 = time.perf_counter()
+            H[way], cycles = stock_scf(frame) if way == "stock" else kept_scf(frame)
+            times[way].append(time.perf_counter() - t0)
+            iterations[way].append(cycles)
+        diff = max(diff, float(np.abs(H["stock"] - H["kept"]).max()))
+    if iterations["stock"] != iterations["kept"]:
+        raise RuntimeError(f"{name}: the SCF took other iterations ({iterations})")
+    return np.median(times["stock"]), np.median(times["kept"]), np.mean(iterations["kept"]), diff
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10, help="geometries per molecule")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of the network comparison")
+    parser.add_argument("--scf", type=int, default=2, help="geometries per molecule of the reference comparison")
     args = parser.parse_args()
     print("baseline integrals, ms       built afresh     moved   ratio  max |dM|")
     for name in MOLECULES:
@@ -97,6 +132,11 @@ def main() -> None:
     for name in MOLECULES:
         a, b, d = network(name, args.n, args.rounds)
         print(f"{name:24s} {a:14.2f} {b:9.2f} {b / a:7.2f}  {d:.1e}")
+    if args.scf:
+        print("reference SCF, s            PySCF as shipped   kept   ratio  max |dH| / Ha  iterations")
+    for name in MOLECULES if args.scf else ():
+        a, b, cycles, d = reference(name, args.scf)
+        print(f"{name:24s} {a:14.2f} {b:9.2f} {b / a:7.2f}  {d:.1e}  {cycles:10.1f}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def geometries(name: str, n: int, seed: int = 0):
 
 
 def one(path: str, name: str, n: int, threads) -> dict:
-    eager = load(path, threads=threads)
+    eager = load(path, threads=threads, trace=False)
     compiled = load(path, threads=threads).compile()
     frames = list(geometries(name, n + 1))
     eager.warm_up()

@@ -8,7 +8,9 @@
 2. The network with e3nn's own ``o3.Linear`` and ``Gate`` against ``phisnet.linear.Linear`` and ``GatedLinear``'s
    written-out gate, on the same --n geometries predicted again (their integrals kept, so the network alone),
    alternating by rounds; the largest difference in H (Hartree).
-3. A dataset's reference calculation (PBE/def2-SVP, minao guess, the datasets' SCF tolerance, no forces) with
+3. A prediction (integrals included, a new geometry each time) with the network op by op against its recorded graph
+   (``phisnet.traced``, ``Predictor.trace``), alternating by rounds over --n geometries; the largest difference in H.
+4. A dataset's reference calculation (PBE/def2-SVP, minao guess, the datasets' SCF tolerance, no forces) with
    PySCF's integrator as it ships and ``mf.get_fock()`` after the SCF, against ``run_dft``'s kept orbital values
    (``phisnet.ao_values``) and the Fock matrix of the driver's last potential; --scf geometries of each molecule,
    alternating; seconds per calculation (molecule to H), the SCF iterations and the largest difference in H.
@@ -71,7 +73,7 @@ def e3nn_gate(self, x):
 
 
 def network(name: str, n: int, rounds: int) -> tuple[float, float, float]:
-    predictor, frames = load(f"pretrained/{name}.pt"), list(geometries(name, n))
+    predictor, frames = load(f"pretrained/{name}.pt", trace=False), list(geometries(name, n))
     for frame in frames:  # integrals computed and kept: the rounds below time the network
         predictor.predict(frame)
     ours = {"linear": linear.Linear.forward, "gate": layers.GatedLinear.forward}
@@ -88,6 +90,23 @@ def network(name: str, n: int, rounds: int) -> tuple[float, float, float]:
         linear.Linear.forward, layers.GatedLinear.forward = ours["linear"], ours["gate"]
     diff = max(float(np.abs(a - b).max()) for a, b in zip(H["e3nn"], H["ours"], strict=True))
     return 1e3 * np.median(times["e3nn"]), 1e3 * np.median(times["ours"]), diff
+
+
+def traced(name: str, n: int, rounds: int) -> tuple[float, float, float]:
+    predictors = {"op by op": load(f"pretrained/{name}.pt", trace=False), "traced": load(f"pretrained/{name}.pt")}
+    warm = list(geometries(name, 3, seed=2))
+    for predictor in predictors.values():  # the second prediction of a composition records its graph
+        for frame in warm:
+            predictor.predict(frame)
+    times, H = {way: [] for way in predictors}, {}
+    for r in range(rounds):
+        frames = list(geometries(name, n, seed=10 + r))  # new geometries: their integrals are computed as well
+        for way in predictors if r % 2 else reversed(list(predictors)):
+            t0 = time.perf_counter()
+            H[way] = [predictors[way].predict(frame).hamiltonian for frame in frames]
+            times[way].append((time.perf_counter() - t0) / len(frames))
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(H["op by op"], H["traced"], strict=True))
+    return 1e3 * np.median(times["op by op"]), 1e3 * np.median(times["traced"]), diff
 
 
 def stock_scf(atoms) -> tuple[np.ndarray, int]:
@@ -131,6 +150,10 @@ def main() -> None:
     print("network, ms                  e3nn's maps      ours   ratio  max |dH| / Ha")
     for name in MOLECULES:
         a, b, d = network(name, args.n, args.rounds)
+        print(f"{name:24s} {a:14.2f} {b:9.2f} {b / a:7.2f}  {d:.1e}")
+    print("prediction, ms                 op by op    traced   ratio  max |dH| / Ha")
+    for name in MOLECULES:
+        a, b, d = traced(name, args.n, args.rounds)
         print(f"{name:24s} {a:14.2f} {b:9.2f} {b / a:7.2f}  {d:.1e}")
     if args.scf:
         print("reference SCF, s            PySCF as shipped   kept   ratio  max |dH| / Ha  iterations")

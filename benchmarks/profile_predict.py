@@ -95,10 +95,10 @@ def main() -> None:
         if path is None:
             config = load("pretrained/ethanol.pt").model.config.to_json()
             config["elements"] = sorted(set(atoms.numbers.tolist()))
-            predictor = Predictor(PhiSNet(PhiSNetConfig(**config)).eval(), {}, threads=args.threads)
+            predictor = Predictor(PhiSNet(PhiSNetConfig(**config)).eval(), {}, threads=args.threads, trace=False)
             name += " (untrained)"
         else:
-            predictor = load(path, threads=args.threads)
+            predictor = load(path, threads=args.threads, trace=False)  # op by op: the stages are timed
         results[name] = profile(predictor, atoms, args.repeat)
     print(f"torch {torch.__version__}, {args.threads} thread(s); ms per prediction (share of predict)")
     header = f"{'stage':<28}" + "".join(f"{name:>22}" for name in results)

@@ -37,6 +37,10 @@ class KeptAONumInt(numint.NumInt):
         self.max_bytes = max_bytes
         self._kept: tuple | None = None  # (key, holders, blocks)
 
+    def release(self) -> None:
+        """Free the kept values (the next pass evaluates them again)."""
+        self._kept = None
+
     def block_loop(self, mol, grids, nao=None, deriv=0, max_memory=2000, non0tab=None, blksize=None, buf=None):
         if grids.coords is None:
             grids.build(with_non0tab=True)

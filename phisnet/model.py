@@ -35,7 +35,7 @@ from phisnet.errors import InputError
 from phisnet.layers import ElementPairRadial, GatedLinear, Interaction, MatrixHead, PairUpdate
 from phisnet.layout import OrbitalLayout, block_irreps_and_basis
 from phisnet.linear import Linear
-from phisnet.tensor_product import tensor_product_uuu, tensor_product_uvu, uniform_irreps
+from phisnet.tensor_product import ChannelwiseTensorProduct, tensor_product_uuu, tensor_product_uvu, uniform_irreps
 from phisnet.torchtools import default_dtype
 
 OVERLAP_RADIAL = 32  # Gaussians over 0..cutoff for the two-centre overlap (PhiSNetConfig.two_center_overlap)
@@ -61,6 +61,7 @@ class PhiSNet(nn.Module):
         self._pair_stage(irreps_x, dtype)
         self._output_stage(irreps_x, irreps_block, dtype)
         self._baseline()
+        self.traced = None  # a phisnet.traced.TracedNetworks while Predictor.trace is on
 
     def _orbital_buffers(self, dtype) -> o3.Irreps:
         """The orbital layout, element lookups, the per-element references and output scales; the block irreps."""
@@ -292,9 +293,35 @@ class PhiSNet(nn.Module):
 
         The network runs in its parameters' dtype; a baseline's integrals are taken at the positions as given
         (float64 positions from a float32 model's Predictor: the integrals, and an exact S, of the geometry itself).
+        With ``traced`` set (``Predictor.trace``), a prediction of one composition without autograd runs the
+        network as a recorded graph (``phisnet.traced``).
         """
         dtype = next(self.parameters()).dtype
-        graph = self._graph([p.to(dtype) for p in positions], atomic_numbers)
+        recorded = (
+            self.traced.outputs(self, positions[0].to(dtype), atomic_numbers[0]) if self._use_trace(positions) else None
+        )
+        if recorded is not None:
+            elements, outputs = [self.element_indices(atomic_numbers[0])], [recorded]
+        else:
+            graph, outputs = self._network([p.to(dtype) for p in positions], atomic_numbers)
+            elements = [group[2] for group in graph["groups"]]
+        if self.baseline is not None:
+            self._add_baseline(outputs, positions, atomic_numbers, elements, dtype)
+        return outputs
+
+    def _use_trace(self, positions: list[torch.Tensor]) -> bool:
+        return (
+            self.traced is not None
+            and len(positions) == 1
+            and not torch.is_grad_enabled()
+            and not self.training
+            and not ChannelwiseTensorProduct.reference
+        )
+
+    def _network(self, positions: list[torch.Tensor], atomic_numbers: list[torch.Tensor]) -> tuple[dict, list[dict]]:
+        """The graph and, per composition, the network's H (and S unless ``exact_overlap``) without the baseline."""
+        dtype = positions[0].dtype
+        graph = self._graph(positions, atomic_numbers)
         rbf = self.gaussians(graph["r"], self.centers, self.width) * graph["envelope"]  # [edges, n_radial]
         fine = self.gaussians(graph["r"], self.fine_centers, self.fine_width) if self.config.fine_radial else None
         x = self._node_features(graph, rbf, fine, dtype)
@@ -303,16 +330,14 @@ class PhiSNet(nn.Module):
         outputs = [{} for _ in graph["groups"]]
         h_diag, h_off = self.heads["h_diagonal"](diag, Q), self.heads["h_offdiagonal"](pair, Q)  # [nodes|edges, K, K]
         self._assemble(graph, h_diag, h_off, self.h_reference, self.h_scale, outputs, "hamiltonian")
-        if self.baseline is not None:
-            self._add_baseline(outputs, positions, atomic_numbers, graph, dtype)
         if self.config.exact_overlap:
-            return outputs
+            return graph, outputs
         if self.config.two_center_overlap:  # on-site: the reference alone; pairs: two-centre features
             s_diag, s_off = None, self.heads["s_offdiagonal"](self._two_center(graph), Q)
         else:
             s_diag, s_off = self.heads["s_diagonal"](diag, Q), self.heads["s_offdiagonal"](pair, Q)
         self._assemble(graph, s_diag, s_off, self.s_reference, self.s_scale, outputs, "overlap")
-        return outputs
+        return graph, outputs
 
     def _node_features(self, graph: dict, rbf, fine, dtype) -> torch.Tensor:
         """Embedding and message passing: [nodes, irreps_x]."""
@@ -349,11 +374,11 @@ class PhiSNet(nn.Module):
         second = self.mix["self"](x) if self.config.pair_mixing else x
         return x + self.self_product.project(self.self_product.internal(x, second), self.self_linear)
 
-    def _add_baseline(self, outputs: list[dict], positions, atomic_numbers, graph: dict, dtype) -> None:
+    def _add_baseline(self, outputs: list[dict], positions, atomic_numbers, elements: list, dtype) -> None:
         """Add the one-electron baseline to each composition's H; with ``exact_overlap``, S is its integral."""
-        for out, pos, numbers, group in zip(outputs, positions, atomic_numbers, graph["groups"], strict=True):
+        for out, pos, numbers, element in zip(outputs, positions, atomic_numbers, elements, strict=True):
             M = self.baseline.integrals(pos, numbers)  # [B, F, nao, nao]
-            H0 = self.baseline(M, group[2])  # [B, nao, nao]; group[2]: element indices
+            H0 = self.baseline(M, element)  # [B, nao, nao]
             out["hamiltonian"] = out["hamiltonian"] + H0.to(dtype)
             if self.config.exact_overlap:  # float64 whatever the model's dtype: it is exact
                 out["overlap"] = M[:, 0]

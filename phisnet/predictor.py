@@ -16,6 +16,7 @@ from phisnet.errors import InputError
 from phisnet.model import PhiSNet
 from phisnet.tensor_product import ChannelwiseTensorProduct
 from phisnet.torchtools import torch_threads
+from phisnet.traced import TracedNetworks
 
 
 @dataclass
@@ -60,15 +61,19 @@ class Predictor:
     """A loaded model ready to predict; ``metadata`` describes what it was trained on.
 
     ``threads``: torch threads for a prediction, ``"auto"`` (``auto_threads``: one for small molecules or a
-    busy machine) or a number; predictions restore torch's own setting afterwards.
+    busy machine) or a number; predictions restore torch's own setting afterwards. ``trace``: from the second
+    prediction of a composition (and batch size) on, run the network as a recorded graph (``phisnet.traced``;
+    ``untrace`` switches back).
     """
 
-    def __init__(self, model: PhiSNet, metadata: dict, threads: int | str = "auto"):
+    def __init__(self, model: PhiSNet, metadata: dict, threads: int | str = "auto", trace: bool = True):
         if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
             raise InputError(f"threads must be 'auto' or a positive whole number, not {threads!r}.")
         self.model = model
         self.metadata = metadata
         self.threads = threads
+        if trace:
+            self.trace()
 
     @property
     def info(self) -> ModelInfo:
@@ -88,6 +93,22 @@ class Predictor:
         return self.info.subspace
 
     @property
+    def traced(self) -> bool:
+        return self.model.traced is not None
+
+    def trace(self) -> Predictor:
+        """Predict compositions met before through recorded graphs (``phisnet.traced``): the same numbers in about
+        0.6-0.85 of the network's time (``benchmarks/fast_paths.py``); returns the predictor."""
+        if self.model.traced is None:
+            self.model.traced = TracedNetworks()
+        return self
+
+    def untrace(self) -> Predictor:
+        """Back to running the network op by op (the switch back from ``trace``)."""
+        self.model.traced = None
+        return self
+
+    @property
     def compiled(self) -> bool:
         return any("internal" in m.__dict__ for m in self.model.modules() if isinstance(m, ChannelwiseTensorProduct))
 
@@ -98,6 +119,7 @@ class Predictor:
         rounding: not worth it by default. The whole network does not compile: dynamo cannot guard on e3nn's
         ``Irreps`` (their ``len`` raises), and the baseline's integrals are PySCF's. Undone by ``uncompile``.
         """
+        self.untrace()  # a recorded graph would run the products as they were recorded, not compiled
         for module in self.model.modules():
             if isinstance(module, ChannelwiseTensorProduct) and "internal" not in module.__dict__:
                 module.internal = torch.compile(module.internal, dynamic=True)
@@ -178,11 +200,13 @@ class Predictor:
         return results
 
 
-def load(path: str | Path, dtype: torch.dtype = torch.float32, threads: int | str = "auto") -> Predictor:
+def load(
+    path: str | Path, dtype: torch.dtype = torch.float32, threads: int | str = "auto", trace: bool = True
+) -> Predictor:
     """Load a checkpoint written by ``save_checkpoint`` (safely, ``weights_only=True``); see ``Predictor``."""
     payload = read_checkpoint(path)
     model = build_from_checkpoint(payload, dtype)
-    return Predictor(model, payload["metadata"], threads)
+    return Predictor(model, payload["metadata"], threads, trace)
 
 
 def as_predictor(model) -> Predictor:

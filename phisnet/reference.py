@@ -144,6 +144,8 @@ def run_dft(
     grad, forces_seconds = (
         _gradient(mf, len(atoms)) if forces and converged else (np.full((len(atoms), 3), np.nan), 0.0)
     )
+    if isinstance(getattr(mf, "_numint", None), KeptAONumInt):
+        mf._numint.release()  # hundreds of MB: freed now, not whenever the mean-field object goes
     return Reference(
         hamiltonian=np.asarray(fock),
         overlap=mol.intor("int1e_ovlp"),
@@ -195,7 +197,11 @@ def _iterate(mf, dm0, progress) -> tuple[list[float], float, np.ndarray]:
     post_kernel = mf.post_kernel
     mf.callback, mf.post_kernel = record, keep_final
     t0 = time.perf_counter()
-    mf.kernel(dm0=dm0)
+    try:
+        mf.kernel(dm0=dm0)
+    finally:  # the hooks refer to mf: left on it, they would keep it (and its grid's values) alive in a cycle
+        mf.callback = None
+        del mf.post_kernel
     return energies, time.perf_counter() - t0, _final_fock(mf, final)
 
 

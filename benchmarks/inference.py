@@ -11,7 +11,9 @@ and PySCF's SCF time (default guess and tolerance) and peak-memory growth for th
 geometry, with the time ratio. The column "e3nn / s" is the same prediction with every tensor product, linear
 map and gate evaluated by e3nn's own code (``phisnet.tensor_product.e3nn_reference``), timed alternating with the
 default batched evaluation, so "gain" shows what the batched products buy. "1 thread / s" is the default
-evaluation on one torch thread, also timed alternating ("predict / s" uses torch's thread count).
+evaluation on one torch thread, also timed alternating ("predict / s" uses torch's thread count). "recorded / s"
+is the same prediction once the network runs as a recorded graph (``phisnet.traced``, what a molecule predicted
+1000 times gets: an MD run), timed after the recording, and "long run" its speed-up over the SCF.
 ``--untrained`` molecules (default: uracil, the paper's largest) are timed with random weights in the
 configuration of the largest model given: the time of a prediction does not depend on the weights, so this
 measures the speed-up a trained model will have.
@@ -71,7 +73,7 @@ def main() -> None:
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), PySCF with {lib.num_threads()} threads")
     header = (
         f"{'model':<28}{'atoms':>6}{'predict / s':>13}{'MB':>6}{'e3nn / s':>10}{'gain':>6}{'1 thread / s':>14}"
-        f"{'PySCF SCF / s':>15}{'iter':>6}{'MB':>6}{'speed-up':>10}"
+        f"{'PySCF SCF / s':>15}{'iter':>6}{'MB':>6}{'speed-up':>10}{'recorded / s':>14}{'long run':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -153,6 +155,7 @@ def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
                 predictor.predict(moved)
                 times_of.append(time.perf_counter() - t0)
     predictor.threads = torch.get_num_threads()
+    t_recorded = recorded_seconds(predictor, atoms, repeat, rng)
     model_mb = peak_rss_mb() - rss0
     rss1 = peak_rss_mb()
     ref = run_dft(
@@ -167,7 +170,26 @@ def measure(label: str, predictor, atoms, repeat: int, rss0: float) -> None:
     print(
         f"{label:<28}{len(atoms):>6}{t:>13.4f}{model_mb:>6.0f}{t_e3nn:>10.4f}{t_e3nn / t:>5.1f}x{t_one:>14.4f}"
         f"{ref.seconds:>15.2f}{ref.n_iterations:>6}{pyscf_mb:>6.0f}{ref.seconds / t:>9.0f}x"
+        f"{t_recorded:>14.4f}{ref.seconds / t_recorded:>9.0f}x"
     )
+
+
+def recorded_seconds(predictor, atoms, repeat: int, rng) -> float:
+    """Median time of a prediction through the recorded graph (recorded at once here, then warmed up)."""
+    predictor.trace(record_after=1)
+    try:
+        for _ in range(4):  # the recording, then TorchScript's first optimised runs
+            predictor.predict(atoms)
+        times = []
+        for _ in range(repeat):
+            moved = atoms.copy()
+            moved.positions += rng.normal(scale=0.005, size=moved.positions.shape)
+            t0 = time.perf_counter()
+            predictor.predict(moved)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+    finally:
+        predictor.trace()  # back to the default count
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from phisnet.errors import InputError
 from phisnet.model import PhiSNet
 from phisnet.tensor_product import ChannelwiseTensorProduct
 from phisnet.torchtools import torch_threads
-from phisnet.traced import TracedNetworks
+from phisnet.traced import RECORD_AFTER, TracedNetworks
 
 
 @dataclass
@@ -61,9 +61,9 @@ class Predictor:
     """A loaded model ready to predict; ``metadata`` describes what it was trained on.
 
     ``threads``: torch threads for a prediction, ``"auto"`` (``auto_threads``: one for small molecules or a
-    busy machine) or a number; predictions restore torch's own setting afterwards. ``trace``: from the second
-    prediction of a composition (and batch size) on, run the network as a recorded graph (``phisnet.traced``;
-    ``untrace`` switches back).
+    busy machine) or a number; predictions restore torch's own setting afterwards. ``trace``: once a composition
+    (and batch size) has been predicted ``phisnet.traced.RECORD_AFTER`` times, run its network as a recorded graph
+    (``phisnet.traced``; ``untrace`` switches back).
     """
 
     def __init__(self, model: PhiSNet, metadata: dict, threads: int | str = "auto", trace: bool = True):
@@ -96,11 +96,12 @@ class Predictor:
     def traced(self) -> bool:
         return self.model.traced is not None
 
-    def trace(self) -> Predictor:
-        """Predict compositions met before through recorded graphs (``phisnet.traced``): the same numbers in about
-        0.6-0.85 of the network's time (``benchmarks/fast_paths.py``); returns the predictor."""
-        if self.model.traced is None:
-            self.model.traced = TracedNetworks()
+    def trace(self, record_after: int = RECORD_AFTER) -> Predictor:
+        """Predict a composition met ``record_after`` times through a recorded graph (``phisnet.traced``): the same
+        numbers in about 0.75-0.9 of a prediction's time, after a recording of about 2 s
+        (``benchmarks/fast_paths.py``); returns the predictor."""
+        if self.model.traced is None or self.model.traced.record_after != record_after:
+            self.model.traced = TracedNetworks(record_after)
         return self
 
     def untrace(self) -> Predictor:

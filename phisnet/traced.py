@@ -22,7 +22,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-#: Graphs kept per model (each holds a frozen copy of the weights), the most recently used.
+#: Graphs kept per model (each holds a frozen copy of the weights), the most recently used; as many request counts.
 KEPT = 4
 
 
@@ -39,28 +39,36 @@ class _Network(nn.Module):
         return tuple(out[0][key] for key in ("hamiltonian", "overlap") if key in out[0])
 
 
+#: Predictions of one composition and batch size before its graph is recorded. Recording and the graph's first
+#: optimised run cost 1.4-2.2 s (water to uracil, one thread), and the graph saves 3-20 % of a prediction (2.4 ms of
+#: water's 11, 7 ms of ethanol's 61; ``benchmarks/fast_paths.py``): it pays after some hundreds of predictions. At
+#: 1000 a run that stops just after the recording is at most about 12 % slower (water), a long MD run faster.
+RECORD_AFTER = 1000
+
+
 class TracedNetworks:
     """Recorded networks of one model, by composition, batch size and dtype, while its weights stay the same.
 
-    A graph is recorded at the second request of its key, not the first: recording costs about the time of 30 water
-    or 20 ethanol predictions, which a molecule predicted once would pay for nothing.
+    A graph is recorded at the ``record_after``-th request of its key: a molecule predicted a few times (the app, a
+    short scan) never pays for the recording, a long MD run or trajectory gets the graph for the rest of it.
     """
 
-    def __init__(self):
+    def __init__(self, record_after: int = RECORD_AFTER):
+        self.record_after = record_after
         self._graphs: OrderedDict[tuple, torch.jit.ScriptModule] = OrderedDict()
-        self._seen: OrderedDict[tuple, None] = OrderedDict()
+        self._requests: OrderedDict[tuple, int] = OrderedDict()
         self._lock = threading.Lock()
         self._weights: tuple[int, list[torch.Tensor]] | None = None  # (id of the model, its state's tensors)
 
     def outputs(self, model, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> dict | None:
-        """The network's H (and S) of positions (B, N, 3), as ``model._network`` computes them; None the first
-        time this composition and batch size come (the caller runs the network as it is)."""
+        """The network's H (and S) of positions (B, N, 3), as ``model._network`` computes them; None while this
+        composition and batch size have not come ``record_after`` times (the caller runs the network as it is)."""
         key = (tuple(atomic_numbers.tolist()), tuple(positions.shape), positions.dtype, self._weights_key(model))
         with self._lock:
             graph = self._graphs.get(key)
             if graph is None:
-                if key not in self._seen:
-                    _keep(self._seen, key, None)
+                requests = _keep(self._requests, key, self._requests.get(key, 0) + 1)
+                if requests < self.record_after:
                     return None
                 graph = _keep(self._graphs, key, _record(model, positions, atomic_numbers))
             self._graphs.move_to_end(key)
@@ -80,10 +88,10 @@ class TracedNetworks:
         return len(self._graphs)
 
     def __deepcopy__(self, memo) -> TracedNetworks:  # a copied model has weights of its own: it records afresh
-        return TracedNetworks()
+        return TracedNetworks(self.record_after)
 
     def __reduce__(self):
-        return TracedNetworks, ()
+        return TracedNetworks, (self.record_after,)
 
 
 def _keep(store: OrderedDict, key, value):

@@ -42,7 +42,8 @@ def geometries(name: str, n: int, seed: int = 0) -> list:
     ids=["S from features", "two-centre S, pair layers", "baseline, exact S, fine radial"],
 )
 def test_a_recorded_network_predicts_new_geometries_as_the_network_does(options):
-    traced, plain = Predictor(build64(**options), {}), Predictor(build64(**options), {}, trace=False)
+    traced = Predictor(build64(**options), {}).trace(record_after=2)
+    plain = Predictor(build64(**options), {}, trace=False)
     frames = geometries("ethanol", 4)
     traced.predict(frames[0])
     assert len(traced.model.traced) == 0  # the first prediction of a composition runs op by op
@@ -55,7 +56,7 @@ def test_a_recorded_network_predicts_new_geometries_as_the_network_does(options)
 
 def test_changed_weights_are_recorded_afresh_and_grad_runs_op_by_op():
     model = build64()
-    predictor = Predictor(model, {})
+    predictor = Predictor(model, {}).trace(record_after=2)
     frames = geometries("water", 3)
     for atoms in frames:
         predictor.predict(atoms)
@@ -76,7 +77,7 @@ def test_changed_weights_are_recorded_afresh_and_grad_runs_op_by_op():
 
 
 def test_batches_of_one_composition_run_through_their_own_graphs():
-    predictor, plain = Predictor(build64(), {}), Predictor(build64(), {}, trace=False)
+    predictor, plain = Predictor(build64(), {}).trace(record_after=2), Predictor(build64(), {}, trace=False)
     frames = geometries("water", 6)
     for _ in range(2):
         many = predictor.predict_many(frames, batch_size=4)  # batches of 4 and 2: a graph each, recorded the 2nd time
@@ -86,9 +87,22 @@ def test_batches_of_one_composition_run_through_their_own_graphs():
     assert not predictor.untrace().traced and predictor.trace().traced
 
 
+def test_a_graph_waits_for_its_count_of_predictions_of_one_composition():
+    from phisnet.traced import RECORD_AFTER
+
+    assert Predictor(build64(), {}).model.traced.record_after == RECORD_AFTER >= 100
+    predictor = Predictor(build64(), {}).trace(record_after=5)
+    frames = geometries("water", 3)
+    for k in range(4):
+        predictor.predict(frames[k % 3])
+    assert len(predictor.model.traced) == 0
+    predictor.predict(frames[0])
+    assert len(predictor.model.traced) == 1
+
+
 def test_a_shipped_model_recorded_equals_its_op_by_op_prediction_in_float32():
     """Issue 47's accuracy bar: the optimised prediction equals the un-optimised one to 1e-6 Ha in float32."""
-    traced, plain = load("pretrained/ethanol.pt"), load("pretrained/ethanol.pt", trace=False)
+    traced, plain = load("pretrained/ethanol.pt").trace(record_after=2), load("pretrained/ethanol.pt", trace=False)
     frames = geometries("ethanol", 3, seed=1)
     for atoms in frames:
         got, expected = traced.predict(atoms), plain.predict(atoms)

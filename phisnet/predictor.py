@@ -61,9 +61,9 @@ class Predictor:
     """A loaded model ready to predict; ``metadata`` describes what it was trained on.
 
     ``threads``: torch threads for a prediction, ``"auto"`` (``auto_threads``: one for small molecules or a
-    busy machine) or a number; predictions restore torch's own setting afterwards. ``trace``: once a composition
-    (and batch size) has been predicted ``phisnet.traced.RECORD_AFTER`` times, run its network as a recorded graph
-    (``phisnet.traced``; ``untrace`` switches back).
+    busy machine) or a number; predictions restore torch's own setting afterwards. ``trace``: once
+    ``phisnet.traced.RECORD_AFTER`` structures of a composition have been predicted (one by one or in batches of one
+    size), run its network as a recorded graph (``phisnet.traced``; ``untrace`` switches back).
     """
 
     def __init__(self, model: PhiSNet, metadata: dict, threads: int | str = "auto", trace: bool = True):
@@ -97,9 +97,9 @@ class Predictor:
         return self.model.traced is not None
 
     def trace(self, record_after: int = RECORD_AFTER) -> Predictor:
-        """Predict a composition met ``record_after`` times through a recorded graph (``phisnet.traced``): the same
-        numbers in about 0.75-0.9 of a prediction's time, after a recording of about 2 s
-        (``benchmarks/fast_paths.py``); returns the predictor."""
+        """Predict a composition through a recorded graph once ``record_after`` of its structures have come
+        (``phisnet.traced``): the same numbers in about 0.75-1.0 of a prediction's time, after a recording of 1.4-2.2
+        s (``benchmarks/fast_paths.py``); returns the predictor."""
         if self.model.traced is None or self.model.traced.record_after != record_after:
             self.model.traced = TracedNetworks(record_after)
         return self

@@ -49,8 +49,9 @@ RECORD_AFTER = 1000
 class TracedNetworks:
     """Recorded networks of one model, by composition, batch size and dtype, while its weights stay the same.
 
-    A graph is recorded at the ``record_after``-th request of its key: a molecule predicted a few times (the app, a
-    short scan) never pays for the recording, a long MD run or trajectory gets the graph for the rest of it.
+    A graph is recorded once ``record_after`` structures have come in its key's batches: a molecule predicted a few
+    times (the app, a short scan) never pays for the recording, a long MD run or trajectory gets the graph for the
+    rest of it.
     """
 
     def __init__(self, record_after: int = RECORD_AFTER):
@@ -61,14 +62,15 @@ class TracedNetworks:
         self._weights: tuple[int, list[torch.Tensor]] | None = None  # (id of the model, its state's tensors)
 
     def outputs(self, model, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> dict | None:
-        """The network's H (and S) of positions (B, N, 3), as ``model._network`` computes them; None while this
-        composition and batch size have not come ``record_after`` times (the caller runs the network as it is)."""
+        """The network's H (and S) of positions (B, N, 3), as ``model._network`` computes them; None while fewer than
+        ``record_after`` structures of this composition have come in batches of this size (the caller then runs the
+        network as it is)."""
         key = (tuple(atomic_numbers.tolist()), tuple(positions.shape), positions.dtype, self._weights_key(model))
         with self._lock:
             graph = self._graphs.get(key)
             if graph is None:
-                requests = _keep(self._requests, key, self._requests.get(key, 0) + 1)
-                if requests < self.record_after:
+                frames = _keep(self._requests, key, self._requests.get(key, 0) + len(positions))  # a batch: B
+                if frames < self.record_after:
                     return None
                 graph = _keep(self._graphs, key, _record(model, positions, atomic_numbers))
             self._graphs.move_to_end(key)

@@ -77,10 +77,11 @@ def test_changed_weights_are_recorded_afresh_and_grad_runs_op_by_op():
 
 
 def test_batches_of_one_composition_run_through_their_own_graphs():
-    predictor, plain = Predictor(build64(), {}).trace(record_after=2), Predictor(build64(), {}, trace=False)
+    predictor, plain = Predictor(build64(), {}).trace(record_after=3), Predictor(build64(), {}, trace=False)
     frames = geometries("water", 6)
-    for _ in range(2):
-        many = predictor.predict_many(frames, batch_size=4)  # batches of 4 and 2: a graph each, recorded the 2nd time
+    many = predictor.predict_many(frames, batch_size=4)  # batches of 4 and 2: a graph each, at 3 structures
+    assert len(predictor.model.traced) == 1  # the batch of 4 brought 4 structures at once, the batch of 2 only 2
+    many = predictor.predict_many(frames, batch_size=4)
     assert len(predictor.model.traced) == 2
     for prediction, expected in zip(many, plain.predict_many(frames, batch_size=4), strict=True):
         np.testing.assert_allclose(prediction.hamiltonian, expected.hamiltonian, rtol=0, atol=1e-12)

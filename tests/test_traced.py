@@ -23,12 +23,9 @@ def build64(**options) -> PhiSNet:
 
 
 def geometries(name: str, n: int, seed: int = 0) -> list:
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        atoms = paper_molecule(name)
-        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
-        frames.append(atoms)
+    frames = [paper_molecule(name) for _ in range(n)]
+    for k, atoms in enumerate(frames):  # ASE's Gaussian displacements, 0.05 A, a seed per frame
+        atoms.rattle(stdev=0.05, seed=1000 * seed + k)
     return frames
 
 

@@ -6,8 +6,8 @@ a quarter of a PBE calculation (malondialdehyde, 90 functions, 110k grid points,
 iterations), and the values do not change while the geometry and the grid stay the same. PySCF has no switch that
 keeps them, so this subclass does (hand-written for that reason): the first pass over the grid stores each block of
 values, later passes of the same grid, orbitals and derivative order hand the stored blocks back. The arithmetic
-after them is PySCF's own, so the results are the same to the last bit (``tests/test_ao_values.py``);
-``benchmarks/fast_paths.py`` prints the time side by side.
+after them is PySCF's own, so the results are the same to the last bit on one thread and to rounding on more
+(``tests/test_ao_values.py``); ``benchmarks/fast_paths.py`` prints the time side by side.
 
 Only SCF's orders (values, first derivatives) are kept, and only when they fit in ``max_bytes``; the second
 derivatives that nuclear gradients need pass through as PySCF computes them.

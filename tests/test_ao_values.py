@@ -26,12 +26,13 @@ def _pbe(mol, numint=None, **options):
     return mf
 
 
-def test_kept_values_give_pyscfs_scf_to_the_last_bit(water):
+def test_kept_values_give_pyscfs_scf_to_rounding(water):
+    """Bitwise on one thread; on several, PySCF's own sums over grid blocks and threads may round differently."""
     mol = build_mol(water)
     plain, kept = _pbe(mol), _pbe(mol, KeptAONumInt())
     assert kept._numint._kept is not None  # the values were kept and served the later iterations
-    assert kept.e_tot == plain.e_tot
-    np.testing.assert_array_equal(kept.get_fock(), plain.get_fock())
+    assert kept.e_tot == pytest.approx(plain.e_tot, abs=1e-11)
+    np.testing.assert_allclose(kept.get_fock(), plain.get_fock(), rtol=0, atol=1e-11)
 
 
 def test_a_new_grid_or_order_replaces_the_kept_values(water):
@@ -65,7 +66,7 @@ def test_second_derivatives_and_grids_over_the_budget_pass_through(water):
     list(small.block_loop(mol, grids, deriv=1))
     assert small._kept is None
     mf = _pbe(mol, KeptAONumInt(max_bytes=1000))
-    assert mf.e_tot == _pbe(mol).e_tot
+    assert mf.e_tot == pytest.approx(_pbe(mol).e_tot, abs=1e-11)
 
 
 @pytest.mark.parametrize(("xc", "charge", "spin"), [("pbe", 0, 0), ("pbe", 1, 1), ("hf", 0, 0)])

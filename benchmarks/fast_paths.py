@@ -93,7 +93,7 @@ def network(name: str, n: int, rounds: int) -> tuple[float, float, float]:
     return 1e3 * np.median(times["e3nn"]), 1e3 * np.median(times["ours"]), diff
 
 
-def traced(name: str, n: int, rounds: int) -> tuple[float, float, float]:
+def traced(name: str, n: int, rounds: int) -> tuple[float, float, float, float]:
     predictors = {
         "op by op": load(f"pretrained/{name}.pt", trace=False),
         "traced": load(f"pretrained/{name}.pt").trace(record_after=2),

@@ -28,8 +28,8 @@ class KeptAONumInt(numint.NumInt):
 
     Use one per mean-field object: ``mf._numint = KeptAONumInt()``. The kept blocks are those of one (molecule,
     grid, orbitals, derivative order); a pass over anything else replaces them, and one that asks for its own block
-    size passes through. The molecule and the
-    grid's arrays are held with them, so none of them can be freed and its address reused by a new one.
+    size passes through. The molecule and the grid's arrays are held with them, so none of them can be freed and its
+    address reused by a new one.
     """
 
     def __init__(self, max_bytes: int = MAX_BYTES):

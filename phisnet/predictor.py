@@ -98,8 +98,8 @@ class Predictor:
 
     def trace(self, record_after: int = RECORD_AFTER) -> Predictor:
         """Predict a composition through a recorded graph once ``record_after`` of its structures have come
-        (``phisnet.traced``): the same numbers in about 0.75-1.0 of a prediction's time, after a recording of 1.4-2.2
-        s (``benchmarks/fast_paths.py``); returns the predictor."""
+        (``phisnet.traced``): the same numbers in 0.78-0.97 of a prediction's time, after a recording of 1.4-2.2 s
+        (``benchmarks/fast_paths.py``); returns the predictor."""
         if self.model.traced is None or self.model.traced.record_after != record_after:
             self.model.traced = TracedNetworks(record_after)
         return self

@@ -131,7 +131,7 @@ def run_dft(
     progress : called after every SCF iteration with its number (1, 2, ...) and energy (Hartree); an exception
         it raises stops the calculation (the app's Stop button works this way).
     keep_ao : keep the orbitals' values on the DFT grid between iterations (``phisnet.ao_values``): the same
-        result in about 0.7 of the time; False runs PySCF's integrator as it ships (for speed comparisons).
+        result in 0.6-0.9 of the time; False runs PySCF's integrator as it ships (for speed comparisons).
 
     Returns
     -------

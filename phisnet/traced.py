@@ -4,8 +4,8 @@ An eager prediction of a small molecule spends much of its network's time in Pyt
 2800 torch calls for water, ``docs/speed.md``). For a fixed composition and batch size the network is a fixed
 sequence of tensor operations (every atom pair is an edge, no geometry-dependent branches), so ``torch.jit.trace``
 records it once and ``torch.jit.freeze`` folds the weights in; later geometries run through the graph without Python
-(``benchmarks/fast_paths.py`` prints both side by side). The baseline's PySCF
-integrals stay outside the graph: they are numpy, and a trace would keep the recorded geometry's as constants.
+(``benchmarks/fast_paths.py`` prints both side by side). The baseline's PySCF integrals stay outside the graph: they
+are numpy, and a trace would keep the recorded geometry's as constants.
 
 ``torch.compile`` does not take the whole network (dynamo cannot guard on e3nn's ``Irreps``); tracing does, since it
 only records the tensor operations a forward pass runs. TorchScript is deprecated in the pinned torch 2.13 (it
@@ -40,7 +40,7 @@ class _Network(nn.Module):
 
 
 #: Predictions of one composition and batch size before its graph is recorded. Recording and the graph's first
-#: optimised run cost 1.4-2.2 s (water to uracil, one thread), and the graph saves 3-20 % of a prediction (2.4 ms of
+#: optimised run cost 1.4-2.2 s (water to uracil, one thread), and the graph saves 3-22 % of a prediction (2.4 ms of
 #: water's 11, 7 ms of ethanol's 61; ``benchmarks/fast_paths.py``): it pays after some hundreds of predictions. At
 #: 1000 a run that stops just after the recording is at most about 12 % slower (water), a long MD run faster.
 RECORD_AFTER = 1000

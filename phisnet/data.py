@@ -81,6 +81,12 @@ class GenerationSettings:
             d.pop("md")
         return d
 
+    @classmethod
+    def from_json(cls, d: dict) -> GenerationSettings:
+        """The settings ``to_json`` wrote (a dataset's metadata, a checkpoint's record of its data)."""
+        md = d.get("md")
+        return cls(**{**d, "symbols": tuple(d["symbols"]), "md": MDSettings(**md) if md else None})
+
 
 def _without_default_forces(settings: dict) -> dict:
     """Settings as stored: ``forces`` only when off, so datasets made before the option resume unchanged."""
@@ -194,15 +200,20 @@ def _new_metadata(title: str, fmt: str, settings, method: str, sampling: dict | 
     }
 
 
-def _prepare(db, molecule: str, settings: GenerationSettings, log):
+def _prepare(db, molecule: str, settings: GenerationSettings, log, subset: dict | None = None):
     """The dataset's sampler, a function of the sample index returning (positions, row keys), and its
-    metadata; what the sampler starts from (normal modes, MD conformers) is computed and stored once."""
+    metadata; what the sampler starts from (normal modes, MD conformers) is computed and stored once.
+    ``subset``: what a file holding only some rows of a dataset records about them (``phisnet.split_rebuild``)."""
     metadata = dict(db.metadata)
     if metadata.get("settings"):
         _check_resumed_settings(db, metadata, settings)
+        if metadata.get("subset") != subset:
+            raise InputError(f"{db.filename} holds other rows of these settings; use a new --out file.")
     else:
         new_metadata = _new_md_metadata if settings.sampler == MD else _new_normal_mode_metadata
         metadata = new_metadata(molecule, settings, log)
+        if subset is not None:
+            metadata["subset"] = subset
         db.metadata = metadata
     if settings.sampler == MD:
         sampler = MDSampler(
@@ -329,11 +340,51 @@ def generate(
         sampler=sampler,
         md=md,
     )
-    if guess_model is not None:
-        guess_model = check_guess_model(guess_model, basis, spin, settings.symbols)
-    pool = Pool(workers, scheduler, threads, log)
+    run = _Run(Pool(workers, scheduler, threads, log), _guess(guess_model, settings), progress, log)
     with _writer_lock(out):
-        return _generate_locked(out, molecule, n, settings, pool, progress, log, guess_model)
+        return _generate_locked(out, n, settings, run)
+
+
+def generate_rows(
+    settings: GenerationSettings,
+    indices: list[int],
+    out: str | os.PathLike,
+    subset: dict,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    threads: int | None = None,
+    guess_model: str | os.PathLike | None = None,
+    progress: bool = True,
+    log=print,
+) -> Path:
+    """Generate (or resume) only the structures ``indices`` of the dataset that ``settings`` describe.
+
+    Each row is the one the whole dataset holds at that sample index (structure i depends on (seed, i) alone), so
+    a file of a few rows costs what those rows cost. ``subset`` goes into the metadata (what the rows are);
+    a structure whose SCF does not converge is not replaced by another (it would not be the dataset's row):
+    InputError after the others are written. The other arguments are those of :func:`generate`.
+    """
+    out = _output_database(out, len(indices))
+    run = _Run(Pool(workers, scheduler, threads, log), _guess(guess_model, settings), progress, log)
+    with _writer_lock(out):
+        return _generate_locked(out, len(indices), settings, run, sorted(indices), subset)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How a generation runs (not what it makes): workers, the guess model's path, progress bar, log."""
+
+    pool: Pool
+    guess_model: str | None
+    progress: bool
+    log: object
+
+
+def _guess(guess_model, settings: GenerationSettings) -> str | None:
+    if guess_model is None:
+        return None
+    return check_guess_model(guess_model, settings.basis, settings.spin, settings.symbols)
 
 
 def _output_database(out: str | os.PathLike, n: int) -> Path:
@@ -365,26 +416,30 @@ def _writer_lock(out: Path):
 
 
 def _generate_locked(
-    out: Path, molecule, n: int, settings: GenerationSettings, pool: Pool, progress, log, guess_model=None
+    out: Path, n: int, settings: GenerationSettings, run: _Run, indices: list[int] | None = None, subset=None
 ) -> Path:
-    xc, basis = settings.xc, settings.basis
+    """Fill ``out`` to ``n`` rows: the first sample indices that converge, or exactly ``indices``."""
+    xc, basis, log = settings.xc, settings.basis, run.log
     # No `with db:` block: ASE would make the whole run one transaction; each write must commit alone.
     db = ase.db.connect(out, type="db", append=True)
-    sample, metadata = _prepare(db, molecule, settings, log)
+    sample, metadata = _prepare(db, settings.molecule, settings, log, subset)
     done = {row.sample_index for row in db.select(include_data=False)}
-    failed = set(metadata.get("failed_indices", []))
+    # A whole dataset draws the next index for one that failed; a fixed list tries its failed rows again.
+    failed = set(metadata.get("failed_indices", [])) if indices is None else set()
     if len(done) >= n:
         log(f"{out} already holds {len(done)} structures; nothing to do.")
         return out
-    symbols, level = list(settings.symbols), _level(settings, guess_model)
+    symbols, level = list(settings.symbols), _level(settings, run.guess_model)
     pending: set[int] = set()
     keys: dict[int, dict] = {}  # the row keys of each structure in flight (the MD snapshot's temperature)
-    counter = iter(range(10**9))
+    counter = iter(range(10**9) if indices is None else indices)
 
     def next_task():
         if len(done) + len(pending) >= n:
             return None
-        i = next(k for k in counter if k not in done and k not in failed)
+        i = next((k for k in counter if k not in done and k not in failed), None)
+        if i is None:  # a fixed list of rows, some of which did not converge
+            return None
         pending.add(i)
         positions, keys[i] = sample(i)
         return i, (symbols, positions, level)
@@ -395,11 +450,18 @@ def _generate_locked(
         bar.n = len(done)
         bar.refresh()
 
-    bar = tqdm(total=n, initial=len(done), unit="structure", desc=f"{molecule} {xc}/{basis}", disable=not progress)
+    description = f"{settings.molecule} {xc}/{basis}"
+    bar = tqdm(total=n, initial=len(done), unit="structure", desc=description, disable=not run.progress)
     try:
-        pool.run(next_task, record)
+        run.pool.run(next_task, record)
     finally:
         bar.close()
+    missing = sorted(set(indices or ()) - done)
+    if missing:
+        raise InputError(
+            f"The SCF of structure(s) {', '.join(map(str, missing))} did not converge, so {out} lacks them; "
+            "run the command again to retry them (with another --guess-model, or none)."
+        )
     return out
 
 
@@ -412,4 +474,4 @@ def _record(db, i, positions, symbols, ref, done: set, failed: set, log, **keys)
         metadata = dict(db.metadata)
         metadata["failed_indices"] = sorted(failed)
         db.metadata = metadata
-        log(f"Structure {i}: the SCF did not converge; it is skipped and another is drawn.")
+        log(f"Structure {i}: the SCF did not converge; it is skipped.")

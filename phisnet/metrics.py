@@ -115,9 +115,15 @@ def model_split(predictor, dataset, split: str = "test", path: str = "the model"
     """Positions in ``dataset`` of one split (train, val, test, test_ood) recorded in a model's checkpoint.
 
     Raises InputError when ``dataset`` is not the one the model was trained on (another size or
-    other generation settings): its splits would then mix training and test structures.
+    other generation settings): its splits would then mix training and test structures. A file that holds one
+    split of that dataset, rebuilt (``phisnet.split_rebuild``), serves for that split.
     """
+    from phisnet.split_rebuild import subset_positions
+
     info = predictor.info
+    rebuilt = subset_positions(dataset, info, split, path)
+    if rebuilt is not None:
+        return rebuilt
     splits, trained_on = info.splits, info.n_structures
     same_data = trained_on == len(dataset) and info.data_settings == (dataset.metadata.get("settings") or {})
     if not (splits and same_data):

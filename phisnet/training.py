@@ -60,6 +60,12 @@ class _Data:
 def _load_data(config: TrainConfig) -> _Data:
     """The dataset and its split; sets the model's elements, basis and level of theory from the data."""
     dataset = HamiltonianDataset(config.data)
+    subset = dataset.metadata.get("subset")
+    if subset:
+        raise InputError(
+            f"{config.data} holds only the rebuilt {subset['split']} split of {subset['of_model']}'s data, not a "
+            "dataset to split; train on a whole dataset (phisnet generate)."
+        )
     try:  # the one split rule (HamiltonianDataset.split_indices); the checkpoint stores its counts
         splits = dataset.split_indices(config.seed, config.train, config.val)
     except InputError as exc:

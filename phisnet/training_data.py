@@ -33,6 +33,12 @@ def add_training_data(dataset: HamiltonianDataset, splits: dict, paths: list[str
     for path in paths:
         extra = HamiltonianDataset(path)
         other = extra.metadata.get("settings") or {}
+        subset = extra.metadata.get("subset") or {"split": "train"}
+        if subset["split"] != "train":
+            raise InputError(
+                f"{path} holds the rebuilt {subset['split']} split of {subset['of_model']}'s data: training on it "
+                f"would spoil that model's {subset['split']} figures."
+            )
         for key, name in (("basis", "basis"), ("level_of_theory", "level of theory")):
             mine, theirs = dataset.metadata.get(key), extra.metadata.get(key)
             if mine != theirs:

@@ -25,7 +25,7 @@ def add_parser(sub, fmt) -> None:
         help="instead of MOLECULE: a set of molecules, 'builtin' (phisnet molecules) or a list file with lines "
         "'NAME SMILES|g2:NAME [seen|ood]'; --n is then per molecule, sampled around force-field conformers",
     )
-    gen.add_argument("--n", type=int, required=True, help="number of structures (per molecule with --molecules)")
+    gen.add_argument("--n", type=int, help="number of structures (per molecule with --molecules)")
     gen.add_argument("--out", required=True, help="output ASE database (.db)")
     gen.add_argument("--temperature", type=float, default=500.0, help="sampling temperature in K")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -38,6 +38,14 @@ def add_parser(sub, fmt) -> None:
     gen.add_argument(
         "--threads", type=int, help="PySCF threads per calculation (default: cores / workers; 1 on a Dask cluster)"
     )
+    gen.add_argument(
+        "--split-of",
+        metavar="MODEL",
+        help="instead of MOLECULE and --n: make again the --split structures of the dataset MODEL was trained on, "
+        "with the settings its checkpoint records (each structure depends on its seed and index alone): its test "
+        "split for phisnet evaluate in minutes, without the rest of a lost dataset",
+    )
+    gen.add_argument("--split", default="test", choices=["train", "val", "test"], help="with --split-of: which split")
     _sampler_flags(gen)
     gen.add_argument("--xc", default="pbe", help="PySCF functional, or hf for Hartree-Fock")
     gen.add_argument("--basis", default="def2-svp", help="basis set")
@@ -88,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     from phisnet.data import generate
     from phisnet.set_generation import generate_set
 
+    if args.split_of is not None:
+        return _rebuild(args)
+    if args.n is None:
+        raise InputError("Give --n, the number of structures (per molecule with --molecules).")
     if (args.molecule is None) == (args.molecules is None):
         raise InputError("Give either one MOLECULE or --molecules FILE (or --molecules builtin), not both or neither.")
     if args.threads is not None and args.threads < 1:
@@ -129,4 +141,33 @@ def run(args: argparse.Namespace) -> int:
             args.molecule, args.n, args.out, charge=args.charge, spin=args.spin, sampler=args.sampler, md=md, **common
         )
     print(f"Wrote {out}; list it with: ase db {out}")
+    return 0
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    """``--split-of``: one split of a model's dataset; every setting that decides the rows comes from the model."""
+    from phisnet.split_rebuild import rebuild_split
+
+    defaults = dict(
+        molecule=None, molecules=None, n=None, temperature=500.0, seed=0, xc="pbe", basis="def2-svp", charge=0,
+        spin=0, no_forces=False, sampler="normal-modes", conformers=None, minima=0, md_spacing=None, md_block=None,
+    )  # fmt: skip
+    given = [name for name, default in defaults.items() if getattr(args, name) != default]
+    if given:
+        flags = ", ".join("MOLECULE" if name == "molecule" else "--" + name.replace("_", "-") for name in given)
+        raise InputError(
+            f"--split-of takes the molecule, size and every sampling setting from the model; leave out {flags}."
+        )
+    out = rebuild_split(
+        args.split_of,
+        args.split,
+        args.out,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        threads=args.threads,
+        guess_model=args.guess_model,
+        progress=not args.quiet,
+        log=lambda message: print(message, file=sys.stderr),
+    )
+    print(f"Wrote {out}; score a model on it with: phisnet evaluate --model {args.split_of} --data {out}")
     return 0

@@ -21,6 +21,7 @@ import datetime
 import fcntl
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -378,7 +379,7 @@ class _Run:
     pool: Pool
     guess_model: str | None
     progress: bool
-    log: object
+    log: Callable[[str], None]
 
 
 def _guess(guess_model, settings: GenerationSettings) -> str | None:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from tiny import TINY
 
 from phisnet.checkpoint import save_checkpoint
 from phisnet.config import PhiSNetConfig
@@ -10,8 +11,6 @@ from phisnet.model import PhiSNet
 from phisnet.predictor import load
 from phisnet.reference import build_mol, run_dft
 from phisnet.torchtools import default_dtype
-
-TINY = {"channels": 4, "n_interactions": 1, "n_radial": 8, "radial_hidden": 8}
 
 
 def pbe_waters(n: int, seed: int) -> list[dict]:

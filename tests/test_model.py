@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
+from tiny import TINY, build64
 
 from phisnet import InputError
 from phisnet.basis import layout
@@ -15,15 +16,6 @@ from phisnet.model import PhiSNet
 from phisnet.predictor import Predictor, auto_threads, load
 from phisnet.tensor_product import e3nn_reference, tensor_product_uuu, tensor_product_uvu, uniform_irreps
 from phisnet.torchtools import default_dtype
-
-TINY = {"channels": 4, "n_interactions": 1, "n_radial": 8, "radial_hidden": 8}
-
-
-def build64(**options) -> PhiSNet:
-    """A tiny float64 model, built under float64 default dtype (e3nn stores its coefficients then)."""
-    with default_dtype(torch.float64):
-        torch.manual_seed(0)
-        return PhiSNet(PhiSNetConfig(elements=[1, 6, 7, 8], **{**TINY, **options})).eval()
 
 
 @pytest.fixture(

@@ -3,6 +3,7 @@
 import ase.db
 import numpy as np
 import pytest
+from tiny import TINY_ARGS
 
 from phisnet.cli import main as cli_main
 from phisnet.data import generate
@@ -14,7 +15,6 @@ from phisnet.predictor import load
 from phisnet.split_rebuild import rebuild_split
 
 QUIET = dict(progress=False, log=lambda m: None)
-TINY = ["--channels", "4", "--n-interactions", "1", "--n-radial", "8", "--radial-hidden", "8", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     md = MDSettings(block=4, spacing_fs=20, equilibration_fs=100)
     generate("water", 9, full, xc="hf", basis="sto-3g", sampler="md", md=md, **QUIET)
     train = ["train", "--data", str(full), "--out", str(folder / "run"), "--train", "5", "--val", "1"]
-    assert cli_main([*train, "--batch-size", "2", "--max-steps", "2", "--val-every", "2", *TINY]) == 0
+    assert cli_main([*train, "--batch-size", "2", "--max-steps", "2", "--val-every", "2", *TINY_ARGS]) == 0
     model = folder / "run" / "best.pt"
     rebuilt = rebuild_split(model, "test", folder / "test.db", **QUIET)
     return full, model, rebuilt
@@ -59,7 +59,7 @@ def test_a_model_scores_the_same_on_the_rebuilt_split(trained):
 
 def test_a_rebuilt_test_split_is_never_training_data(trained, tmp_path, capsys):
     full, _, rebuilt = trained
-    train = ["train", "--out", str(tmp_path / "r"), "--train", "1", "--val", "1", "--max-steps", "1", *TINY]
+    train = ["train", "--out", str(tmp_path / "r"), "--train", "1", "--val", "1", "--max-steps", "1", *TINY_ARGS]
     assert cli_main([*train, "--data", str(rebuilt)]) == 2
     assert "holds only the rebuilt test split" in capsys.readouterr().err
     assert cli_main([*train, "--data", str(full), "--extra-train", str(rebuilt)]) == 2

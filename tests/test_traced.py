@@ -4,22 +4,17 @@ import copy
 
 import numpy as np
 import pytest
+import tiny
 import torch
 
-from phisnet.config import PhiSNetConfig
 from phisnet.model import PhiSNet
 from phisnet.molecules import paper_molecule
 from phisnet.predictor import Predictor, load
 from phisnet.tensor_product import e3nn_reference
-from phisnet.torchtools import default_dtype
-
-TINY = {"channels": 4, "n_interactions": 1, "n_radial": 8, "radial_hidden": 8}
 
 
 def build64(**options) -> PhiSNet:
-    with default_dtype(torch.float64):
-        torch.manual_seed(0)
-        return PhiSNet(PhiSNetConfig(elements=[1, 6, 8], **{**TINY, **options})).eval()
+    return tiny.build64(elements=(1, 6, 8), **options)
 
 
 def geometries(name: str, n: int, seed: int = 0) -> list:

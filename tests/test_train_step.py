@@ -1,6 +1,7 @@
 """phisnet.train_step: one step's loss and gradients, and what a validation pass reports."""
 
 import pytest
+import tiny
 import torch
 
 from phisnet.config import PhiSNetConfig
@@ -9,7 +10,7 @@ from phisnet.model import PhiSNet
 from phisnet.train_config import TrainConfig
 from phisnet.training_data import composition_groups
 
-TINY = PhiSNetConfig(channels=4, n_interactions=1, n_radial=8, radial_hidden=8)
+TINY = PhiSNetConfig(**tiny.TINY)
 
 
 def test_one_call_for_a_mixed_batch_gives_the_same_loss_and_gradients(set_db):

@@ -6,7 +6,9 @@ import shutil
 import ase.db
 import numpy as np
 import pytest
+import tiny
 import torch
+from tiny import TINY_ARGS
 
 from phisnet.checkpoint import ModelInfo
 from phisnet.cli import main as cli_main
@@ -21,8 +23,7 @@ from phisnet.train_config import TrainConfig
 from phisnet.training import run
 from phisnet.training_data import composition_groups, mini_batches
 
-TINY = PhiSNetConfig(channels=4, n_interactions=1, n_radial=8, radial_hidden=8)
-TINY_ARGS = ["--channels", "4", "--n-interactions", "1", "--n-radial", "8", "--radial-hidden", "8", "--quiet"]
+TINY = PhiSNetConfig(**tiny.TINY)
 
 
 def config(water_db, out, **kwargs):

@@ -3,6 +3,7 @@
 import ase.db
 import numpy as np
 import pytest
+from tiny import TINY
 
 from phisnet.cli import main as cli_main
 from phisnet.config import PhiSNetConfig
@@ -15,8 +16,6 @@ from phisnet.reference import HARTREE_EV, build_mol
 from phisnet.run_log import read_metrics
 from phisnet.train_config import TrainConfig
 from phisnet.training import run
-
-TINY = dict(channels=4, n_interactions=1, n_radial=8, radial_hidden=8)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
     python benchmarks/scf_guess.py [--models pretrained/*.pt] [--n 20] [--conv-tol 1e-9]
         [--split test|test_ood] [--guesses minao atom huckel 1e]
+    python benchmarks/scf_guess.py --models pretrained/uracil.pt:data/uracil-test.db   # a rebuilt test split
 
 For every model, on the first --n structures of the test split recorded in its
 checkpoint (geometries it never trained on; with --split test_ood, the molecules a set
@@ -11,8 +12,9 @@ tolerance (``phisnet.scf_guess.compare``). Prints the mean iterations and wall t
 guess with ratios to minao (wall time of the predicted guess includes the prediction),
 the number of geometries on which a guess needed more iterations than minao, and the
 largest difference between the final energies of one geometry.
-The dataset is the one named in the checkpoint (``data/<molecule>.db``); make it with
-the command in the model card when it is missing.
+The dataset is the one named in the checkpoint (``data/<molecule>.db``), or the one after
+MODEL: (that dataset, or its test split made again with ``phisnet generate --split-of MODEL``);
+make it with the command in the model card when it is missing.
 """
 
 from __future__ import annotations
@@ -26,22 +28,28 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from phisnet.dataset import HamiltonianDataset, sample_atoms
+from phisnet.errors import InputError
 from phisnet.metrics import model_split
 from phisnet.predictor import load
 from phisnet.scf_guess import DEFAULT_CONV_TOL, PREDICTED, STANDARD_GUESSES, compare
 
 
-def held_out_structures(predictor, n: int, split: str = "test"):
-    """The first n geometries of a held-out split (test, or test_ood for a set model) of the model's own dataset;
-    ``atoms.info["index"]`` is the row in it."""
-    data = predictor.metadata.get("data", {})
-    path = Path(data.get("path", ""))
+def held_out_structures(predictor, n: int, split: str = "test", path: str | None = None):
+    """The first n geometries of a held-out split (test, or test_ood for a set model) of the model's own dataset
+    (or of ``path``: that dataset, or its split rebuilt by ``phisnet generate --split-of``); ``atoms.info["index"]``
+    is the row in it."""
+    path = Path(path or predictor.metadata.get("data", {}).get("path", ""))
     if not path.is_file():
-        raise SystemExit(f"{path}: dataset missing; make it with the command in the model card.")
+        raise SystemExit(
+            f"{path}: dataset missing; make it with the command in the model card, or its test split with "
+            "phisnet generate --split-of MODEL --out FILE and give MODEL:FILE."
+        )
     dataset = HamiltonianDataset(path)
-    if len(dataset) != data.get("n_structures"):
-        raise SystemExit(f"{path} has {len(dataset)} structures, the model was trained on {data.get('n_structures')}.")
-    for k in _spread(dataset, model_split(predictor, dataset, split), n):
+    try:
+        indices = model_split(predictor, dataset, split)
+    except InputError as exc:
+        raise SystemExit(str(exc)) from None
+    for k in _spread(dataset, indices, n):
         atoms = sample_atoms(dataset[k])
         atoms.info["name"] = dataset[k].get("molecule", "")
         atoms.info["index"] = k
@@ -65,7 +73,12 @@ def _spread(dataset, indices: list[int], n: int) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=sorted(glob.glob("pretrained/*.pt")))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=sorted(glob.glob("pretrained/*.pt")),
+        help="checkpoints, each optionally MODEL:DATA (a dataset holding its split)",
+    )
     parser.add_argument("--n", type=int, default=20, help="held-out geometries per model")
     parser.add_argument("--conv-tol", type=float, default=DEFAULT_CONV_TOL, help="SCF energy tolerance, Hartree")
     parser.add_argument(
@@ -81,11 +94,12 @@ def main() -> None:
         f"{'> minao':>9}{'max |dE| / Ha':>15}"
     )
     lines = [header, "-" * len(header)]
-    for path in args.models:
+    for pair in args.models:
+        path, *data = pair.split(":", 1)
         predictor = load(path)
         predictor.warm_up()
         runs = []
-        structures = list(held_out_structures(predictor, args.n, args.split))
+        structures = list(held_out_structures(predictor, args.n, args.split, *data))
         for atoms in tqdm(structures, desc=Path(path).stem, unit="geometry", file=sys.stderr):
             runs.append(compare(atoms, predictor, tuple(args.guesses), conv_tol=args.conv_tol))
         spread = max(c.max_energy_spread for c in runs)

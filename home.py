@@ -18,6 +18,7 @@ from phisnet.metrics import model_split
 from phisnet.molecules import PAPER_MOLECULES
 from phisnet.observables import energy_and_forces, predict_wavefunction
 from phisnet.reference import HARTREE_EV
+from phisnet.split_rebuild import model_test_data
 from phisnet.viz import FORCE_ARROW_ANGSTROM, view_html
 
 #: A one-time message after the app switched a user's molecule to the general model.
@@ -52,9 +53,9 @@ def dataset(path: str):
     return HamiltonianDataset(path)
 
 
-data_path = ui.ROOT / (predictor.info.data_path or "data/none.db")
+data_path = model_test_data(predictor.info, model_path, ui.ROOT)  # its dataset, or its rebuilt test split
 sources = ["Named molecule", "SMILES", "Upload a file"]
-if data_path.is_file():
+if data_path is not None:
     sources.insert(0, "Test geometry from the model's data")
 source_kind = st.radio("Molecule from", sources, horizontal=True, key="molecule_source")
 trained = ui.trained_molecule(predictor)

@@ -96,6 +96,15 @@ def rebuild_split(
     )
 
 
+def model_test_data(info: ModelInfo, model: str | os.PathLike, root: str | os.PathLike) -> Path | None:
+    """Where a model's test geometries are: its own dataset (the path its checkpoint records, under ``root``), else
+    its test split rebuilt as ``data/<model>-test.db`` (``scripts/test_splits.sh``); None when neither exists."""
+    if info.data_path and (Path(root) / info.data_path).is_file():
+        return Path(root) / info.data_path
+    rebuilt = Path(root) / "data" / f"{Path(model).stem}-test.db"
+    return rebuilt if rebuilt.is_file() else None
+
+
 def subset_positions(dataset, info: ModelInfo, split: str, path: str) -> list[int] | None:
     """Positions in ``dataset`` of a model's ``split`` when ``dataset`` is a rebuilt subset of the model's data;
     None when ``dataset`` is no subset. InputError when it is another dataset's or lacks some of the split."""

@@ -1,5 +1,7 @@
 """phisnet.split_rebuild: a model's test split made again holds its dataset's rows and scores the same."""
 
+import dataclasses
+
 import ase.db
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from phisnet.errors import InputError
 from phisnet.md import MDSettings
 from phisnet.metrics import evaluate, model_split
 from phisnet.predictor import load
-from phisnet.split_rebuild import rebuild_split
+from phisnet.split_rebuild import model_test_data, rebuild_split
 
 QUIET = dict(progress=False, log=lambda m: None)
 
@@ -80,3 +82,15 @@ def test_rebuilding_resumes_and_refuses_what_it_cannot_rebuild(trained, tmp_path
     assert "only a one-molecule dataset's split is rebuilt" in capsys.readouterr().err
     assert cli_main(["generate", "water", "--out", str(tmp_path / "z.db")]) == 2
     assert "Give --n" in capsys.readouterr().err
+
+
+def test_the_app_finds_a_models_test_geometries_in_its_rebuilt_split(trained, tmp_path):
+    full, model, rebuilt = trained
+    info = dataclasses.replace(load(model).info, data_path="data/full.db")  # as training records it, relative
+    root = tmp_path / "project"
+    assert model_test_data(info, model, root) is None
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "best-test.db").write_bytes(rebuilt.read_bytes())
+    assert model_test_data(info, model, root) == root / "data" / "best-test.db"
+    (root / "data" / "full.db").write_bytes(full.read_bytes())
+    assert model_test_data(info, model, root) == root / "data" / "full.db"  # its own dataset first

@@ -49,18 +49,7 @@ def subset_record(info: ModelInfo, split: str, model: str | os.PathLike) -> dict
     }
 
 
-def rebuild_split(
-    model: str | os.PathLike,
-    split: str,
-    out: str | os.PathLike,
-    *,
-    workers: int = 1,
-    scheduler: str | None = None,
-    threads: int | None = None,
-    guess_model: str | os.PathLike | None = None,
-    progress: bool = True,
-    log=print,
-) -> Path:
+def rebuild_split(model: str | os.PathLike, split: str, out: str | os.PathLike, **options) -> Path:
     """Generate (or resume) the rows of ``model``'s ``split`` (train, val or test) of its dataset into ``out``.
 
     Parameters
@@ -68,7 +57,8 @@ def rebuild_split(
     model : a checkpoint trained on a one-molecule dataset of ``phisnet generate``.
     split : which of its dataset's splits.
     out : the ASE database to write (``.db``); resumable like every generation.
-    workers, scheduler, threads, guess_model, progress, log : as for ``phisnet.data.generate``.
+    options : how the calculations run, as for ``phisnet.data.generate`` (``workers``, ``scheduler``, ``threads``,
+        ``guess_model``, ``progress``, ``log``).
 
     Returns
     -------
@@ -77,23 +67,12 @@ def rebuild_split(
     """
     info = ModelInfo.from_metadata(read_checkpoint(model)["metadata"])
     subset = subset_record(info, split, model)
-    settings = GenerationSettings.from_json(info.data_settings)
+    log = options.get("log", print)
     log(
         f"{len(subset['positions'])} rows: the {split} split of the {subset['n_structures']}-structure dataset "
         f"{model} was trained on ({info.data_title})."
     )
-    return generate_rows(
-        settings,
-        subset["positions"],
-        out,
-        subset,
-        workers=workers,
-        scheduler=scheduler,
-        threads=threads,
-        guess_model=guess_model,
-        progress=progress,
-        log=log,
-    )
+    return generate_rows(GenerationSettings.from_json(info.data_settings), subset["positions"], out, subset, **options)
 
 
 def model_test_data(info: ModelInfo, model: str | os.PathLike, root: str | os.PathLike) -> Path | None:

@@ -268,7 +268,9 @@ class OneElectronBaseline(nn.Module):
         minimise the squared error of its entries over all samples (minimum-norm where features coincide, as
         S and T of an atom's own shells do). With ``only_new`` (a trained model meeting new data), only kinds
         without coefficients yet (never seen) are fitted; the others keep theirs, so the model's H is unchanged
-        wherever it was trained. Returns {"kinds": how many kinds of block were fitted}.
+        wherever it was trained. Returns {"kinds": how many kinds of block were fitted}; with ``only_new``, those
+        given nonzero coefficients (a kind is known by them: one whose best coefficients are zero, as where H
+        vanishes by symmetry, is fitted to zero again each time, which changes nothing and is not counted).
         """
         E, n_slots, F = self.onsite.shape[0], self.onsite.shape[1], self.n_features
         n_off = E * n_slots * E * n_slots
@@ -295,7 +297,7 @@ class OneElectronBaseline(nn.Module):
                 onsite[e, rest // n_slots, rest % n_slots] = c
             else:
                 offsite.reshape(-1, F)[key] = c[:F]
-            fitted += 1
+            fitted += not only_new or bool(np.any(c.astype(np.float32)))
         self.onsite.copy_(torch.as_tensor(onsite, dtype=self.onsite.dtype))
         self.offsite.copy_(torch.as_tensor(offsite, dtype=self.offsite.dtype))
         return {"kinds": fitted}

@@ -98,6 +98,11 @@ def test_a_trained_baseline_meeting_new_kinds_of_block_fits_only_those():
     torch.testing.assert_close(model.baseline.onsite, onsite, rtol=0, atol=0)
     torch.testing.assert_close(model.baseline.offsite[o, :, h], offsite[o, :, h], rtol=0, atol=0)
     torch.testing.assert_close(model.baseline.offsite[h, :, h], offsite[h, :, h], rtol=0, atol=0)
+    assert model.baseline.fit([sample], model.element_indices, only_new=True)["kinds"] == 0  # nothing new now
+    other = baseline_model()
+    other.fit_references(pbe_waters(2, seed=0))
+    zero = {**sample, "hamiltonian": torch.zeros_like(sample["hamiltonian"])}  # O-O's best coefficients: zero
+    assert other.baseline.fit([zero], other.element_indices, only_new=True)["kinds"] == 0  # nothing learnt
     model.baseline.fit([sample], model.element_indices)  # a full refit to H2O2 alone would move them
     assert not torch.equal(model.baseline.offsite[o, :, h], offsite[o, :, h])
 

@@ -201,7 +201,7 @@ def _new_metadata(title: str, fmt: str, settings, method: str, sampling: dict | 
     }
 
 
-def _prepare(db, molecule: str, settings: GenerationSettings, log, subset: dict | None = None):
+def _prepare(db, settings: GenerationSettings, log, subset: dict | None = None):
     """The dataset's sampler, a function of the sample index returning (positions, row keys), and its
     metadata; what the sampler starts from (normal modes, MD conformers) is computed and stored once.
     ``subset``: what a file holding only some rows of a dataset records about them (``phisnet.split_rebuild``)."""
@@ -212,7 +212,7 @@ def _prepare(db, molecule: str, settings: GenerationSettings, log, subset: dict 
             raise InputError(f"{db.filename} holds other rows of these settings; use a new --out file.")
     else:
         new_metadata = _new_md_metadata if settings.sampler == MD else _new_normal_mode_metadata
-        metadata = new_metadata(molecule, settings, log)
+        metadata = new_metadata(settings.molecule, settings, log)
         if subset is not None:
             metadata["subset"] = subset
         db.metadata = metadata
@@ -423,7 +423,7 @@ def _generate_locked(
     xc, basis, log = settings.xc, settings.basis, run.log
     # No `with db:` block: ASE would make the whole run one transaction; each write must commit alone.
     db = ase.db.connect(out, type="db", append=True)
-    sample, metadata = _prepare(db, settings.molecule, settings, log, subset)
+    sample, metadata = _prepare(db, settings, log, subset)
     done = {row.sample_index for row in db.select(include_data=False)}
     # A whole dataset draws the next index for one that failed; a fixed list tries its failed rows again.
     failed = set(metadata.get("failed_indices", [])) if indices is None else set()

@@ -39,14 +39,19 @@ def subset_record(info: ModelInfo, split: str, model: str | os.PathLike) -> dict
             f"{model} was trained on a molecule set ({info.data_title}); only a one-molecule dataset's split is "
             "rebuilt (a set's rows depend on its molecule list)."
         )
-    positions = split_indices(n, seed=splits["seed"], train=splits["train"], val=splits["val"])[split]
     return {
         "split": split,
         "of_model": Path(model).name,
         "n_structures": n,
         "splits": dict(splits),
-        "positions": sorted(positions),
+        "positions": sorted(_split_positions(info, split)),
     }
+
+
+def _split_positions(info: ModelInfo, split: str) -> list[int]:
+    """Positions of ``split`` in the dataset a model was trained on, by the split its checkpoint records."""
+    splits = info.splits
+    return split_indices(info.n_structures, seed=splits["seed"], train=splits["train"], val=splits["val"])[split]
 
 
 def rebuild_split(model: str | os.PathLike, split: str, out: str | os.PathLike, **options) -> Path:
@@ -102,8 +107,7 @@ def subset_positions(dataset, info: ModelInfo, split: str, path: str) -> list[in
         )
     if split not in SPLITS:
         raise InputError(f"{dataset.path} is one molecule's data: it has no {split} split.")
-    splits = info.splits
-    wanted = split_indices(info.n_structures, seed=splits["seed"], train=splits["train"], val=splits["val"])[split]
+    wanted = _split_positions(info, split)
     where = {int(sample["sample_index"]): k for k, sample in enumerate(dataset.samples)}
     missing = [p for p in wanted if p not in where]
     if missing:

@@ -7,6 +7,12 @@ import sys
 
 from phisnet.errors import InputError
 
+#: The arguments that decide a dataset's rows (besides --out): --split-of takes them from the model.
+ROW_SETTINGS = (
+    "molecule", "molecules", "n", "temperature", "seed", "xc", "basis", "charge", "spin", "no_forces", "sampler",
+    "conformers", "minima", "md_spacing", "md_block",
+)  # fmt: skip
+
 
 def add_parser(sub, fmt) -> None:
     gen = sub.add_parser(
@@ -63,6 +69,8 @@ def add_parser(sub, fmt) -> None:
         "answers in fewer iterations; it must know the elements and use the same basis",
     )
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    # What --split-of takes from the model: these must stay at the parser's own defaults.
+    gen.set_defaults(row_setting_defaults={name: gen.get_default(name) for name in ROW_SETTINGS})
 
 
 def _sampler_flags(gen: argparse.ArgumentParser) -> None:
@@ -148,11 +156,7 @@ def _rebuild(args: argparse.Namespace) -> int:
     """``--split-of``: one split of a model's dataset; every setting that decides the rows comes from the model."""
     from phisnet.split_rebuild import rebuild_split
 
-    defaults = dict(
-        molecule=None, molecules=None, n=None, temperature=500.0, seed=0, xc="pbe", basis="def2-svp", charge=0,
-        spin=0, no_forces=False, sampler="normal-modes", conformers=None, minima=0, md_spacing=None, md_block=None,
-    )  # fmt: skip
-    given = [name for name, default in defaults.items() if getattr(args, name) != default]
+    given = [name for name, default in args.row_setting_defaults.items() if getattr(args, name) != default]
     if given:
         flags = ", ".join("MOLECULE" if name == "molecule" else "--" + name.replace("_", "-") for name in given)
         raise InputError(
